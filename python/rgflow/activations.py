@@ -1,0 +1,259 @@
+"""Activation functions: names, parameters and numpy evaluation.
+
+An activation is named by a string (``"relu"``, ``"gelu"``, ...), by an
+:class:`Activation` object (for parameters, e.g. ``Activation("leaky_relu", slope=0.1)``),
+or by a user callable (``Activation.from_callable(f, derivatives=[f1, f2, ...])``).
+
+The Rust core evaluates built-ins natively, with exact derivatives up to 6th order and the
+distributional (delta-function) derivatives of kinked activations.  The numpy evaluation
+here (:meth:`Activation.numpy`) gives sigma and its first derivatives; it is used by the
+ensemble samplers and by the independent numpy reference (:mod:`rgflow.reference`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Built-in activation names and their parameters (with defaults).
+BUILTIN_PARAMS: dict[str, dict[str, float]] = {
+    "linear": {},
+    "relu": {},
+    "leaky_relu": {"slope": 0.01},
+    "tanh": {},
+    "erf": {},
+    "sin": {},
+    "gelu": {},
+    "swish": {},
+    "softplus": {},
+    "sigmoid": {},
+    "elu": {"alpha": 1.0},
+    "monomial": {"p": 2.0},
+}
+
+_ALIASES = {"silu": "swish", "identity": "linear", "leakyrelu": "leaky_relu", "leaky-relu": "leaky_relu"}
+
+#: Activations whose derivatives jump at z = 0 (the kink); their higher derivatives carry
+#: delta functions, which the core integrates exactly.
+KINKED = {"relu", "leaky_relu", "elu"}
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+
+def _erf(z: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf
+
+        return erf(z)
+    except ImportError:  # pragma: no cover - scipy is a test dependency only
+        return np.vectorize(math.erf, otypes=[float])(z)
+
+
+class Activation:
+    """An activation function sigma.
+
+    Parameters
+    ----------
+    name:
+        One of :data:`BUILTIN_PARAMS` (``"silu"`` is an alias of ``"swish"``).
+    **params:
+        Parameters of the built-in: ``slope`` for ``leaky_relu`` (negative-side slope),
+        ``alpha`` for ``elu``, ``p`` (a non-negative integer) for ``monomial``.
+    """
+
+    def __init__(self, name: str, **params: float) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"activation name must be a str, got {type(name).__name__}")
+        key = _ALIASES.get(name.lower(), name.lower())
+        if key not in BUILTIN_PARAMS:
+            raise ValueError(
+                f"unknown activation {name!r}; choose one of {sorted(BUILTIN_PARAMS)} "
+                "or pass Activation.from_callable(f, derivatives=[...])"
+            )
+        allowed = BUILTIN_PARAMS[key]
+        unknown = set(params) - set(allowed)
+        if unknown:
+            raise ValueError(
+                f"activation {key!r} takes parameters {sorted(allowed) or 'none'}, got {sorted(unknown)}"
+            )
+        full = dict(allowed)
+        for k, v in params.items():
+            v = float(v)
+            if not math.isfinite(v):
+                raise ValueError(f"activation parameter {k}={v} must be finite")
+            full[k] = v
+        if key == "monomial" and (full["p"] < 0 or full["p"] != int(full["p"])):
+            raise ValueError(f"monomial power p must be a non-negative integer, got {full['p']}")
+        if key == "elu" and full["alpha"] <= 0:
+            raise ValueError(f"elu alpha must be positive, got {full['alpha']}")
+        self.name: str = key
+        self.params: dict[str, float] = full
+        self.function: Callable[[np.ndarray], np.ndarray] | None = None
+        self.derivatives: tuple[Callable[[np.ndarray], np.ndarray], ...] = ()
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_callable(
+        cls,
+        function: Callable[[np.ndarray], np.ndarray],
+        derivatives: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
+        name: str = "custom",
+    ) -> Activation:
+        """A user-defined activation.
+
+        ``function`` and each of ``derivatives`` (sigma', sigma'', ... in order) must be
+        vectorised: they take a float64 numpy array and return an array of the same shape.
+        The core evaluates them in batches on quadrature nodes.  A computation that needs a
+        derivative order you did not supply raises ``ValueError`` (finite differences are
+        refused: they cannot reach the accuracy the recursions need).
+        """
+        if not callable(function):
+            raise TypeError("function must be callable (a vectorised numpy function)")
+        for i, d in enumerate(derivatives):
+            if not callable(d):
+                raise TypeError(f"derivatives[{i}] must be callable")
+        self = cls.__new__(cls)
+        self.name = "custom"
+        self.params = {}
+        self.function = function
+        self.derivatives = tuple(derivatives)
+        self._label = name
+        probe = np.linspace(-2.0, 2.0, 5)
+        for order, f in enumerate((function, *self.derivatives)):
+            out = np.asarray(f(probe), dtype=float)
+            if out.shape != probe.shape:
+                raise ValueError(
+                    f"custom activation derivative {order} is not vectorised: "
+                    f"input shape {probe.shape} gave output shape {out.shape}"
+                )
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def is_custom(self) -> bool:
+        return self.name == "custom"
+
+    @property
+    def kinked(self) -> bool:
+        """True for activations whose derivatives jump at z = 0 (relu, leaky_relu, elu)."""
+        return self.name in KINKED
+
+    @property
+    def max_derivative(self) -> int:
+        """Highest derivative order available (6 for built-ins)."""
+        return len(self.derivatives) if self.is_custom else 6
+
+    def spec(self) -> tuple[str, list[float]]:
+        """(name, parameter list) as passed to the Rust core."""
+        order = {"leaky_relu": ["slope"], "elu": ["alpha"], "monomial": ["p"]}.get(self.name, [])
+        return self.name, [self.params[k] for k in order]
+
+    def __repr__(self) -> str:
+        if self.is_custom:
+            return f"Activation.from_callable(<{self._label}>, {len(self.derivatives)} derivatives)"
+        if self.params:
+            ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+            return f"Activation({self.name!r}, {ps})"
+        return f"Activation({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Activation):
+            return NotImplemented
+        if self.is_custom or other.is_custom:
+            return self is other
+        return self.name == other.name and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.params.items())))) if not self.is_custom else id(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.is_custom:
+            raise ValueError("a custom (callable) activation cannot be serialised; use a built-in")
+        return {"name": self.name, **self.params}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Activation:
+        d = dict(d)
+        return cls(d.pop("name"), **d)
+
+    # ------------------------------------------------------------------ numpy evaluation
+    def numpy(self, z: np.ndarray, deriv: int = 0) -> np.ndarray:
+        """sigma^(deriv)(z) for deriv in {0, 1, 2} (regular part; at a kink the right value)."""
+        z = np.asarray(z, dtype=float)
+        if self.is_custom:
+            fs = (self.function, *self.derivatives)
+            if deriv >= len(fs):
+                raise ValueError(
+                    f"derivative {deriv} of the custom activation was not supplied; "
+                    f"pass derivatives=[...] with at least {deriv} entries"
+                )
+            return np.asarray(fs[deriv](z), dtype=float)
+        n, p = self.name, self.params
+        if deriv not in (0, 1, 2):
+            raise ValueError("numpy evaluation provides derivatives 0, 1, 2 only")
+        if n == "linear":
+            return z.copy() if deriv == 0 else (np.ones_like(z) if deriv == 1 else np.zeros_like(z))
+        if n in ("relu", "leaky_relu"):
+            a = 0.0 if n == "relu" else p["slope"]
+            if deriv == 0:
+                return np.where(z > 0, z, a * z)
+            if deriv == 1:
+                return np.where(z > 0, 1.0, a)
+            return np.zeros_like(z)
+        if n == "tanh":
+            t = np.tanh(z)
+            return t if deriv == 0 else (1 - t * t if deriv == 1 else -2 * t * (1 - t * t))
+        if n == "erf":
+            if deriv == 0:
+                return _erf(z)
+            g = 2.0 / math.sqrt(math.pi) * np.exp(-z * z)
+            return g if deriv == 1 else -2 * z * g
+        if n == "sin":
+            return (np.sin(z), np.cos(z), -np.sin(z))[deriv]
+        if n == "gelu":
+            cdf = 0.5 * (1 + _erf(z / _SQRT2))
+            pdf = np.exp(-0.5 * z * z) / _SQRT2PI
+            return (z * cdf, cdf + z * pdf, 2 * pdf - z * z * pdf)[deriv]
+        if n in ("swish", "softplus", "sigmoid"):
+            s = 0.5 * (1 + np.tanh(0.5 * z))
+            ds = s * (1 - s)
+            d2s = ds * (1 - 2 * s)
+            if n == "sigmoid":
+                return (s, ds, d2s)[deriv]
+            if n == "softplus":
+                return (np.logaddexp(0.0, z), s, ds)[deriv]
+            return (z * s, s + z * ds, 2 * ds + z * d2s)[deriv]
+        if n == "elu":
+            al = p["alpha"]
+            e = al * np.exp(np.minimum(z, 0.0))
+            if deriv == 0:
+                return np.where(z > 0, z, e - al)
+            if deriv == 1:
+                return np.where(z > 0, 1.0, e)
+            return np.where(z > 0, 0.0, e)
+        if n == "monomial":
+            k = int(p["p"])
+            if deriv > k:
+                return np.zeros_like(z)
+            c = math.perm(k, deriv)
+            return c * z ** (k - deriv)
+        raise AssertionError(n)  # pragma: no cover
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.numpy(z, 0)
+
+
+def as_activation(a: str | Activation) -> Activation:
+    """Coerce a name or an :class:`Activation` to an :class:`Activation` (TypeError otherwise)."""
+    if isinstance(a, Activation):
+        return a
+    if isinstance(a, str):
+        return Activation(a)
+    raise TypeError(
+        f"activation must be a name (str) or rgflow.Activation, got {type(a).__name__}; "
+        "wrap a callable with rgflow.Activation.from_callable(f, derivatives=[...])"
+    )

@@ -1,0 +1,148 @@
+"""First-order finite-width theory of an MLP at initialisation (the Rust recursion engine).
+
+Tensors, each float64, layer axis 0 = layer 1 (``../shared/spec/ntk.md`` §1.2):
+
+* ``K, K1, Theta, Theta1``: shape (L, N, N).  Mean metric ``K + K1/n_{l-1}``, NTK mean
+  ``Theta + Theta1/n_{l-1}``.
+* ``V[l, a1, a2, a3, a4] = V_{(a1 a2)(a3 a4)}`` four-point vertex,
+  ``D[l, a1, a2, a3, a4] = D_{a1 a2 a3 a4}``, ``F[l, a1, a2, a3, a4] = F_{a1 a2 a3 a4}``
+  (slots 1, 3 preactivation samples, 2, 4 NTK samples),
+  ``A[l, a1, a2, a3, a4] = A_{(a1 a2)(a3 a4)}``, ``B[l, a1, a2, a3, a4] = B_{a1 a2 a3 a4}``:
+  shape (L, N, N, N, N).  Every layer-l tensor multiplies ``1/n_{l-1}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .network import MLP, check_inputs
+
+#: Tensors of the first-order theory; the (L, N, N) ones and the (L, N, N, N, N) ones.
+TWO_POINT = ("K", "K1", "Theta", "Theta1")
+FOUR_POINT = ("V", "D", "F", "A", "B")
+ALL_TENSORS = TWO_POINT + FOUR_POINT
+
+
+class Theory:
+    """Result of :func:`rgflow.theory`: tensors plus the network and inputs they came from.
+
+    Tensors not computed (``ntk=False`` or ``order=0``) are ``None``.
+    """
+
+    def __init__(self, net: MLP, x: np.ndarray, tensors: dict[str, np.ndarray | None], options: dict[str, Any] | None = None):
+        self.net = net
+        self.x = x
+        self.options = dict(options or {})
+        self.K: np.ndarray = tensors["K"]  # type: ignore[assignment]
+        self.K1: np.ndarray | None = tensors.get("K1")
+        self.Theta: np.ndarray | None = tensors.get("Theta")
+        self.Theta1: np.ndarray | None = tensors.get("Theta1")
+        self.V: np.ndarray | None = tensors.get("V")
+        self.D: np.ndarray | None = tensors.get("D")
+        self.F: np.ndarray | None = tensors.get("F")
+        self.A: np.ndarray | None = tensors.get("A")
+        self.B: np.ndarray | None = tensors.get("B")
+
+    @property
+    def depth(self) -> int:
+        return self.net.depth
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.x.shape[0])
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The computed tensors by name."""
+        return {k: getattr(self, k) for k in ALL_TENSORS if getattr(self, k) is not None}
+
+    def width(self, layer: int) -> int:
+        """n_{l-1}, the width whose inverse multiplies layer-l corrections (1-based layer)."""
+        return self.net.correction_width(layer, self.x.shape[1])
+
+    def metric(self, layer: int) -> np.ndarray:
+        """Mean metric to first order, ``K + K1 / n_{l-1}`` at 1-based ``layer``."""
+        K = self.K[self._idx(layer)]
+        if self.K1 is None:
+            raise ValueError("K1 was not computed (order=0); call rgflow.theory(..., order=1)")
+        return K + self.K1[self._idx(layer)] / self.width(layer)
+
+    def ntk_mean(self, layer: int) -> np.ndarray:
+        """NTK mean to first order, ``Theta + Theta1 / n_{l-1}`` at 1-based ``layer``."""
+        if self.Theta is None or self.Theta1 is None:
+            raise ValueError("Theta1 was not computed; call rgflow.theory(..., ntk=True, order=1)")
+        return self.Theta[self._idx(layer)] + self.Theta1[self._idx(layer)] / self.width(layer)
+
+    def _idx(self, layer: int) -> int:
+        if not 1 <= layer <= self.depth:
+            raise ValueError(f"layer must be in 1..{self.depth} (1-based), got {layer}")
+        return layer - 1
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Save tensors, inputs and network to an ``.npz`` file."""
+        arrays = {k: v for k, v in self.tensors().items()}
+        meta = {"net": self.net.to_dict(), "options": self.options}
+        np.savez_compressed(path, x=self.x, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Theory:
+        """Load a :class:`Theory` saved by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            tensors = {k: (np.array(data[k]) if k in data.files else None) for k in ALL_TENSORS}
+            x = np.array(data["x"])
+        return cls(MLP.from_dict(meta["net"]), x, tensors, meta.get("options"))
+
+    def __repr__(self) -> str:
+        have = ", ".join(self.tensors())
+        return f"Theory({self.net!r}, N={self.n_inputs}, tensors=[{have}])"
+
+
+def theory(
+    net: MLP,
+    x: Any,
+    *,
+    ntk: bool = True,
+    order: int = 1,
+    quad_order: int | None = None,
+) -> Theory:
+    """Compute the infinite-width kernels and their first-order (1/n) tensors for ``net`` on ``x``.
+
+    Parameters
+    ----------
+    net: the :class:`~rgflow.MLP`.
+    x: inputs, shape (N, n0).
+    ntk: also compute the NTK family (Theta, and with order=1: Theta1, D, F, A, B).
+    order: 0 for infinite width only (K, Theta), 1 for the first-order tensors.
+    quad_order: quadrature nodes per piece and level (default: chosen per dimension,
+        see :func:`rgflow.expect`).
+    """
+    from . import _core
+
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
+    x = check_inputs(x)
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
+    from .expectations import _core_activation
+
+    act = _core_activation(net.activation)
+    widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
+    out = _core.mlp_theory(
+        act,
+        x,
+        widths,
+        np.array(net.C_b),
+        np.array(net.C_W),
+        np.array(net.lambda_b),
+        np.array(net.lambda_W),
+        bool(ntk),
+        int(order),
+        0 if quad_order is None else int(quad_order),
+    )
+    tensors = {k: out.get(k) for k in ALL_TENSORS}
+    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order})
