@@ -8,9 +8,20 @@ D, F, A, B (Rust core), checked against ensembles of sampled finite-width networ
 from __future__ import annotations
 
 from .activations import Activation
+from .expectations import expect, expect_with_error, sigma, zpow
 from .network import MLP
 from .theory import Theory, theory
 
 __version__ = "0.1.0"
 
-__all__ = ["Activation", "MLP", "Theory", "theory", "__version__"]
+__all__ = [
+    "Activation",
+    "MLP",
+    "Theory",
+    "__version__",
+    "expect",
+    "expect_with_error",
+    "sigma",
+    "theory",
+    "zpow",
+]

@@ -1,1 +1,620 @@
-pub fn _placeholder() {}
+//! Layer recursions of a multilayer perceptron at initialisation, first order in 1/n,
+//! in the derivative (Gaussian integration-by-parts) form: every entry needs only
+//! expectations over the samples it names, and no inverse of the N×N kernel.
+//!
+//! Step ℓ → ℓ+1, expectations at K = K^{(ℓ)}, hyperparameters of layer ℓ+1,
+//! ρ = n_ℓ/n_{ℓ-1} (spec `preactivations.md` §3–5, `ntk.md` §1.3–1.5):
+//!
+//! * K' = C_b + C_W⟨σσ⟩ (4.118);  Θ' = λ_b + λ_W⟨σσ⟩ + C_W⟨σ'σ'⟩Θ (9.5)
+//! * V' (4.119) with ⟨σσ(zz−K)⟩ K^{-1}K^{-1} → C^{12}_{γγ'} = ⟨∂γ∂γ'(σσ)⟩ (§4c)
+//! * K1' = ρ C_W 𝒩[σσ] (4.115), 𝒩[O] = ½K1·⟨∂∂O⟩ + ⅛V·⟨∂⁴O⟩ (ntk.md §1.3)
+//! * D' (8.77), F' (8.79), B' (8.89), A' (8.97, D-terms with C_W/2), Θ1' (ntk.md §1.4).
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::activations::ActivationFn;
+use crate::expect::{expect_block, QuadOpts, Term};
+use crate::RgError;
+
+/// Network hyperparameters; per-layer vectors have length L, `widths` = (n_0, …, n_L).
+#[derive(Clone, Debug)]
+pub struct MlpSpec {
+    pub widths: Vec<f64>,
+    pub c_b: Vec<f64>,
+    pub c_w: Vec<f64>,
+    pub lambda_b: Vec<f64>,
+    pub lambda_w: Vec<f64>,
+}
+
+impl MlpSpec {
+    pub fn depth(&self) -> usize {
+        self.c_w.len()
+    }
+
+    pub fn validate(&self) -> Result<(), RgError> {
+        let l = self.depth();
+        if l == 0 {
+            return Err(RgError::value("depth must be >= 1"));
+        }
+        for (name, v) in [("C_b", &self.c_b), ("lambda_b", &self.lambda_b), ("lambda_W", &self.lambda_w)] {
+            if v.len() != l {
+                return Err(RgError::value(format!("{name} has {} entries, expected one per layer ({l})", v.len())));
+            }
+            if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                return Err(RgError::value(format!("{name} entries must be finite and >= 0")));
+            }
+        }
+        if self.c_w.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            return Err(RgError::value("C_W entries must be finite and > 0"));
+        }
+        if self.widths.len() != l + 1 {
+            return Err(RgError::value(format!(
+                "widths must list n_0..n_L ({} entries), got {}",
+                l + 1,
+                self.widths.len()
+            )));
+        }
+        if self.widths.iter().any(|w| !w.is_finite() || *w <= 0.0) {
+            return Err(RgError::value("widths must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Tensors per layer, flattened row-major: two-point (N²) and four-point (N⁴) per layer.
+#[derive(Clone, Debug, Default)]
+pub struct TheoryTensors {
+    pub n: usize,
+    pub k: Vec<Vec<f64>>,
+    pub theta: Option<Vec<Vec<f64>>>,
+    pub k1: Option<Vec<Vec<f64>>>,
+    pub theta1: Option<Vec<Vec<f64>>>,
+    pub v: Option<Vec<Vec<f64>>>,
+    pub d: Option<Vec<Vec<f64>>>,
+    pub f: Option<Vec<Vec<f64>>>,
+    pub a: Option<Vec<Vec<f64>>>,
+    pub b: Option<Vec<Vec<f64>>>,
+}
+
+/// Two-sample expectations for one pair a ≤ b.
+/// `m[i][j] = ⟨σ^{(i)}_a σ^{(j)}_b⟩` (a ≠ b, i+j even, i,j ≤ 5);
+/// for a = b the single-sample values in `same`.
+#[derive(Clone, Debug, Default)]
+struct PairExp {
+    m: [[f64; 6]; 6],
+    same: SameExp,
+}
+
+#[derive(Clone, Debug, Default)]
+struct SameExp {
+    ss: f64,     // ⟨σ²⟩
+    pp: f64,     // ⟨σ'²⟩
+    d2ss: f64,   // ⟨(σ²)''⟩
+    d2pp: f64,   // ⟨(σ'²)''⟩
+    d4ss: f64,   // ⟨(σ²)''''⟩
+    d4pp: f64,   // ⟨(σ'²)''''⟩
+    d1sp: f64,   // ⟨(σσ')'⟩
+}
+
+/// (i, j) derivative-order pairs needed off the diagonal.
+const PAIR_ORDERS_FULL: [(u8, u8); 14] = [
+    (0, 0),
+    (1, 1),
+    (2, 0),
+    (0, 2),
+    (4, 0),
+    (3, 1),
+    (2, 2),
+    (1, 3),
+    (0, 4),
+    (5, 1),
+    (4, 2),
+    (3, 3),
+    (2, 4),
+    (1, 5),
+];
+
+struct Layer<'a> {
+    n: usize,
+    pairs: &'a [PairExp],
+}
+
+impl<'a> Layer<'a> {
+    #[inline]
+    fn pair(&self, a: usize, b: usize) -> (&PairExp, bool) {
+        if a <= b {
+            (&self.pairs[a * self.n + b], false)
+        } else {
+            (&self.pairs[b * self.n + a], true)
+        }
+    }
+    /// ⟨σ^{(i)}_a σ^{(j)}_b⟩ for a ≠ b.
+    #[inline]
+    fn m(&self, a: usize, i: usize, b: usize, j: usize) -> f64 {
+        let (p, swap) = self.pair(a, b);
+        if swap {
+            p.m[j][i]
+        } else {
+            p.m[i][j]
+        }
+    }
+    fn same(&self, a: usize) -> &SameExp {
+        &self.pairs[a * self.n + a].same
+    }
+    fn s(&self, a: usize, b: usize) -> f64 {
+        if a == b {
+            self.same(a).ss
+        } else {
+            self.m(a, 0, b, 0)
+        }
+    }
+    fn p(&self, a: usize, b: usize) -> f64 {
+        if a == b {
+            self.same(a).pp
+        } else {
+            self.m(a, 1, b, 1)
+        }
+    }
+    /// ⟨∂_{g1}∂_{g2}(σ_a σ_b)⟩ (`prime`: of σ'_a σ'_b).
+    fn c2(&self, a: usize, b: usize, g1: usize, g2: usize, prime: bool) -> f64 {
+        if a == b {
+            let s = self.same(a);
+            return if prime { s.d2pp } else { s.d2ss };
+        }
+        let na = (g1 == a) as usize + (g2 == a) as usize;
+        let o = prime as usize;
+        self.m(a, na + o, b, 2 - na + o)
+    }
+    /// ⟨∂⁴(σ_a σ_b)⟩ with `na` of the four derivatives on a.
+    fn c4(&self, a: usize, b: usize, na: usize, prime: bool) -> f64 {
+        if a == b {
+            let s = self.same(a);
+            return if prime { s.d4pp } else { s.d4ss };
+        }
+        let o = prime as usize;
+        self.m(a, na + o, b, 4 - na + o)
+    }
+    /// ⟨∂_g(σ_p σ'_t)⟩.
+    fn e1(&self, p: usize, t: usize, g: usize) -> f64 {
+        if p == t {
+            self.same(p).d1sp
+        } else if g == p {
+            self.m(p, 1, t, 1)
+        } else {
+            self.m(p, 0, t, 2)
+        }
+    }
+}
+
+#[inline]
+fn distinct(a: usize, b: usize) -> ([usize; 2], usize) {
+    if a == b {
+        ([a, a], 1)
+    } else {
+        ([a, b], 2)
+    }
+}
+
+#[inline]
+fn key4(mut codes: [u16; 4]) -> u64 {
+    codes.sort_unstable();
+    codes[0] as u64 | (codes[1] as u64) << 16 | (codes[2] as u64) << 32 | (codes[3] as u64) << 48
+}
+
+#[inline]
+fn code(sample: usize, prime: bool) -> u16 {
+    ((sample << 1) | prime as usize) as u16
+}
+
+fn pair_expectations(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    full: bool,
+    opts: &QuadOpts,
+) -> Result<Vec<PairExp>, RgError> {
+    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
+    let offd_orders: Vec<(u8, u8)> = if full { PAIR_ORDERS_FULL.to_vec() } else { vec![(0, 0), (1, 1)] };
+    let results: Vec<((usize, usize), PairExp)> = pairs
+        .par_iter()
+        .map(|&(a, b)| -> Result<((usize, usize), PairExp), RgError> {
+            let mut pe = PairExp::default();
+            if a == b {
+                let mut terms = vec![Term::prod(&[0, 0]), Term::prod(&[1, 1])];
+                if full {
+                    terms.extend([
+                        Term::deriv_of(2, &[0, 0]),
+                        Term::deriv_of(2, &[1, 1]),
+                        Term::deriv_of(4, &[0, 0]),
+                        Term::deriv_of(4, &[1, 1]),
+                        Term::deriv_of(1, &[0, 1]),
+                    ]);
+                }
+                let its: Vec<Vec<Term>> = terms.into_iter().map(|t| vec![t]).collect();
+                let v = expect_block(act, &[k[a * n + a]], 1, &its, opts)
+                    .map_err(|e| e.context(&format!("single-input expectations for input {a}")))?;
+                pe.same.ss = v[0];
+                pe.same.pp = v[1];
+                if full {
+                    pe.same.d2ss = v[2];
+                    pe.same.d2pp = v[3];
+                    pe.same.d4ss = v[4];
+                    pe.same.d4pp = v[5];
+                    pe.same.d1sp = v[6];
+                }
+            } else {
+                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
+                let its: Vec<Vec<Term>> = offd_orders.iter().map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)]).collect();
+                let v = expect_block(act, &cov, 2, &its, opts)
+                    .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))?;
+                for (&(i, j), val) in offd_orders.iter().zip(v) {
+                    pe.m[i as usize][j as usize] = val;
+                }
+            }
+            Ok(((a, b), pe))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = vec![PairExp::default(); n * n];
+    for ((a, b), pe) in results {
+        out[a * n + b] = pe;
+    }
+    Ok(out)
+}
+
+/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ over all multisets of 4 samples and even prime patterns.
+fn four_point_expectations(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    ntk: bool,
+    opts: &QuadOpts,
+) -> Result<HashMap<u64, f64>, RgError> {
+    let mut sets = vec![];
+    for a in 0..n {
+        for b in a..n {
+            for c in b..n {
+                for d in c..n {
+                    sets.push([a, b, c, d]);
+                }
+            }
+        }
+    }
+    let chunks: Vec<Vec<(u64, f64)>> = sets
+        .par_iter()
+        .map(|s| -> Result<Vec<(u64, f64)>, RgError> {
+            let mut ds: Vec<usize> = s.to_vec();
+            ds.dedup();
+            let dn = ds.len();
+            let cov: Vec<f64> = ds.iter().flat_map(|&p| ds.iter().map(move |&q| k[p * n + q])).collect();
+            let mut keys: Vec<u64> = vec![];
+            let mut its: Vec<Vec<Term>> = vec![];
+            for mask in 0u32..16 {
+                if mask.count_ones() % 2 == 1 || (!ntk && mask != 0) {
+                    continue;
+                }
+                let codes = [0, 1, 2, 3].map(|i| code(s[i], mask >> i & 1 == 1));
+                let key = key4(codes);
+                if keys.contains(&key) {
+                    continue;
+                }
+                keys.push(key);
+                let terms: Vec<Term> = ds
+                    .iter()
+                    .map(|&smp| {
+                        let orders: Vec<u8> =
+                            (0..4).filter(|&i| s[i] == smp).map(|i| (mask >> i & 1) as u8).collect();
+                        Term::prod(&orders)
+                    })
+                    .collect();
+                its.push(terms);
+            }
+            let v = expect_block(act, &cov, dn, &its, opts)
+                .map_err(|e| e.context(&format!("four-point expectations for inputs {s:?}")))?;
+            Ok(keys.into_iter().zip(v).collect())
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// Fill an N⁴ tensor in parallel over the first index.
+fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
+    let mut out = vec![0.0; n * n * n * n];
+    out.par_chunks_mut(n * n * n).enumerate().for_each(|(a, chunk)| {
+        for b in 0..n {
+            for c in 0..n {
+                for d in 0..n {
+                    chunk[(b * n + c) * n + d] = f(a, b, c, d);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Compute the kernels (and first-order tensors when `order == 1`) at every layer.
+/// `x` is N×n0 row-major.
+pub fn mlp_theory(
+    act: &dyn ActivationFn,
+    x: &[f64],
+    n: usize,
+    n0: usize,
+    spec: &MlpSpec,
+    ntk: bool,
+    order: usize,
+    opts: &QuadOpts,
+) -> Result<TheoryTensors, RgError> {
+    spec.validate()?;
+    if n == 0 {
+        return Err(RgError::value("no inputs (N = 0)"));
+    }
+    if x.len() != n * n0 {
+        return Err(RgError::value("x has the wrong size"));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(RgError::value("x contains NaN or inf"));
+    }
+    if order > 1 {
+        return Err(RgError::value("order must be 0 or 1"));
+    }
+    let l_total = spec.depth();
+    let n2 = n * n;
+    let n4 = n2 * n2;
+    let first = order == 1;
+    // layer 1
+    let mut k = vec![0.0; n2];
+    let mut th = vec![0.0; n2];
+    for a in 0..n {
+        for b in 0..n {
+            let dot: f64 = (0..n0).map(|i| x[a * n0 + i] * x[b * n0 + i]).sum::<f64>() / n0 as f64;
+            k[a * n + b] = spec.c_b[0] + spec.c_w[0] * dot;
+            th[a * n + b] = spec.lambda_b[0] + spec.lambda_w[0] * dot;
+        }
+    }
+    let zeros2 = vec![0.0; n2];
+    let zeros4 = || vec![0.0; n4];
+    let mut out = TheoryTensors { n, k: vec![k], ..Default::default() };
+    let mut ths = vec![th];
+    let (mut k1s, mut th1s, mut vs, mut dss, mut fs, mut as_, mut bs) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    if first {
+        k1s.push(zeros2.clone());
+        vs.push(zeros4());
+        if ntk {
+            th1s.push(zeros2.clone());
+            dss.push(zeros4());
+            fs.push(zeros4());
+            as_.push(zeros4());
+            bs.push(zeros4());
+        }
+    }
+    for l in 1..l_total {
+        // step from layer l (index l-1) to layer l+1 (index l)
+        let (cb, cw, lb, lw) = (spec.c_b[l], spec.c_w[l], spec.lambda_b[l], spec.lambda_w[l]);
+        let rho = spec.widths[l] / spec.widths[l - 1];
+        let kl = &out.k[l - 1];
+        let pairs = pair_expectations(act, kl, n, first, opts).map_err(|e| e.context(&format!("layer {l}")))?;
+        let ly = Layer { n, pairs: &pairs };
+        let thl = &ths[l - 1];
+        let k_new: Vec<f64> = (0..n2).map(|i| cb + cw * ly.s(i / n, i % n)).collect();
+        let th_new: Vec<f64> =
+            (0..n2).map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * thl[i]).collect();
+        if first {
+            let g4 = four_point_expectations(act, kl, n, ntk, opts).map_err(|e| e.context(&format!("layer {l}")))?;
+            let g = |a: usize, pa: bool, b: usize, pb: bool, c: usize, pc: bool, d: usize, pd: bool| -> f64 {
+                g4[&key4([code(a, pa), code(b, pb), code(c, pc), code(d, pd)])]
+            };
+            let v = &vs[l - 1];
+            let k1 = &k1s[l - 1];
+            let v_at = |a: usize, b: usize, c: usize, d: usize| v[((a * n + b) * n + c) * n + d];
+            // 𝒩[σ_aσ_b] and 𝒩[σ'_aσ'_b]
+            let nlo = |a: usize, b: usize, prime: bool| -> f64 {
+                if a == b {
+                    let s = ly.same(a);
+                    let (d2, d4) = if prime { (s.d2pp, s.d4pp) } else { (s.d2ss, s.d4ss) };
+                    return 0.5 * k1[a * n + a] * d2 + 0.125 * v_at(a, a, a, a) * d4;
+                }
+                let gs = [a, b];
+                let mut t2 = 0.0;
+                for &g1 in &gs {
+                    for &g2 in &gs {
+                        t2 += k1[g1 * n + g2] * ly.c2(a, b, g1, g2, prime);
+                    }
+                }
+                let mut t4 = 0.0;
+                for m in 0..16usize {
+                    let g = [0, 1, 2, 3].map(|i| gs[m >> i & 1]);
+                    let na = g.iter().filter(|&&x| x == a).count();
+                    t4 += v_at(g[0], g[1], g[2], g[3]) * ly.c4(a, b, na, prime);
+                }
+                0.5 * t2 + 0.125 * t4
+            };
+            let k1_new: Vec<f64> = (0..n2).map(|i| rho * cw * nlo(i / n, i % n, false)).collect();
+            // V'
+            let v_new = fill4(n, |a, b, c, d| {
+                let (gab, nab) = distinct(a, b);
+                let (gcd, ncd) = distinct(c, d);
+                let mut inter = 0.0;
+                for &g1 in &gab[..nab] {
+                    for &g2 in &gab[..nab] {
+                        let cab = ly.c2(a, b, g1, g2, false);
+                        for &g3 in &gcd[..ncd] {
+                            for &g4_ in &gcd[..ncd] {
+                                inter += v_at(g1, g2, g3, g4_) * cab * ly.c2(c, d, g3, g4_, false);
+                            }
+                        }
+                    }
+                }
+                cw * cw * (g(a, false, b, false, c, false, d, false) - ly.s(a, b) * ly.s(c, d))
+                    + 0.25 * cw * cw * rho * inter
+            });
+            if ntk {
+                let dt = &dss[l - 1];
+                let ft = &fs[l - 1];
+                let at = &as_[l - 1];
+                let bt = &bs[l - 1];
+                let th1 = &th1s[l - 1];
+                let idx = |a: usize, b: usize, c: usize, d: usize| ((a * n + b) * n + c) * n + d;
+                let omega = |c: usize, d: usize| lw * ly.s(c, d) + cw * thl[c * n + d] * ly.p(c, d);
+                let d2omega =
+                    |c: usize, d: usize, g1: usize, g2: usize| lw * ly.c2(c, d, g1, g2, false) + cw * thl[c * n + d] * ly.c2(c, d, g1, g2, true);
+                // D'
+                let d_new = fill4(n, |a, b, c, d| {
+                    let (gab, nab) = distinct(a, b);
+                    let (gcd, ncd) = distinct(c, d);
+                    let s_omega = lw * g(a, false, b, false, c, false, d, false)
+                        + cw * thl[c * n + d] * g(a, false, b, false, c, true, d, true);
+                    let mut tv = 0.0;
+                    let mut td = 0.0;
+                    for &g1 in &gab[..nab] {
+                        for &g2 in &gab[..nab] {
+                            let cab = ly.c2(a, b, g1, g2, false);
+                            td += dt[idx(g1, g2, c, d)] * cab;
+                            for &g3 in &gcd[..ncd] {
+                                for &g4_ in &gcd[..ncd] {
+                                    tv += v_at(g1, g2, g3, g4_) * cab * d2omega(c, d, g3, g4_);
+                                }
+                            }
+                        }
+                    }
+                    cw * (s_omega - ly.s(a, b) * omega(c, d)) + 0.25 * cw * rho * tv + 0.5 * cw * cw * rho * td * ly.p(c, d)
+                });
+                // F'[p1, t1, p2, t2]
+                let f_new = fill4(n, |p1, t1, p2, t2| {
+                    let (g1s, n1) = distinct(p1, t1);
+                    let (g2s, n2_) = distinct(p2, t2);
+                    let mut tf = 0.0;
+                    for &g1 in &g1s[..n1] {
+                        let e1 = ly.e1(p1, t1, g1);
+                        for &g2 in &g2s[..n2_] {
+                            tf += e1 * ly.e1(p2, t2, g2) * ft[idx(g1, t1, g2, t2)];
+                        }
+                    }
+                    cw * cw * g(p1, false, p2, false, t1, true, t2, true) * thl[t1 * n + t2] + cw * cw * rho * tf
+                });
+                // B'[b1, b2, b3, b4]
+                let b_new = fill4(n, |b1, b2, b3, b4| {
+                    cw * cw
+                        * (g(b1, true, b2, true, b3, true, b4, true) * thl[b1 * n + b3] * thl[b2 * n + b4]
+                            + rho * ly.p(b1, b2) * ly.p(b3, b4) * bt[idx(b1, b2, b3, b4)])
+                });
+                // A'
+                let a_new = fill4(n, |a, b, c, d| {
+                    let (gab, nab) = distinct(a, b);
+                    let (gcd, ncd) = distinct(c, d);
+                    let (tab, tcd) = (thl[a * n + b], thl[c * n + d]);
+                    let oo = lw * lw * g(a, false, b, false, c, false, d, false)
+                        + lw * cw * tcd * g(a, false, b, false, c, true, d, true)
+                        + lw * cw * tab * g(a, true, b, true, c, false, d, false)
+                        + cw * cw * tab * tcd * g(a, true, b, true, c, true, d, true);
+                    let mut tv = 0.0;
+                    let mut td1 = 0.0;
+                    for &g1 in &gab[..nab] {
+                        for &g2 in &gab[..nab] {
+                            let o12 = d2omega(a, b, g1, g2);
+                            td1 += o12 * dt[idx(g1, g2, c, d)];
+                            for &g3 in &gcd[..ncd] {
+                                for &g4_ in &gcd[..ncd] {
+                                    tv += v_at(g1, g2, g3, g4_) * o12 * d2omega(c, d, g3, g4_);
+                                }
+                            }
+                        }
+                    }
+                    let mut td2 = 0.0;
+                    for &g3 in &gcd[..ncd] {
+                        for &g4_ in &gcd[..ncd] {
+                            td2 += d2omega(c, d, g3, g4_) * dt[idx(g3, g4_, a, b)];
+                        }
+                    }
+                    oo - omega(a, b) * omega(c, d)
+                        + 0.25 * rho * tv
+                        + rho * cw * cw * ly.p(a, b) * ly.p(c, d) * at[idx(a, b, c, d)]
+                        + rho * 0.5 * cw * (td1 * ly.p(c, d) + td2 * ly.p(a, b))
+                });
+                // Θ1'
+                let th1_new: Vec<f64> = (0..n2)
+                    .map(|i| {
+                        let (a, b) = (i / n, i % n);
+                        let (gab, nab) = distinct(a, b);
+                        let mut tdf = 0.0;
+                        for &g1 in &gab[..nab] {
+                            for &g2 in &gab[..nab] {
+                                tdf += ly.c2(a, b, g1, g2, true) * (0.5 * dt[idx(g1, g2, a, b)] + ft[idx(g1, a, g2, b)]);
+                            }
+                        }
+                        rho * (cw * ly.p(a, b) * th1[i] + lw * nlo(a, b, false) + cw * thl[i] * nlo(a, b, true) + cw * tdf)
+                    })
+                    .collect();
+                dss.push(d_new);
+                fs.push(f_new);
+                bs.push(b_new);
+                as_.push(a_new);
+                th1s.push(th1_new);
+            }
+            k1s.push(k1_new);
+            vs.push(v_new);
+        }
+        out.k.push(k_new);
+        ths.push(th_new);
+    }
+    if ntk {
+        out.theta = Some(ths);
+    }
+    if first {
+        out.k1 = Some(k1s);
+        out.v = Some(vs);
+        if ntk {
+            out.theta1 = Some(th1s);
+            out.d = Some(dss);
+            out.f = Some(fs);
+            out.a = Some(as_);
+            out.b = Some(bs);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activations::Builtin;
+
+    fn spec(l: usize, n: f64, cb: f64, cw: f64) -> MlpSpec {
+        MlpSpec {
+            widths: vec![n; l + 1],
+            c_b: vec![cb; l],
+            c_w: vec![cw; l],
+            lambda_b: vec![1.0; l],
+            lambda_w: vec![1.0; l],
+        }
+    }
+
+    #[test]
+    fn relu_scale_invariant_vertex() {
+        // V^{(l)} = (l-1)·5·K*², K1 = 0 on the diagonal (single input).
+        let x = [1.0, -0.5, 2.0];
+        let t = mlp_theory(&Builtin::Relu, &x, 1, 3, &spec(5, 10.0, 0.0, 2.0), true, 1, &QuadOpts::default()).unwrap();
+        let kstar = 2.0 * (1.0 + 0.25 + 4.0) / 3.0;
+        for l in 0..5 {
+            assert!((t.k[l][0] - kstar).abs() < 1e-12);
+            let v = t.v.as_ref().unwrap()[l][0];
+            assert!((v - 5.0 * l as f64 * kstar * kstar).abs() < 1e-9 * (1.0 + v), "l={l} v={v}");
+            assert!(t.k1.as_ref().unwrap()[l][0].abs() < 1e-10);
+            assert!(t.theta1.as_ref().unwrap()[l][0].abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn ntk_table_tanh_layer4() {
+        // ntk.md §1.7: tanh (0, 1), x1 = √2(1.3, 0.4), x2 = √2(0.2, −1.1); layer 4 Θ1_01 = 0.1576, Θ1_00 = 0.0533.
+        let s2 = 2f64.sqrt();
+        let x = [s2 * 1.3, s2 * 0.4, s2 * 0.2, -s2 * 1.1];
+        let t = mlp_theory(&Builtin::Tanh, &x, 2, 2, &spec(4, 10.0, 0.0, 1.0), true, 1, &QuadOpts::default()).unwrap();
+        let th = &t.theta.as_ref().unwrap()[3];
+        let th1 = &t.theta1.as_ref().unwrap()[3];
+        assert!((th[1] - 2.06625).abs() < 1e-5, "{}", th[1]);
+        assert!((th[0] - 3.12852).abs() < 1e-5, "{}", th[0]);
+        assert!((th1[1] - 0.1576).abs() < 1e-4, "{}", th1[1]);
+        assert!((th1[0] - 0.0533).abs() < 1e-4, "{}", th1[0]);
+    }
+}

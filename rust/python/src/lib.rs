@@ -1,1 +1,243 @@
+//! `rgflow._core`: conversion and dispatch only; the mathematics lives in `rgflow-core`.
+//! Long computations run with the GIL released (`Python::detach`).
 
+use std::sync::Arc;
+
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use rgflow_core::activations::{Activation, ActivationFn, Builtin, Side};
+use rgflow_core::expect::{expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term};
+use rgflow_core::mlp::{mlp_theory as core_theory, MlpSpec};
+use rgflow_core::RgError;
+
+fn err(e: RgError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// A user-defined activation: vectorised Python callables for σ, σ', σ'', ...
+struct PyCallableActivation {
+    label: String,
+    funcs: Vec<Py<PyAny>>,
+}
+
+impl std::fmt::Debug for PyCallableActivation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PyCallableActivation({})", self.label)
+    }
+}
+
+impl ActivationFn for PyCallableActivation {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+    fn max_order(&self) -> usize {
+        self.funcs.len() - 1
+    }
+    fn split_points(&self) -> Vec<f64> {
+        vec![]
+    }
+    fn jets(&self, z: &[f64], order: usize, _side: Side, out: &mut [f64]) -> Result<(), RgError> {
+        if order > self.max_order() {
+            return Err(RgError::value(format!(
+                "the custom activation '{}' needs derivative order {order} here but only {} derivatives were supplied; \
+                 pass derivatives=[f1, ..., f{order}] (finite differences are refused)",
+                self.label,
+                self.max_order()
+            )));
+        }
+        let m = order + 1;
+        Python::attach(|py| -> Result<(), RgError> {
+            let arr = PyArray1::from_slice(py, z);
+            for k in 0..m {
+                let res = self.funcs[k]
+                    .call1(py, (arr.clone(),))
+                    .map_err(|e| RgError::value(format!("custom activation derivative {k} raised: {e}")))?;
+                let res = res.bind(py);
+                let vals: Vec<f64> = if let Ok(a) = res.cast::<PyArray1<f64>>() {
+                    a.readonly().as_slice().map(|s| s.to_vec()).unwrap_or_else(|_| a.to_vec().unwrap_or_default())
+                } else {
+                    res.extract::<Vec<f64>>().map_err(|_| {
+                        RgError::value(format!(
+                            "custom activation derivative {k} must return a float array of the input's shape"
+                        ))
+                    })?
+                };
+                if vals.len() != z.len() {
+                    return Err(RgError::value(format!(
+                        "custom activation derivative {k} returned {} values for {} inputs (it must be vectorised)",
+                        vals.len(),
+                        z.len()
+                    )));
+                }
+                for (i, v) in vals.iter().enumerate() {
+                    if !v.is_finite() {
+                        return Err(RgError::value(format!(
+                            "custom activation derivative {k} returned a non-finite value at z = {}",
+                            z[i]
+                        )));
+                    }
+                    out[i * m + k] = *v;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Build a core activation from `("builtin", name, params)` or `("custom", label, [f, f', ...])`.
+fn activation(spec: &Bound<'_, PyTuple>) -> PyResult<Activation> {
+    let kind: String = spec.get_item(0)?.extract()?;
+    match kind.as_str() {
+        "builtin" => {
+            let name: String = spec.get_item(1)?.extract()?;
+            let params: Vec<f64> = spec.get_item(2)?.extract()?;
+            Ok(Builtin::from_name(&name, &params).map_err(err)?.into_activation())
+        }
+        "custom" => {
+            let label: String = spec.get_item(1)?.extract()?;
+            let funcs: Vec<Py<PyAny>> = spec.get_item(2)?.extract()?;
+            if funcs.is_empty() {
+                return Err(PyValueError::new_err("custom activation needs at least the function itself"));
+            }
+            Ok(Arc::new(PyCallableActivation { label, funcs }))
+        }
+        other => Err(PyValueError::new_err(format!("unknown activation kind '{other}'"))),
+    }
+}
+
+type TermSpec = (u8, u8, Vec<u8>);
+
+fn terms(integrands: Vec<Vec<TermSpec>>) -> Vec<Vec<Term>> {
+    integrands
+        .into_iter()
+        .map(|it| it.into_iter().map(|(deriv, zpow, mut sig)| {
+            sig.sort_unstable();
+            Term { deriv, zpow, sig }
+        }).collect())
+        .collect()
+}
+
+/// Map a per-sample product of factors σ^{(m_i)} · z^q to a term (deriv, zpow, sig).
+#[pyfunction]
+fn term_from_factors(act: &Bound<'_, PyTuple>, orders: Vec<u8>, zpow: u8) -> PyResult<TermSpec> {
+    let a = activation(act)?;
+    let t = Term::from_factors(a.as_ref(), &orders, zpow).map_err(err)?;
+    Ok((t.deriv, t.zpow, t.sig))
+}
+
+/// Batched expectations: covs (B, d, d); returns (B, n_integrands).
+#[pyfunction]
+fn expect_batch<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    covs: PyReadonlyArray3<'py, f64>,
+    integrands: Vec<Vec<TermSpec>>,
+    order: usize,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let a = activation(act)?;
+    let shape = covs.shape().to_vec();
+    let d = shape[1];
+    let flat: Vec<f64> = covs.as_array().iter().copied().collect();
+    let its = terms(integrands);
+    let opts = QuadOpts { order };
+    let out = py.detach(|| core_batch(a.as_ref(), &flat, d, &its, &opts)).map_err(err)?;
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// Adaptive-order expectations for one block: (values, error estimate, order used).
+#[pyfunction]
+fn expect_adaptive<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    cov: PyReadonlyArray2<'py, f64>,
+    integrands: Vec<Vec<TermSpec>>,
+    tol: f64,
+    max_order: usize,
+) -> PyResult<(Bound<'py, PyArray1<f64>>, f64, usize)> {
+    let a = activation(act)?;
+    let d = cov.shape()[0];
+    let flat: Vec<f64> = cov.as_array().iter().copied().collect();
+    let its = terms(integrands);
+    let (v, e, n) = py.detach(|| core_adaptive(a.as_ref(), &flat, d, &its, tol, max_order)).map_err(err)?;
+    Ok((PyArray1::from_vec(py, v), e, n))
+}
+
+/// Quadrature rule: kind "hermite" (probabilists', weights sum to 1) or "legendre" ([-1, 1]).
+#[pyfunction]
+fn quadrature_rule<'py>(py: Python<'py>, kind: &str, n: usize) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+    if n == 0 {
+        return Err(PyValueError::new_err("quadrature order must be >= 1"));
+    }
+    let r = match kind {
+        "hermite" => rgflow_core::quadrature::hermite(n),
+        "legendre" => rgflow_core::quadrature::legendre(n),
+        _ => return Err(PyValueError::new_err("kind must be 'hermite' or 'legendre'")),
+    };
+    Ok((PyArray1::from_slice(py, &r.nodes), PyArray1::from_slice(py, &r.weights)))
+}
+
+fn stack<'py>(py: Python<'py>, layers: &[Vec<f64>], dims: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+    let flat: Vec<f64> = layers.iter().flatten().copied().collect();
+    let mut shape = vec![layers.len()];
+    shape.extend_from_slice(dims);
+    Ok(PyArray1::from_vec(py, flat).reshape(shape)?.into_any())
+}
+
+/// All tensors of the first-order MLP theory; returns a dict of (L, N, N) / (L, N, N, N, N) arrays.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn mlp_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    x: PyReadonlyArray2<'py, f64>,
+    widths: PyReadonlyArray1<'py, f64>,
+    c_b: PyReadonlyArray1<'py, f64>,
+    c_w: PyReadonlyArray1<'py, f64>,
+    lambda_b: PyReadonlyArray1<'py, f64>,
+    lambda_w: PyReadonlyArray1<'py, f64>,
+    ntk: bool,
+    order: usize,
+    quad_order: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let a = activation(act)?;
+    let (n, n0) = (x.shape()[0], x.shape()[1]);
+    let xs: Vec<f64> = x.as_array().iter().copied().collect();
+    let spec = MlpSpec {
+        widths: widths.as_array().to_vec(),
+        c_b: c_b.as_array().to_vec(),
+        c_w: c_w.as_array().to_vec(),
+        lambda_b: lambda_b.as_array().to_vec(),
+        lambda_w: lambda_w.as_array().to_vec(),
+    };
+    let opts = QuadOpts { order: quad_order };
+    let t = py.detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, &opts)).map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("K", stack(py, &t.k, &[n, n])?)?;
+    let two = [("Theta", &t.theta), ("K1", &t.k1), ("Theta1", &t.theta1)];
+    for (name, v) in two {
+        if let Some(v) = v {
+            out.set_item(name, stack(py, v, &[n, n])?)?;
+        }
+    }
+    let four = [("V", &t.v), ("D", &t.d), ("F", &t.f), ("A", &t.a), ("B", &t.b)];
+    for (name, v) in four {
+        if let Some(v) = v {
+            out.set_item(name, stack(py, v, &[n, n, n, n])?)?;
+        }
+    }
+    Ok(out)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(term_from_factors, m)?)?;
+    m.add_function(wrap_pyfunction!(expect_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(expect_adaptive, m)?)?;
+    m.add_function(wrap_pyfunction!(quadrature_rule, m)?)?;
+    m.add_function(wrap_pyfunction!(mlp_theory, m)?)?;
+    m.add("MAX_DERIVATIVE", rgflow_core::activations::MAX_ORDER)?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+"""Gaussian expectations ⟨Π_k f_k(z_{a_k})⟩ for z ~ N(0, K) (book eq. 1.68 / 4.25).
+
+Each factor is an activation derivative σ^(m)(z_a) or a power z_a^p.  Kinked activations
+(relu, leaky_relu, elu) are integrated exactly: the integration line is split at the kink
+and the delta functions in their higher derivatives are integrated analytically.
+Degenerate covariances (repeated samples, rank deficiency, zero variance) are handled by
+exact marginalisation, not jitter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from .activations import Activation, as_activation
+
+Factor = Union[tuple[int, int], tuple[int, str, int]]
+
+#: Largest quadrature order the adaptive rule may reach, per number of integrated samples.
+MAX_ADAPTIVE_ORDER = {1: 1024, 2: 256, 3: 64, 4: 36}
+
+
+def sigma(sample: int, deriv: int = 0) -> tuple[int, int]:
+    """Factor σ^(deriv)(z_sample)."""
+    return (int(sample), int(deriv))
+
+
+def zpow(sample: int, power: int) -> tuple[int, str, int]:
+    """Factor z_sample^power."""
+    return (int(sample), "z", int(power))
+
+
+def _core_activation(act: Activation) -> tuple[Any, ...]:
+    """The activation as the tuple the Rust core understands."""
+    if act.is_custom:
+        return ("custom", act._label, [act.function, *act.derivatives])
+    name, params = act.spec()
+    return ("builtin", name, params)
+
+
+def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int) -> list[tuple[int, int, list[int]]]:
+    from . import _core
+
+    orders: list[list[int]] = [[] for _ in range(d)]
+    zp = [0] * d
+    if len(factors) == 0:
+        raise ValueError("factors is empty; give at least one (sample, derivative) factor")
+    for f in factors:
+        if not isinstance(f, tuple) or len(f) not in (2, 3):
+            raise TypeError(f"each factor must be (sample, derivative) or (sample, 'z', power), got {f!r}")
+        s = f[0]
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < d:
+            raise ValueError(f"factor {f!r}: sample index must be an int in 0..{d - 1} for a {d}x{d} covariance")
+        if len(f) == 2:
+            m = f[1]
+            if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 0 <= m <= max_deriv:
+                raise ValueError(f"factor {f!r}: derivative order must be an int in 0..{max_deriv}")
+            orders[s].append(int(m))
+        else:
+            if f[1] != "z" or isinstance(f[2], bool) or not isinstance(f[2], (int, np.integer)) or f[2] < 0:
+                raise ValueError(f"factor {f!r}: a power factor is (sample, 'z', p) with integer p >= 0")
+            zp[s] += int(f[2])
+    out = []
+    for k in range(d):
+        if not orders[k] and zp[k] == 0:
+            out.append((0, 0, []))
+        elif not orders[k]:
+            out.append((0, zp[k], []))
+        else:
+            out.append(tuple(_core.term_from_factors(core_act, orders[k], zp[k])))
+    return out
+
+
+def expect(
+    K: Any,
+    factors: Sequence[Factor],
+    activation: str | Activation = "relu",
+    *,
+    order: int | None = None,
+    tol: float = 1e-12,
+) -> float | np.ndarray:
+    """⟨Π_k f_k⟩ under z ~ N(0, K).
+
+    Parameters
+    ----------
+    K: covariance of the d samples involved, shape (d, d), or a batch (B, d, d).
+    factors: ``(a, m)`` for σ^(m)(z_a), ``(a, "z", p)`` for z_a^p (see :func:`sigma`, :func:`zpow`).
+        Several factors may share a sample (a product); for kinked activations a factor that
+        carries delta functions (σ'' of relu) must stand alone on its sample.
+    activation: name or :class:`~rgflow.Activation` (including custom callables).
+    order: quadrature nodes per piece and level.  ``None`` (default) chooses it adaptively:
+        the order is raised by 3/2 until two successive values agree to ``tol`` (relative to
+        max(1, |value|)); for a batch, the order is fixed by this rule on the block with the
+        largest variance and used for all blocks.
+    tol: target accuracy of the adaptive rule.
+
+    Returns a float for one block, an array of shape (B,) for a batch.
+    """
+    from . import _core
+
+    act = as_activation(activation)
+    core_act = _core_activation(act)
+    arr = np.asarray(K, dtype=float)
+    single = arr.ndim == 2
+    if arr.ndim not in (2, 3) or arr.shape[-1] != arr.shape[-2] or arr.shape[-1] == 0:
+        raise ValueError(f"K must have shape (d, d) or (B, d, d) with d >= 1, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("K contains NaN or inf")
+    if order is not None and (isinstance(order, bool) or int(order) < 1):
+        raise ValueError(f"order must be a positive int or None (adaptive), got {order!r}")
+    if not (tol > 0):
+        raise ValueError(f"tol must be > 0, got {tol}")
+    d = arr.shape[-1]
+    max_deriv = act.max_derivative
+    its = [_terms(core_act, factors, d, max_deriv)]
+    batch = arr[None] if single else arr
+    if batch.shape[0] == 0:
+        return np.zeros(0)
+    batch = np.ascontiguousarray(batch)
+    if order is None:
+        worst = int(np.argmax(np.einsum("bii->b", batch)))
+        vals, _err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, MAX_ADAPTIVE_ORDER.get(d, 24))
+        if single:
+            return float(vals[0])
+        order = used
+    out = _core.expect_batch(core_act, batch, its, int(order))
+    return float(out[0]) if single else np.asarray(out)
+
+
+def expect_with_error(
+    K: Any, factors: Sequence[Factor], activation: str | Activation = "relu", *, tol: float = 1e-12
+) -> tuple[float, float, int]:
+    """Adaptive :func:`expect` for one block returning (value, error estimate, order used)."""
+    from . import _core
+
+    act = as_activation(activation)
+    core_act = _core_activation(act)
+    arr = np.asarray(K, dtype=float)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ValueError(f"K must have shape (d, d), got {arr.shape}")
+    d = arr.shape[0]
+    its = [_terms(core_act, factors, d, act.max_derivative)]
+    vals, err, used = _core.expect_adaptive(core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24))
+    return float(vals[0]), float(err), int(used)
