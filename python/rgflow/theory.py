@@ -132,9 +132,14 @@ def theory(
 
     act = _core_activation(net.activation)
     widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
+    # Exactly repeated inputs: compute on the unique ones and expand (exact, no jitter).
+    xu, inverse = np.unique(x, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if len(xu) == len(x):
+        xu, inverse = x, None
     out = _core.mlp_theory(
         act,
-        x,
+        np.ascontiguousarray(xu),
         widths,
         np.array(net.C_b),
         np.array(net.C_W),
@@ -145,4 +150,9 @@ def theory(
         0 if quad_order is None else int(quad_order),
     )
     tensors = {k: out.get(k) for k in ALL_TENSORS}
+    if inverse is not None:
+        for k, v in tensors.items():
+            if v is not None:
+                idx = (slice(None),) + np.ix_(*([inverse] * (v.ndim - 1)))
+                tensors[k] = np.ascontiguousarray(v[idx])
     return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order})

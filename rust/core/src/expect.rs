@@ -20,7 +20,8 @@ use crate::activations::{ActivationFn, Side};
 use crate::linalg::{invert, pivoted_cholesky, submatrix, validate_covariance};
 use crate::RgError;
 
-/// Half-width, in standard deviations, of the finite pieces used around kinks.
+/// Split points further than this many standard deviations from the mean are ignored
+/// (their effect is below double precision).
 const CUTOFF: f64 = 9.0;
 
 /// One per-sample factor: `D^deriv [ z^zpow Π_i σ^{(sig[i])}(z) ]`.
@@ -101,6 +102,9 @@ pub fn first_singular_order(act: &dyn ActivationFn) -> Result<usize, RgError> {
     Ok(usize::MAX)
 }
 
+/// Largest accepted nodes per piece (Gauss–Hermite levels use twice this).
+pub const MAX_ORDER_PER_PIECE: usize = 320;
+
 /// Quadrature options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QuadOpts {
@@ -108,13 +112,15 @@ pub struct QuadOpts {
     pub order: usize,
 }
 
-/// Default nodes per piece for a nested rule over `dim` integrated directions.
+/// Default nodes per half-line piece for a nested rule over `dim` integrated directions
+/// (a level split at a kink uses two half-range Gauss–Hermite pieces of this order; an
+/// unsplit level uses Gauss–Hermite of twice this order).
 pub fn default_order(dim: usize) -> usize {
     match dim {
-        0 | 1 => 96,
-        2 => 48,
-        3 => 20,
-        4 => 14,
+        0 | 1 => 64,
+        2 => 32,
+        3 => 16,
+        4 => 12,
         _ => 8,
     }
 }
@@ -264,26 +270,41 @@ impl<'a> Nested<'a> {
             vec![]
         };
         if cuts.is_empty() {
-            let r = crate::quadrature::hermite(self.order);
+            let r = crate::quadrature::hermite(2 * self.order);
             buf.u.extend_from_slice(&r.nodes);
             buf.w.extend_from_slice(&r.weights);
             return;
         }
         cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let r = crate::quadrature::legendre(self.order);
-        let mut edges = vec![-CUTOFF];
-        edges.extend(cuts);
-        edges.push(CUTOFF);
-        let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-        for p in edges.windows(2) {
-            let (a, b) = (p[0], p[1]);
-            let half = 0.5 * (b - a);
-            let mid = 0.5 * (a + b);
-            for (x, w) in r.nodes.iter().zip(&r.weights) {
-                let u = mid + half * x;
-                buf.u.push(u);
-                buf.w.push(w * half * (-0.5 * u * u).exp() * inv_sqrt_2pi);
+        if !cuts.iter().any(|c| c.abs() <= 1.5) {
+            // keep the outer half-range pieces anchored near the bulk of the Gaussian
+            cuts.push(0.0);
+            cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        }
+        let hr = crate::quadrature::half_hermite(self.order);
+        let c0 = cuts[0];
+        for (v, w) in hr.nodes.iter().zip(&hr.weights) {
+            buf.u.push(c0 - v);
+            buf.w.push(w * (c0 * v - 0.5 * c0 * c0).exp());
+        }
+        if cuts.len() > 1 {
+            let r = crate::quadrature::legendre(self.order);
+            let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+            for p in cuts.windows(2) {
+                let (a, b) = (p[0], p[1]);
+                let half = 0.5 * (b - a);
+                let mid = 0.5 * (a + b);
+                for (x, w) in r.nodes.iter().zip(&r.weights) {
+                    let u = mid + half * x;
+                    buf.u.push(u);
+                    buf.w.push(w * half * (-0.5 * u * u).exp() * inv_sqrt_2pi);
+                }
             }
+        }
+        let cm = *cuts.last().unwrap();
+        for (v, w) in hr.nodes.iter().zip(&hr.weights) {
+            buf.u.push(cm + v);
+            buf.w.push(w * (-cm * v - 0.5 * cm * cm).exp());
         }
     }
 
@@ -324,15 +345,27 @@ impl<'a> Nested<'a> {
             }
         }
         out.iter_mut().for_each(|v| *v = 0.0);
-        let last = k + 1 == self.d;
+        if k + 1 == self.d {
+            // innermost level: sums per distinct spec, then scatter to integrands
+            let mut sums = std::mem::take(&mut buf.inner);
+            sums.clear();
+            sums.resize(ns, 0.0);
+            for i in 0..nn {
+                let w = buf.w[i];
+                for (si, v) in buf.vals[i * ns..(i + 1) * ns].iter().enumerate() {
+                    sums[si] += w * v;
+                }
+            }
+            for (ii, idx) in self.integ.iter().enumerate() {
+                out[ii] = sums[idx[k]];
+            }
+            buf.inner = sums;
+            return Ok(());
+        }
         for i in 0..nn {
             let w = buf.w[i];
             let vals = &buf.vals[i * ns..(i + 1) * ns];
-            if last {
-                for (ii, idx) in self.integ.iter().enumerate() {
-                    out[ii] += w * vals[idx[k]];
-                }
-            } else {
+            {
                 let u = buf.u[i];
                 let next = &mut rest[0];
                 for j in (k + 1)..self.d {
@@ -366,7 +399,7 @@ fn nested(
     }
     let pc = pivoted_cholesky(cov, d);
     let perm = &pc.perm;
-    let order = if opts.order > 0 { opts.order } else { default_order(pc.rank) };
+    let order = if opts.order > 0 { opts.order.min(MAX_ORDER_PER_PIECE) } else { default_order(pc.rank) };
     let specs: Vec<Vec<Spec>> = perm.iter().map(|&p| per_sample[p].clone()).collect();
     let integ_p: Vec<Vec<usize>> = integ.iter().map(|row| perm.iter().map(|&p| row[p]).collect()).collect();
     let jet_order: Vec<usize> = specs.iter().map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0)).collect();
@@ -687,7 +720,7 @@ pub fn expect_adaptive(
         validate_covariance(cov, d)?;
         pivoted_cholesky(cov, d).rank
     };
-    let mut n = (default_order(rank) / 2).max(8);
+    let mut n = (default_order(rank) / 2).clamp(4, max_order.clamp(4, MAX_ORDER_PER_PIECE));
     let mut prev = expect_block(act, cov, d, integrands, &QuadOpts { order: n })?;
     loop {
         let next_n = (n * 3).div_ceil(2);
@@ -697,7 +730,7 @@ pub fn expect_adaptive(
             .zip(&cur)
             .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
             .fold(0.0, f64::max);
-        if err <= tol || next_n >= max_order {
+        if err <= tol || next_n >= max_order.min(MAX_ORDER_PER_PIECE) {
             return Ok((cur, err, next_n));
         }
         prev = cur;

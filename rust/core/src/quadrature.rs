@@ -20,6 +20,7 @@ pub struct Rule {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Family {
     Hermite,
+    HalfHermite,
     Legendre,
 }
 
@@ -41,6 +42,13 @@ fn cached(family: Family, n: usize, build: fn(usize) -> Rule) -> Arc<Rule> {
 /// Probabilists' Gauss–Hermite rule of order `n`: `E[f(u)] ≈ Σ w_i f(u_i)`, `u ~ N(0,1)`.
 pub fn hermite(n: usize) -> Arc<Rule> {
     cached(Family::Hermite, n, build_hermite)
+}
+
+/// Half-range Gauss–Hermite rule of order `n`: `∫_0^∞ φ(v) f(v) dv ≈ Σ w_i f(v_i)`
+/// (weights sum to 1/2).  Recurrence coefficients by the discretised Stieltjes procedure
+/// (exact Gauss–Legendre discretisation of [0, 16]), nodes and weights by Golub–Welsch.
+pub fn half_hermite(n: usize) -> Arc<Rule> {
+    cached(Family::HalfHermite, n, build_half_hermite)
 }
 
 /// Gauss–Legendre rule of order `n` on `[-1, 1]`.
@@ -173,6 +181,47 @@ fn build_hermite(n: usize) -> Rule {
     r
 }
 
+fn build_half_hermite(n: usize) -> Rule {
+    // Discrete measure: Gauss–Legendre on [0, T] with weights φ(v); exact for the
+    // polynomial moments needed to degree 2n (T = 16: tail mass < 1e-57).
+    let t_max = 16.0;
+    let base = legendre(600);
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    let v: Vec<f64> = base.nodes.iter().map(|x| 0.5 * t_max * (x + 1.0)).collect();
+    let w: Vec<f64> = base
+        .weights
+        .iter()
+        .zip(&v)
+        .map(|(wi, vi)| wi * 0.5 * t_max * (-0.5 * vi * vi).exp() * inv_sqrt_2pi)
+        .collect();
+    let mut alpha = vec![0.0; n];
+    let mut beta = vec![0.0; n];
+    let mut p_prev = vec![0.0; v.len()];
+    let mut p = vec![1.0; v.len()];
+    let mut norm_prev = 1.0;
+    let mu0: f64 = w.iter().sum();
+    for k in 0..n {
+        let nk: f64 = (0..v.len()).map(|i| w[i] * p[i] * p[i]).sum();
+        alpha[k] = (0..v.len()).map(|i| w[i] * v[i] * p[i] * p[i]).sum::<f64>() / nk;
+        if k > 0 {
+            beta[k] = nk / norm_prev;
+        }
+        // normalise to avoid overflow
+        let scale = nk.sqrt();
+        let next: Vec<f64> = (0..v.len())
+            .map(|i| ((v[i] - alpha[k]) * p[i] - if k > 0 { beta[k] * p_prev[i] } else { 0.0 }) / scale)
+            .collect();
+        p_prev = p.iter().map(|x| x / scale).collect();
+        p = next;
+        // ‖p_prev‖² in the same scaling as the next ‖p‖²
+        norm_prev = (0..v.len()).map(|i| w[i] * p_prev[i] * p_prev[i]).sum();
+    }
+    let off: Vec<f64> = beta[1..].iter().map(|b| b.sqrt()).collect();
+    let (x, z2) = tridiagonal_eigen(alpha, &off);
+    let wts: Vec<f64> = z2.iter().map(|z| z * mu0).collect();
+    sort_rule(x, wts)
+}
+
 fn legendre_p(n: usize, x: f64) -> (f64, f64) {
     let (mut pm1, mut p) = (0.0, 1.0);
     for k in 0..n {
@@ -254,6 +303,30 @@ mod tests {
                 let exact = if k % 2 == 1 { 0.0 } else { 2.0 / (k as f64 + 1.0) };
                 assert!((s - exact).abs() < 1e-13, "n={n} k={k} {s} {exact}");
             }
+        }
+    }
+
+    #[test]
+    fn half_hermite_moments() {
+        // ∫_0^∞ φ(v) v^k dv = 2^{k/2 - 1} Γ((k+1)/2) / √π
+        for n in [1usize, 4, 12, 40] {
+            let r = half_hermite(n);
+            for k in 0..(2 * n).min(30) {
+                let s: f64 = r.nodes.iter().zip(&r.weights).map(|(x, w)| w * x.powi(k as i32)).sum();
+                let exact = 2f64.powf(k as f64 / 2.0 - 1.0) * gamma_half(k + 1) / std::f64::consts::PI.sqrt();
+                assert!((s - exact).abs() < 1e-12 * exact.max(1.0), "n={n} k={k} {s} {exact}");
+            }
+        }
+    }
+
+    /// Γ(m/2) for integer m ≥ 1.
+    fn gamma_half(m: usize) -> f64 {
+        if m == 1 {
+            std::f64::consts::PI.sqrt()
+        } else if m == 2 {
+            1.0
+        } else {
+            (m as f64 / 2.0 - 1.0) * gamma_half(m - 2)
         }
     }
 

@@ -168,8 +168,8 @@ fn expect_adaptive<'py>(
 /// Quadrature rule: kind "hermite" (probabilists', weights sum to 1) or "legendre" ([-1, 1]).
 #[pyfunction]
 fn quadrature_rule<'py>(py: Python<'py>, kind: &str, n: usize) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
-    if n == 0 {
-        return Err(PyValueError::new_err("quadrature order must be >= 1"));
+    if n == 0 || n > 640 {
+        return Err(PyValueError::new_err("quadrature order must be in 1..=640"));
     }
     let r = match kind {
         "hermite" => rgflow_core::quadrature::hermite(n),
