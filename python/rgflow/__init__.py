@@ -7,7 +7,20 @@ D, F, A, B (Rust core), checked against ensembles of sampled finite-width networ
 
 from __future__ import annotations
 
+from . import plot
 from .activations import Activation
+from .criticality import (
+    Criticality,
+    CriticalPoint,
+    FixedPoint,
+    critical,
+    critical_mlp,
+    fixed_point,
+    susceptibilities,
+    taylor_coefficients,
+    universality_class,
+)
+from .ensemble import Ensemble, compare, sample
 from .expectations import expect, expect_with_error, sigma, zpow
 from .network import MLP
 from .theory import Theory, theory
@@ -15,13 +28,26 @@ from .theory import Theory, theory
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation",
     "MLP",
+    "Activation",
+    "CriticalPoint",
+    "Criticality",
+    "Ensemble",
+    "FixedPoint",
     "Theory",
     "__version__",
+    "compare",
+    "critical",
+    "critical_mlp",
     "expect",
     "expect_with_error",
+    "fixed_point",
+    "plot",
+    "sample",
     "sigma",
+    "susceptibilities",
+    "taylor_coefficients",
     "theory",
+    "universality_class",
     "zpow",
 ]
