@@ -1,0 +1,41 @@
+"""Type stubs for the Rust extension module ``rgflow._core`` (conversion and dispatch only)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: Activation spec: ("builtin", name, params) or ("custom", label, [f, f', f'', ...]).
+ActivationSpec = tuple[Any, ...]
+#: Per-sample term: (derivative order m, power q, sigma derivative orders) = D^m[z^q Π σ^(j)].
+TermSpec = tuple[int, int, list[int]]
+
+MAX_DERIVATIVE: int
+
+def term_from_factors(act: ActivationSpec, orders: list[int], zpow: int) -> TermSpec: ...
+def expect_batch(
+    act: ActivationSpec,
+    covs: npt.NDArray[np.float64],
+    integrands: list[list[TermSpec]],
+    order: int,
+) -> npt.NDArray[np.float64]: ...
+def expect_adaptive(
+    act: ActivationSpec,
+    cov: npt.NDArray[np.float64],
+    integrands: list[list[TermSpec]],
+    tol: float,
+    max_order: int,
+) -> tuple[npt.NDArray[np.float64], float, int]: ...
+def quadrature_rule(kind: str, n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def mlp_theory(
+    act: ActivationSpec,
+    x: npt.NDArray[np.float64],
+    widths: npt.NDArray[np.float64],
+    c_b: npt.NDArray[np.float64],
+    c_w: npt.NDArray[np.float64],
+    lambda_b: npt.NDArray[np.float64],
+    lambda_w: npt.NDArray[np.float64],
+    ntk: bool,
+    order: int,
+    quad_order: int,
+) -> dict[str, npt.NDArray[np.float64]]: ...
