@@ -265,7 +265,11 @@ impl Builtin {
                 }
             }
             Builtin::Relu | Builtin::LeakyRelu(_) => {
-                let a = if let Builtin::LeakyRelu(s) = *self { s } else { 0.0 };
+                let a = if let Builtin::LeakyRelu(s) = *self {
+                    s
+                } else {
+                    0.0
+                };
                 let slope = if right { 1.0 } else { a };
                 o[0] = slope * x;
                 if m > 1 {
@@ -306,9 +310,7 @@ impl Builtin {
                 let sd: Vec<f64> = (0..m).map(|k| horner(&p[k], s)).collect();
                 if let Builtin::Softplus = self {
                     o[0] = x.max(0.0) + (-x.abs()).exp().ln_1p();
-                    for k in 1..m {
-                        o[k] = sd[k - 1];
-                    }
+                    o[1..m].copy_from_slice(&sd[..m - 1]);
                 } else {
                     o[0] = x * s;
                     for k in 1..m {
@@ -322,9 +324,9 @@ impl Builtin {
                     // erf^{(k)} = 2/√π (−1)^{k−1} H_{k−1}(x) e^{−x²}, physicists' H.
                     let g = 2.0 / PI.sqrt() * (-x * x).exp();
                     let (mut hm1, mut h) = (0.0, 1.0);
-                    for k in 1..m {
-                        let sign = if (k - 1) % 2 == 0 { 1.0 } else { -1.0 };
-                        o[k] = sign * h * g;
+                    for (k, ok) in o.iter_mut().enumerate().take(m).skip(1) {
+                        let sign = if (k - 1).is_multiple_of(2) { 1.0 } else { -1.0 };
+                        *ok = sign * h * g;
                         let next = 2.0 * x * h - 2.0 * (k - 1) as f64 * hm1;
                         hm1 = h;
                         h = next;
@@ -340,13 +342,13 @@ impl Builtin {
                     if j == 0 {
                         norm_cdf(x)
                     } else {
-                        let sign = if (j - 1) % 2 == 0 { 1.0 } else { -1.0 };
+                        let sign = if (j - 1).is_multiple_of(2) { 1.0 } else { -1.0 };
                         sign * he[j - 1] * phi
                     }
                 };
                 o[0] = x * norm_cdf(x);
-                for k in 1..m {
-                    o[k] = x * cdf_der(k) + k as f64 * cdf_der(k - 1);
+                for (k, ok) in o.iter_mut().enumerate().take(m).skip(1) {
+                    *ok = x * cdf_der(k) + k as f64 * cdf_der(k - 1);
                 }
             }
             Builtin::Sin => {

@@ -39,36 +39,60 @@ impl Term {
     }
     /// σ^{(m)}(z), distributional for kinked activations.
     pub fn sigma(m: u8) -> Term {
-        Term { deriv: m, zpow: 0, sig: vec![0] }
+        Term {
+            deriv: m,
+            zpow: 0,
+            sig: vec![0],
+        }
     }
     /// Regular product Π σ^{(j)}(z).
     pub fn prod(sig: &[u8]) -> Term {
         let mut s = sig.to_vec();
         s.sort_unstable();
-        Term { deriv: 0, zpow: 0, sig: s }
+        Term {
+            deriv: 0,
+            zpow: 0,
+            sig: s,
+        }
     }
     /// `D^m` applied to the product Π σ^{(j)}.
     pub fn deriv_of(m: u8, sig: &[u8]) -> Term {
         let mut s = sig.to_vec();
         s.sort_unstable();
-        Term { deriv: m, zpow: 0, sig: s }
+        Term {
+            deriv: m,
+            zpow: 0,
+            sig: s,
+        }
     }
     /// z^p.
     pub fn zpow(p: u8) -> Term {
-        Term { deriv: 0, zpow: p, sig: vec![] }
+        Term {
+            deriv: 0,
+            zpow: p,
+            sig: vec![],
+        }
     }
     pub fn is_one(&self) -> bool {
         self.deriv == 0 && self.zpow == 0 && self.sig.is_empty()
     }
     /// Highest σ derivative order needed to evaluate the regular part.
     pub fn jet_order(&self) -> usize {
-        self.sig.iter().map(|&j| j as usize + self.deriv as usize).max().unwrap_or(0)
+        self.sig
+            .iter()
+            .map(|&j| j as usize + self.deriv as usize)
+            .max()
+            .unwrap_or(0)
     }
     /// Build the term for a product of factors σ^{(m_i)} and z^q at one sample.
     /// For kinked activations a factor carrying delta functions must stand alone.
     pub fn from_factors(act: &dyn ActivationFn, orders: &[u8], zpow: u8) -> Result<Term, RgError> {
         let first_sing = first_singular_order(act)?;
-        let singular: Vec<u8> = orders.iter().copied().filter(|&m| (m as usize) >= first_sing).collect();
+        let singular: Vec<u8> = orders
+            .iter()
+            .copied()
+            .filter(|&m| (m as usize) >= first_sing)
+            .collect();
         if singular.is_empty() {
             let mut t = Term::prod(orders);
             t.zpow = zpow;
@@ -88,7 +112,9 @@ impl Term {
 
 /// Smallest m such that σ^{(m)} contains a delta function (usize::MAX for smooth activations).
 pub fn first_singular_order(act: &dyn ActivationFn) -> Result<usize, RgError> {
-    let Some(t) = act.kink() else { return Ok(usize::MAX) };
+    let Some(t) = act.kink() else {
+        return Ok(usize::MAX);
+    };
     let order = act.max_order();
     let mut l = vec![0.0; order + 1];
     let mut r = vec![0.0; order + 1];
@@ -145,7 +171,11 @@ const INV_FACT: [f64; 13] = [
 fn term_value(term: &Term, z: f64, jets: &[f64]) -> f64 {
     let m = term.deriv as usize;
     if m == 0 {
-        let mut v = if term.zpow == 0 { 1.0 } else { z.powi(term.zpow as i32) };
+        let mut v = if term.zpow == 0 {
+            1.0
+        } else {
+            z.powi(term.zpow as i32)
+        };
         for &j in &term.sig {
             v *= jets[j as usize];
         }
@@ -176,7 +206,8 @@ fn term_value(term: &Term, z: f64, jets: &[f64]) -> f64 {
             if k as i32 > q {
                 0.0
             } else {
-                let binom: f64 = (0..k).map(|i| (q - i as i32) as f64).product::<f64>() * INV_FACT[k];
+                let binom: f64 =
+                    (0..k).map(|i| (q - i as i32) as f64).product::<f64>() * INV_FACT[k];
                 binom * z.powi(q - k as i32)
             }
         });
@@ -194,7 +225,9 @@ struct Spec {
 /// Delta parts `(r, coefficient)` of a term at the kink t: `Σ_j [P^{(j)}]_t δ^{(m-1-j)}(z-t)`.
 fn delta_parts(act: &dyn ActivationFn, term: &Term) -> Result<Vec<(u8, f64)>, RgError> {
     let m = term.deriv as usize;
-    let Some(t) = act.kink() else { return Ok(vec![]) };
+    let Some(t) = act.kink() else {
+        return Ok(vec![]);
+    };
     if m == 0 || term.sig.is_empty() {
         return Ok(vec![]);
     }
@@ -208,7 +241,10 @@ fn delta_parts(act: &dyn ActivationFn, term: &Term) -> Result<Vec<(u8, f64)>, Rg
     act.jets(&[t], order, Side::Right, &mut jr)?;
     let mut out = vec![];
     for j in 0..m {
-        let tj = Term { deriv: j as u8, ..term.clone() };
+        let tj = Term {
+            deriv: j as u8,
+            ..term.clone()
+        };
         let jump = term_value(&tj, t, &jr) - term_value(&tj, t, &jl);
         if jump != 0.0 && jump.abs() > 1e-15 * (1.0 + term_value(&tj, t, &jr).abs()) {
             out.push(((m - 1 - j) as u8, jump));
@@ -265,7 +301,11 @@ impl<'a> Nested<'a> {
             return;
         }
         let mut cuts: Vec<f64> = if self.uses_act[k] {
-            self.splits.iter().map(|t| (t - ck) / s).filter(|u| u.abs() < CUTOFF - 1e-9).collect()
+            self.splits
+                .iter()
+                .map(|t| (t - ck) / s)
+                .filter(|u| u.abs() < CUTOFF - 1e-9)
+                .collect()
         } else {
             vec![]
         };
@@ -399,11 +439,24 @@ fn nested(
     }
     let pc = pivoted_cholesky(cov, d);
     let perm = &pc.perm;
-    let order = if opts.order > 0 { opts.order.min(MAX_ORDER_PER_PIECE) } else { default_order(pc.rank) };
+    let order = if opts.order > 0 {
+        opts.order.min(MAX_ORDER_PER_PIECE)
+    } else {
+        default_order(pc.rank)
+    };
     let specs: Vec<Vec<Spec>> = perm.iter().map(|&p| per_sample[p].clone()).collect();
-    let integ_p: Vec<Vec<usize>> = integ.iter().map(|row| perm.iter().map(|&p| row[p]).collect()).collect();
-    let jet_order: Vec<usize> = specs.iter().map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0)).collect();
-    let uses_act: Vec<bool> = specs.iter().map(|s| s.iter().any(|sp| !sp.term.sig.is_empty())).collect();
+    let integ_p: Vec<Vec<usize>> = integ
+        .iter()
+        .map(|row| perm.iter().map(|&p| row[p]).collect())
+        .collect();
+    let jet_order: Vec<usize> = specs
+        .iter()
+        .map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0))
+        .collect();
+    let uses_act: Vec<bool> = specs
+        .iter()
+        .map(|s| s.iter().any(|sp| !sp.term.sig.is_empty()))
+        .collect();
     for (k, &jo) in jet_order.iter().enumerate() {
         if uses_act[k] && jo > act.max_order() {
             return Err(missing_derivative(act, jo));
@@ -502,7 +555,10 @@ pub fn expect_block(
     validate_covariance(cov, d)?;
     for (i, it) in integrands.iter().enumerate() {
         if it.len() != d {
-            return Err(RgError::value(format!("integrand {i} has {} factors for a {d}-sample block", it.len())));
+            return Err(RgError::value(format!(
+                "integrand {i} has {} factors for a {d}-sample block",
+                it.len()
+            )));
         }
     }
     let zero_mean = vec![0.0; d];
@@ -530,12 +586,23 @@ pub fn expect_block(
     for (i, it) in integrands.iter().enumerate() {
         // regular part of every factor
         let idx: Vec<usize> = (0..d)
-            .map(|k| intern(&mut regular_specs[k], Spec { term: it[k].clone(), mulpow: 0 }))
+            .map(|k| {
+                intern(
+                    &mut regular_specs[k],
+                    Spec {
+                        term: it[k].clone(),
+                        mulpow: 0,
+                    },
+                )
+            })
             .collect();
         regular_integ.push(idx);
         regular_target.push(i);
         // delta parts: every non-empty subset choice
-        let parts: Vec<Vec<(u8, f64)>> = it.iter().map(|t| delta_parts(act, t)).collect::<Result<_, _>>()?;
+        let parts: Vec<Vec<(u8, f64)>> = it
+            .iter()
+            .map(|t| delta_parts(act, t))
+            .collect::<Result<_, _>>()?;
         if parts.iter().all(|p| p.is_empty()) {
             continue;
         }
@@ -559,10 +626,25 @@ pub fn expect_block(
             if ch.iter().all(|x| x.is_none()) {
                 continue;
             }
-            delta_subs.push((Sub { target: i, coef: c, delta: ch }, it.clone()));
+            delta_subs.push((
+                Sub {
+                    target: i,
+                    coef: c,
+                    delta: ch,
+                },
+                it.clone(),
+            ));
         }
     }
-    let vals = nested(act, &zero_mean, cov, d, &regular_specs, &regular_integ, opts)?;
+    let vals = nested(
+        act,
+        &zero_mean,
+        cov,
+        d,
+        &regular_specs,
+        &regular_integ,
+        opts,
+    )?;
     for (v, &t) in vals.iter().zip(&regular_target) {
         result[t] += v;
     }
@@ -577,7 +659,8 @@ pub fn expect_block(
         )
     })?;
     // group by delta pattern
-    let mut patterns: Vec<Vec<Option<u8>>> = delta_subs.iter().map(|(s, _)| s.delta.clone()).collect();
+    let mut patterns: Vec<Vec<Option<u8>>> =
+        delta_subs.iter().map(|(s, _)| s.delta.clone()).collect();
     patterns.sort();
     patterns.dedup();
     for pat in patterns {
@@ -586,14 +669,22 @@ pub fn expect_block(
         let nd = dset.len();
         let nr = rset.len();
         let kdd = submatrix(cov, d, &dset, &dset);
-        let (kdd_inv, kdd_det) = invert(&kdd, nd).ok_or_else(|| RgError::value("singular delta block"))?;
+        let (kdd_inv, kdd_det) =
+            invert(&kdd, nd).ok_or_else(|| RgError::value("singular delta block"))?;
         if kdd_det <= 0.0 {
             return Err(RgError::value("delta block is not positive definite"));
         }
         let t = vec![kink; nd];
         // density p_Δ(t)
-        let quad: f64 = (0..nd).map(|a| (0..nd).map(|b| t[a] * kdd_inv[a * nd + b] * t[b]).sum::<f64>()).sum();
-        let dens = (-0.5 * quad).exp() / ((2.0 * std::f64::consts::PI).powi(nd as i32) * kdd_det).sqrt();
+        let quad: f64 = (0..nd)
+            .map(|a| {
+                (0..nd)
+                    .map(|b| t[a] * kdd_inv[a * nd + b] * t[b])
+                    .sum::<f64>()
+            })
+            .sum();
+        let dens =
+            (-0.5 * quad).exp() / ((2.0 * std::f64::consts::PI).powi(nd as i32) * kdd_det).sqrt();
         // conditional of R given z_Δ = t
         let krd = submatrix(cov, d, &rset, &dset);
         let krr = submatrix(cov, d, &rset, &rset);
@@ -603,11 +694,15 @@ pub fn expect_block(
                 a_mat[r * nd + b] = (0..nd).map(|c| krd[r * nd + c] * kdd_inv[c * nd + b]).sum();
             }
         }
-        let cmean: Vec<f64> = (0..nr).map(|r| (0..nd).map(|b| a_mat[r * nd + b] * t[b]).sum()).collect();
+        let cmean: Vec<f64> = (0..nr)
+            .map(|r| (0..nd).map(|b| a_mat[r * nd + b] * t[b]).sum())
+            .collect();
         let mut ccov = krr.clone();
         for r1 in 0..nr {
             for r2 in 0..nr {
-                ccov[r1 * nr + r2] -= (0..nd).map(|b| a_mat[r1 * nd + b] * krd[r2 * nd + b]).sum::<f64>();
+                ccov[r1 * nr + r2] -= (0..nd)
+                    .map(|b| a_mat[r1 * nd + b] * krd[r2 * nd + b])
+                    .sum::<f64>();
             }
         }
         for r1 in 0..nr {
@@ -636,7 +731,11 @@ pub fn expect_block(
                 }
                 let ka = dset[a];
                 let mut lin: Poly = vec![];
-                let a0: f64 = dset.iter().zip(&t).map(|(&kb, tb)| prec[ka * d + kb] * tb).sum();
+                let a0: f64 = dset
+                    .iter()
+                    .zip(&t)
+                    .map(|(&kb, tb)| prec[ka * d + kb] * tb)
+                    .sum();
                 poly_add(&mut lin, [0u8; 8], a0);
                 for (ri, &kr) in rset.iter().enumerate() {
                     let mut ee = [0u8; 8];
@@ -660,7 +759,15 @@ pub fn expect_block(
                 let idx: Vec<usize> = rset
                     .iter()
                     .enumerate()
-                    .map(|(ri, &k)| intern(&mut specs[ri], Spec { term: terms[k].clone(), mulpow: e[ri] }))
+                    .map(|(ri, &k)| {
+                        intern(
+                            &mut specs[ri],
+                            Spec {
+                                term: terms[k].clone(),
+                                mulpow: e[ri],
+                            },
+                        )
+                    })
                     .collect();
                 integ.push(idx);
                 targets.push((sub.target, sub.coef * c * dens));
@@ -688,7 +795,7 @@ pub fn expect_batch(
     opts: &QuadOpts,
 ) -> Result<Vec<f64>, RgError> {
     let dd = d * d;
-    if dd == 0 || covs.len() % dd != 0 {
+    if dd == 0 || !covs.len().is_multiple_of(dd) {
         return Err(RgError::value("covariance batch has the wrong size"));
     }
     let nb = covs.len() / dd;
@@ -698,11 +805,11 @@ pub fn expect_batch(
         .zip(covs.par_chunks(dd))
         .enumerate()
         .try_for_each(|(b, (o, c))| -> Result<(), RgError> {
-            let v = expect_block(act, c, d, integrands, opts).map_err(|e| e.context(&format!("block {b}")))?;
+            let v = expect_block(act, c, d, integrands, opts)
+                .map_err(|e| e.context(&format!("block {b}")))?;
             o.copy_from_slice(&v);
             Ok(())
         })?;
-    let _ = nb;
     Ok(out)
 }
 
@@ -775,7 +882,12 @@ mod tests {
     #[test]
     fn erf_arcsine_kernel() {
         let (k11, k22, k12): (f64, f64, f64) = (0.9, 2.1, -0.6);
-        let v = ev(Builtin::Erf, &[k11, k12, k12, k22], 2, &[vec![Term::sigma(0), Term::sigma(0)]]);
+        let v = ev(
+            Builtin::Erf,
+            &[k11, k12, k12, k22],
+            2,
+            &[vec![Term::sigma(0), Term::sigma(0)]],
+        );
         let exact = 2.0 / PI * (2.0 * k12 / ((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)).sqrt()).asin();
         assert!((v[0] - exact).abs() < 1e-12, "{} {exact}", v[0]);
     }
@@ -799,12 +911,27 @@ mod tests {
         // z2 = z1 exactly: ⟨σ(z1)²σ(z3)²⟩ as 3-D degenerate = 2-D.
         let cov3 = [1.2, 1.2, 0.3, 1.2, 1.2, 0.3, 0.3, 0.3, 0.9];
         let cov2 = [1.2, 0.3, 0.3, 0.9];
-        let a = ev(Builtin::Tanh, &cov3, 3, &[vec![Term::sigma(0), Term::sigma(0), Term::prod(&[0, 0])]]);
-        let b = ev(Builtin::Tanh, &cov2, 2, &[vec![Term::prod(&[0, 0]), Term::prod(&[0, 0])]]);
+        let a = ev(
+            Builtin::Tanh,
+            &cov3,
+            3,
+            &[vec![Term::sigma(0), Term::sigma(0), Term::prod(&[0, 0])]],
+        );
+        let b = ev(
+            Builtin::Tanh,
+            &cov2,
+            2,
+            &[vec![Term::prod(&[0, 0]), Term::prod(&[0, 0])]],
+        );
         assert!((a[0] - b[0]).abs() < 1e-12, "{} {}", a[0], b[0]);
         // zero variance sample
         let cov_z = [1.0, 0.0, 0.0, 0.0];
-        let c = ev(Builtin::Gelu, &cov_z, 2, &[vec![Term::sigma(0), Term::sigma(1)]]);
+        let c = ev(
+            Builtin::Gelu,
+            &cov_z,
+            2,
+            &[vec![Term::sigma(0), Term::sigma(1)]],
+        );
         let g = ev(Builtin::Gelu, &[1.0], 1, &[vec![Term::sigma(0)]]);
         assert!((c[0] - 0.5 * g[0]).abs() < 1e-14);
     }
@@ -815,13 +942,25 @@ mod tests {
         // ⟨σ(z1)σ(z2)(z1 z2 - K12)⟩ = Σ K K ⟨∂∂ σσ⟩ (Price) checked for a 2x2 block.
         let (k11, k22, k12) = (1.1, 0.8, 0.35);
         let cov = [k11, k12, k12, k22];
-        for act in [Builtin::Relu, Builtin::LeakyRelu(0.3), Builtin::Elu(0.5), Builtin::Gelu] {
+        for act in [
+            Builtin::Relu,
+            Builtin::LeakyRelu(0.3),
+            Builtin::Elu(0.5),
+            Builtin::Gelu,
+        ] {
             let v = ev(
                 act.clone(),
                 &cov,
                 2,
                 &[
-                    vec![Term { deriv: 0, zpow: 1, sig: vec![0] }, Term::sigma(0)],
+                    vec![
+                        Term {
+                            deriv: 0,
+                            zpow: 1,
+                            sig: vec![0],
+                        },
+                        Term::sigma(0),
+                    ],
                     vec![Term::sigma(1), Term::sigma(0)],
                     vec![Term::sigma(0), Term::sigma(1)],
                 ],
@@ -835,7 +974,18 @@ mod tests {
                 &cov,
                 2,
                 &[
-                    vec![Term { deriv: 0, zpow: 1, sig: vec![0] }, Term { deriv: 0, zpow: 1, sig: vec![0] }],
+                    vec![
+                        Term {
+                            deriv: 0,
+                            zpow: 1,
+                            sig: vec![0],
+                        },
+                        Term {
+                            deriv: 0,
+                            zpow: 1,
+                            sig: vec![0],
+                        },
+                    ],
                     vec![Term::sigma(0), Term::sigma(0)],
                     vec![Term::sigma(2), Term::sigma(0)],
                     vec![Term::sigma(0), Term::sigma(2)],
@@ -851,7 +1001,15 @@ mod tests {
     #[test]
     fn fourth_derivative_of_square_relu() {
         // D^4[σ²] for relu = 2 δ'(z): ⟨·⟩ = 0 at zero mean; D^2[σ²] = 2Θ(z) → ⟨·⟩ = 1.
-        let v = ev(Builtin::Relu, &[1.7], 1, &[vec![Term::deriv_of(4, &[0, 0])], vec![Term::deriv_of(2, &[0, 0])]]);
+        let v = ev(
+            Builtin::Relu,
+            &[1.7],
+            1,
+            &[
+                vec![Term::deriv_of(4, &[0, 0])],
+                vec![Term::deriv_of(2, &[0, 0])],
+            ],
+        );
         assert!(v[0].abs() < 1e-14);
         assert!((v[1] - 1.0).abs() < 1e-13);
         // D^4[σ'σ'] (=δ''' relu) at 2 samples vs finite-difference-free check: ⟨σ'''(z1)σ'(z2)⟩ analytic
@@ -861,10 +1019,20 @@ mod tests {
         let k12 = 0.4;
         let h = 1e-3;
         let d2 = (f(k12 + h) - 2.0 * f(k12) + f(k12 - h)) / (h * h);
-        let v = ev(Builtin::Relu, &[k11, k12, k12, k22], 2, &[vec![Term::sigma(2), Term::sigma(2)]]);
+        let v = ev(
+            Builtin::Relu,
+            &[k11, k12, k12, k22],
+            2,
+            &[vec![Term::sigma(2), Term::sigma(2)]],
+        );
         let d1 = (f(k12 + h) - f(k12 - h)) / (2.0 * h);
         assert!((v[0] - d1).abs() < 1e-6, "{} {}", v[0], d1);
-        let v3 = ev(Builtin::Relu, &[k11, k12, k12, k22], 2, &[vec![Term::sigma(3), Term::sigma(3)]]);
+        let v3 = ev(
+            Builtin::Relu,
+            &[k11, k12, k12, k22],
+            2,
+            &[vec![Term::sigma(3), Term::sigma(3)]],
+        );
         assert!((v3[0] - d2).abs() < 1e-4, "{} {}", v3[0], d2);
     }
 }

@@ -38,12 +38,21 @@ impl MlpSpec {
         if l == 0 {
             return Err(RgError::value("depth must be >= 1"));
         }
-        for (name, v) in [("C_b", &self.c_b), ("lambda_b", &self.lambda_b), ("lambda_W", &self.lambda_w)] {
+        for (name, v) in [
+            ("C_b", &self.c_b),
+            ("lambda_b", &self.lambda_b),
+            ("lambda_W", &self.lambda_w),
+        ] {
             if v.len() != l {
-                return Err(RgError::value(format!("{name} has {} entries, expected one per layer ({l})", v.len())));
+                return Err(RgError::value(format!(
+                    "{name} has {} entries, expected one per layer ({l})",
+                    v.len()
+                )));
             }
             if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
-                return Err(RgError::value(format!("{name} entries must be finite and >= 0")));
+                return Err(RgError::value(format!(
+                    "{name} entries must be finite and >= 0"
+                )));
             }
         }
         if self.c_w.iter().any(|x| !x.is_finite() || *x <= 0.0) {
@@ -89,13 +98,13 @@ struct PairExp {
 
 #[derive(Clone, Debug, Default)]
 struct SameExp {
-    ss: f64,     // ⟨σ²⟩
-    pp: f64,     // ⟨σ'²⟩
-    d2ss: f64,   // ⟨(σ²)''⟩
-    d2pp: f64,   // ⟨(σ'²)''⟩
-    d4ss: f64,   // ⟨(σ²)''''⟩
-    d4pp: f64,   // ⟨(σ'²)''''⟩
-    d1sp: f64,   // ⟨(σσ')'⟩
+    ss: f64,   // ⟨σ²⟩
+    pp: f64,   // ⟨σ'²⟩
+    d2ss: f64, // ⟨(σ²)''⟩
+    d2pp: f64, // ⟨(σ'²)''⟩
+    d4ss: f64, // ⟨(σ²)''''⟩
+    d4pp: f64, // ⟨(σ'²)''''⟩
+    d1sp: f64, // ⟨(σσ')'⟩
 }
 
 /// (i, j) derivative-order pairs needed off the diagonal.
@@ -216,7 +225,11 @@ fn pair_expectations(
     opts: &QuadOpts,
 ) -> Result<Vec<PairExp>, RgError> {
     let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
-    let offd_orders: Vec<(u8, u8)> = if full { PAIR_ORDERS_FULL.to_vec() } else { vec![(0, 0), (1, 1)] };
+    let offd_orders: Vec<(u8, u8)> = if full {
+        PAIR_ORDERS_FULL.to_vec()
+    } else {
+        vec![(0, 0), (1, 1)]
+    };
     let results: Vec<((usize, usize), PairExp)> = pairs
         .par_iter()
         .map(|&(a, b)| -> Result<((usize, usize), PairExp), RgError> {
@@ -246,7 +259,10 @@ fn pair_expectations(
                 }
             } else {
                 let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
-                let its: Vec<Vec<Term>> = offd_orders.iter().map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)]).collect();
+                let its: Vec<Vec<Term>> = offd_orders
+                    .iter()
+                    .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
+                    .collect();
                 let v = expect_block(act, &cov, 2, &its, opts)
                     .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))?;
                 for (&(i, j), val) in offd_orders.iter().zip(v) {
@@ -287,7 +303,10 @@ fn four_point_expectations(
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
             let dn = ds.len();
-            let cov: Vec<f64> = ds.iter().flat_map(|&p| ds.iter().map(move |&q| k[p * n + q])).collect();
+            let cov: Vec<f64> = ds
+                .iter()
+                .flat_map(|&p| ds.iter().map(move |&q| k[p * n + q]))
+                .collect();
             let mut keys: Vec<u64> = vec![];
             let mut its: Vec<Vec<Term>> = vec![];
             for mask in 0u32..16 {
@@ -303,8 +322,10 @@ fn four_point_expectations(
                 let terms: Vec<Term> = ds
                     .iter()
                     .map(|&smp| {
-                        let orders: Vec<u8> =
-                            (0..4).filter(|&i| s[i] == smp).map(|i| (mask >> i & 1) as u8).collect();
+                        let orders: Vec<u8> = (0..4)
+                            .filter(|&i| s[i] == smp)
+                            .map(|i| (mask >> i & 1) as u8)
+                            .collect();
                         Term::prod(&orders)
                     })
                     .collect();
@@ -321,20 +342,23 @@ fn four_point_expectations(
 /// Fill an N⁴ tensor in parallel over the first index.
 fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
     let mut out = vec![0.0; n * n * n * n];
-    out.par_chunks_mut(n * n * n).enumerate().for_each(|(a, chunk)| {
-        for b in 0..n {
-            for c in 0..n {
-                for d in 0..n {
-                    chunk[(b * n + c) * n + d] = f(a, b, c, d);
+    out.par_chunks_mut(n * n * n)
+        .enumerate()
+        .for_each(|(a, chunk)| {
+            for b in 0..n {
+                for c in 0..n {
+                    for d in 0..n {
+                        chunk[(b * n + c) * n + d] = f(a, b, c, d);
+                    }
                 }
             }
-        }
-    });
+        });
     out
 }
 
 /// Compute the kernels (and first-order tensors when `order == 1`) at every layer.
 /// `x` is N×n0 row-major.
+#[allow(clippy::too_many_arguments)]
 pub fn mlp_theory(
     act: &dyn ActivationFn,
     x: &[f64],
@@ -374,9 +398,14 @@ pub fn mlp_theory(
     }
     let zeros2 = vec![0.0; n2];
     let zeros4 = || vec![0.0; n4];
-    let mut out = TheoryTensors { n, k: vec![k], ..Default::default() };
+    let mut out = TheoryTensors {
+        n,
+        k: vec![k],
+        ..Default::default()
+    };
     let mut ths = vec![th];
-    let (mut k1s, mut th1s, mut vs, mut dss, mut fs, mut as_, mut bs) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut k1s, mut th1s, mut vs, mut dss, mut fs, mut as_, mut bs) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     if first {
         k1s.push(zeros2.clone());
         vs.push(zeros4());
@@ -393,15 +422,26 @@ pub fn mlp_theory(
         let (cb, cw, lb, lw) = (spec.c_b[l], spec.c_w[l], spec.lambda_b[l], spec.lambda_w[l]);
         let rho = spec.widths[l] / spec.widths[l - 1];
         let kl = &out.k[l - 1];
-        let pairs = pair_expectations(act, kl, n, first, opts).map_err(|e| e.context(&format!("layer {l}")))?;
+        let pairs = pair_expectations(act, kl, n, first, opts)
+            .map_err(|e| e.context(&format!("layer {l}")))?;
         let ly = Layer { n, pairs: &pairs };
         let thl = &ths[l - 1];
         let k_new: Vec<f64> = (0..n2).map(|i| cb + cw * ly.s(i / n, i % n)).collect();
-        let th_new: Vec<f64> =
-            (0..n2).map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * thl[i]).collect();
+        let th_new: Vec<f64> = (0..n2)
+            .map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * thl[i])
+            .collect();
         if first {
-            let g4 = four_point_expectations(act, kl, n, ntk, opts).map_err(|e| e.context(&format!("layer {l}")))?;
-            let g = |a: usize, pa: bool, b: usize, pb: bool, c: usize, pc: bool, d: usize, pd: bool| -> f64 {
+            let g4 = four_point_expectations(act, kl, n, ntk, opts)
+                .map_err(|e| e.context(&format!("layer {l}")))?;
+            let g = |a: usize,
+                     pa: bool,
+                     b: usize,
+                     pb: bool,
+                     c: usize,
+                     pc: bool,
+                     d: usize,
+                     pd: bool|
+             -> f64 {
                 g4[&key4([code(a, pa), code(b, pb), code(c, pc), code(d, pd)])]
             };
             let v = &vs[l - 1];
@@ -411,7 +451,11 @@ pub fn mlp_theory(
             let nlo = |a: usize, b: usize, prime: bool| -> f64 {
                 if a == b {
                     let s = ly.same(a);
-                    let (d2, d4) = if prime { (s.d2pp, s.d4pp) } else { (s.d2ss, s.d4ss) };
+                    let (d2, d4) = if prime {
+                        (s.d2pp, s.d4pp)
+                    } else {
+                        (s.d2ss, s.d4ss)
+                    };
                     return 0.5 * k1[a * n + a] * d2 + 0.125 * v_at(a, a, a, a) * d4;
                 }
                 let gs = [a, b];
@@ -429,7 +473,9 @@ pub fn mlp_theory(
                 }
                 0.5 * t2 + 0.125 * t4
             };
-            let k1_new: Vec<f64> = (0..n2).map(|i| rho * cw * nlo(i / n, i % n, false)).collect();
+            let k1_new: Vec<f64> = (0..n2)
+                .map(|i| rho * cw * nlo(i / n, i % n, false))
+                .collect();
             // V'
             let v_new = fill4(n, |a, b, c, d| {
                 let (gab, nab) = distinct(a, b);
@@ -456,8 +502,10 @@ pub fn mlp_theory(
                 let th1 = &th1s[l - 1];
                 let idx = |a: usize, b: usize, c: usize, d: usize| ((a * n + b) * n + c) * n + d;
                 let omega = |c: usize, d: usize| lw * ly.s(c, d) + cw * thl[c * n + d] * ly.p(c, d);
-                let d2omega =
-                    |c: usize, d: usize, g1: usize, g2: usize| lw * ly.c2(c, d, g1, g2, false) + cw * thl[c * n + d] * ly.c2(c, d, g1, g2, true);
+                let d2omega = |c: usize, d: usize, g1: usize, g2: usize| {
+                    lw * ly.c2(c, d, g1, g2, false)
+                        + cw * thl[c * n + d] * ly.c2(c, d, g1, g2, true)
+                };
                 // D'
                 let d_new = fill4(n, |a, b, c, d| {
                     let (gab, nab) = distinct(a, b);
@@ -477,7 +525,9 @@ pub fn mlp_theory(
                             }
                         }
                     }
-                    cw * (s_omega - ly.s(a, b) * omega(c, d)) + 0.25 * cw * rho * tv + 0.5 * cw * cw * rho * td * ly.p(c, d)
+                    cw * (s_omega - ly.s(a, b) * omega(c, d))
+                        + 0.25 * cw * rho * tv
+                        + 0.5 * cw * cw * rho * td * ly.p(c, d)
                 });
                 // F'[p1, t1, p2, t2]
                 let f_new = fill4(n, |p1, t1, p2, t2| {
@@ -490,12 +540,15 @@ pub fn mlp_theory(
                             tf += e1 * ly.e1(p2, t2, g2) * ft[idx(g1, t1, g2, t2)];
                         }
                     }
-                    cw * cw * g(p1, false, p2, false, t1, true, t2, true) * thl[t1 * n + t2] + cw * cw * rho * tf
+                    cw * cw * g(p1, false, p2, false, t1, true, t2, true) * thl[t1 * n + t2]
+                        + cw * cw * rho * tf
                 });
                 // B'[b1, b2, b3, b4]
                 let b_new = fill4(n, |b1, b2, b3, b4| {
                     cw * cw
-                        * (g(b1, true, b2, true, b3, true, b4, true) * thl[b1 * n + b3] * thl[b2 * n + b4]
+                        * (g(b1, true, b2, true, b3, true, b4, true)
+                            * thl[b1 * n + b3]
+                            * thl[b2 * n + b4]
                             + rho * ly.p(b1, b2) * ly.p(b3, b4) * bt[idx(b1, b2, b3, b4)])
                 });
                 // A'
@@ -539,10 +592,14 @@ pub fn mlp_theory(
                         let mut tdf = 0.0;
                         for &g1 in &gab[..nab] {
                             for &g2 in &gab[..nab] {
-                                tdf += ly.c2(a, b, g1, g2, true) * (0.5 * dt[idx(g1, g2, a, b)] + ft[idx(g1, a, g2, b)]);
+                                tdf += ly.c2(a, b, g1, g2, true)
+                                    * (0.5 * dt[idx(g1, g2, a, b)] + ft[idx(g1, a, g2, b)]);
                             }
                         }
-                        rho * (cw * ly.p(a, b) * th1[i] + lw * nlo(a, b, false) + cw * thl[i] * nlo(a, b, true) + cw * tdf)
+                        rho * (cw * ly.p(a, b) * th1[i]
+                            + lw * nlo(a, b, false)
+                            + cw * thl[i] * nlo(a, b, true)
+                            + cw * tdf)
                     })
                     .collect();
                 dss.push(d_new);
@@ -593,12 +650,25 @@ mod tests {
     fn relu_scale_invariant_vertex() {
         // V^{(l)} = (l-1)·5·K*², K1 = 0 on the diagonal (single input).
         let x = [1.0, -0.5, 2.0];
-        let t = mlp_theory(&Builtin::Relu, &x, 1, 3, &spec(5, 10.0, 0.0, 2.0), true, 1, &QuadOpts::default()).unwrap();
+        let t = mlp_theory(
+            &Builtin::Relu,
+            &x,
+            1,
+            3,
+            &spec(5, 10.0, 0.0, 2.0),
+            true,
+            1,
+            &QuadOpts::default(),
+        )
+        .unwrap();
         let kstar = 2.0 * (1.0 + 0.25 + 4.0) / 3.0;
         for l in 0..5 {
             assert!((t.k[l][0] - kstar).abs() < 1e-12);
             let v = t.v.as_ref().unwrap()[l][0];
-            assert!((v - 5.0 * l as f64 * kstar * kstar).abs() < 1e-9 * (1.0 + v), "l={l} v={v}");
+            assert!(
+                (v - 5.0 * l as f64 * kstar * kstar).abs() < 1e-9 * (1.0 + v),
+                "l={l} v={v}"
+            );
             assert!(t.k1.as_ref().unwrap()[l][0].abs() < 1e-10);
             assert!(t.theta1.as_ref().unwrap()[l][0].abs() < 1e-9);
         }
@@ -609,7 +679,17 @@ mod tests {
         // ntk.md §1.7: tanh (0, 1), x1 = √2(1.3, 0.4), x2 = √2(0.2, −1.1); layer 4 Θ1_01 = 0.1576, Θ1_00 = 0.0533.
         let s2 = 2f64.sqrt();
         let x = [s2 * 1.3, s2 * 0.4, s2 * 0.2, -s2 * 1.1];
-        let t = mlp_theory(&Builtin::Tanh, &x, 2, 2, &spec(4, 10.0, 0.0, 1.0), true, 1, &QuadOpts::default()).unwrap();
+        let t = mlp_theory(
+            &Builtin::Tanh,
+            &x,
+            2,
+            2,
+            &spec(4, 10.0, 0.0, 1.0),
+            true,
+            1,
+            &QuadOpts::default(),
+        )
+        .unwrap();
         let th = &t.theta.as_ref().unwrap()[3];
         let th1 = &t.theta1.as_ref().unwrap()[3];
         assert!((th[1] - 2.06625).abs() < 1e-5, "{}", th[1]);

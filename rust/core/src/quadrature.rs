@@ -24,8 +24,10 @@ enum Family {
     Legendre,
 }
 
-fn cache() -> &'static Mutex<HashMap<(Family, usize), Arc<Rule>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(Family, usize), Arc<Rule>>>> = OnceLock::new();
+type RuleCache = Mutex<HashMap<(Family, usize), Arc<Rule>>>;
+
+fn cache() -> &'static RuleCache {
+    static CACHE: OnceLock<RuleCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -209,7 +211,9 @@ fn build_half_hermite(n: usize) -> Rule {
         // normalise to avoid overflow
         let scale = nk.sqrt();
         let next: Vec<f64> = (0..v.len())
-            .map(|i| ((v[i] - alpha[k]) * p[i] - if k > 0 { beta[k] * p_prev[i] } else { 0.0 }) / scale)
+            .map(|i| {
+                ((v[i] - alpha[k]) * p[i] - if k > 0 { beta[k] * p_prev[i] } else { 0.0 }) / scale
+            })
             .collect();
         p_prev = p.iter().map(|x| x / scale).collect();
         p = next;
@@ -286,10 +290,23 @@ mod tests {
         for n in [1usize, 2, 5, 10, 40, 100] {
             let r = hermite(n);
             for k in 0..(2 * n as u32).min(30) {
-                let s: f64 = r.nodes.iter().zip(&r.weights).map(|(x, w)| w * x.powi(k as i32)).sum();
+                let s: f64 = r
+                    .nodes
+                    .iter()
+                    .zip(&r.weights)
+                    .map(|(x, w)| w * x.powi(k as i32))
+                    .sum();
                 let exact = gauss_moment(k);
-                let scale: f64 = r.nodes.iter().zip(&r.weights).map(|(x, w)| w * x.abs().powi(k as i32)).sum();
-                assert!((s - exact).abs() <= 1e-13 * scale.max(1.0), "n={n} k={k} {s} {exact}");
+                let scale: f64 = r
+                    .nodes
+                    .iter()
+                    .zip(&r.weights)
+                    .map(|(x, w)| w * x.abs().powi(k as i32))
+                    .sum();
+                assert!(
+                    (s - exact).abs() <= 1e-13 * scale.max(1.0),
+                    "n={n} k={k} {s} {exact}"
+                );
             }
         }
     }
@@ -299,8 +316,17 @@ mod tests {
         for n in [1usize, 3, 8, 33, 128] {
             let r = legendre(n);
             for k in 0..(2 * n as i32).min(40) {
-                let s: f64 = r.nodes.iter().zip(&r.weights).map(|(x, w)| w * x.powi(k)).sum();
-                let exact = if k % 2 == 1 { 0.0 } else { 2.0 / (k as f64 + 1.0) };
+                let s: f64 = r
+                    .nodes
+                    .iter()
+                    .zip(&r.weights)
+                    .map(|(x, w)| w * x.powi(k))
+                    .sum();
+                let exact = if k % 2 == 1 {
+                    0.0
+                } else {
+                    2.0 / (k as f64 + 1.0)
+                };
                 assert!((s - exact).abs() < 1e-13, "n={n} k={k} {s} {exact}");
             }
         }
@@ -312,9 +338,18 @@ mod tests {
         for n in [1usize, 4, 12, 40] {
             let r = half_hermite(n);
             for k in 0..(2 * n).min(30) {
-                let s: f64 = r.nodes.iter().zip(&r.weights).map(|(x, w)| w * x.powi(k as i32)).sum();
-                let exact = 2f64.powf(k as f64 / 2.0 - 1.0) * gamma_half(k + 1) / std::f64::consts::PI.sqrt();
-                assert!((s - exact).abs() < 1e-12 * exact.max(1.0), "n={n} k={k} {s} {exact}");
+                let s: f64 = r
+                    .nodes
+                    .iter()
+                    .zip(&r.weights)
+                    .map(|(x, w)| w * x.powi(k as i32))
+                    .sum();
+                let exact = 2f64.powf(k as f64 / 2.0 - 1.0) * gamma_half(k + 1)
+                    / std::f64::consts::PI.sqrt();
+                assert!(
+                    (s - exact).abs() < 1e-12 * exact.max(1.0),
+                    "n={n} k={k} {s} {exact}"
+                );
             }
         }
     }
@@ -334,7 +369,12 @@ mod tests {
     fn hermite_integrates_smooth_function() {
         // E[cos(u)] = e^{-1/2}
         let r = hermite(40);
-        let s: f64 = r.nodes.iter().zip(&r.weights).map(|(x, w)| w * x.cos()).sum();
+        let s: f64 = r
+            .nodes
+            .iter()
+            .zip(&r.weights)
+            .map(|(x, w)| w * x.cos())
+            .sum();
         assert!((s - (-0.5f64).exp()).abs() < 1e-15);
     }
 }

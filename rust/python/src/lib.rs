@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use rgflow_core::activations::{Activation, ActivationFn, Builtin, Side};
-use rgflow_core::expect::{expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term};
+use rgflow_core::expect::{
+    expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term,
+};
 use rgflow_core::mlp::{mlp_theory as core_theory, MlpSpec};
 use rgflow_core::RgError;
 
@@ -52,12 +57,15 @@ impl ActivationFn for PyCallableActivation {
         Python::attach(|py| -> Result<(), RgError> {
             let arr = PyArray1::from_slice(py, z);
             for k in 0..m {
-                let res = self.funcs[k]
-                    .call1(py, (arr.clone(),))
-                    .map_err(|e| RgError::value(format!("custom activation derivative {k} raised: {e}")))?;
+                let res = self.funcs[k].call1(py, (arr.clone(),)).map_err(|e| {
+                    RgError::value(format!("custom activation derivative {k} raised: {e}"))
+                })?;
                 let res = res.bind(py);
                 let vals: Vec<f64> = if let Ok(a) = res.cast::<PyArray1<f64>>() {
-                    a.readonly().as_slice().map(|s| s.to_vec()).unwrap_or_else(|_| a.to_vec().unwrap_or_default())
+                    a.readonly()
+                        .as_slice()
+                        .map(|s| s.to_vec())
+                        .unwrap_or_else(|_| a.to_vec().unwrap_or_default())
                 } else {
                     res.extract::<Vec<f64>>().map_err(|_| {
                         RgError::value(format!(
@@ -94,17 +102,23 @@ fn activation(spec: &Bound<'_, PyTuple>) -> PyResult<Activation> {
         "builtin" => {
             let name: String = spec.get_item(1)?.extract()?;
             let params: Vec<f64> = spec.get_item(2)?.extract()?;
-            Ok(Builtin::from_name(&name, &params).map_err(err)?.into_activation())
+            Ok(Builtin::from_name(&name, &params)
+                .map_err(err)?
+                .into_activation())
         }
         "custom" => {
             let label: String = spec.get_item(1)?.extract()?;
             let funcs: Vec<Py<PyAny>> = spec.get_item(2)?.extract()?;
             if funcs.is_empty() {
-                return Err(PyValueError::new_err("custom activation needs at least the function itself"));
+                return Err(PyValueError::new_err(
+                    "custom activation needs at least the function itself",
+                ));
             }
             Ok(Arc::new(PyCallableActivation { label, funcs }))
         }
-        other => Err(PyValueError::new_err(format!("unknown activation kind '{other}'"))),
+        other => Err(PyValueError::new_err(format!(
+            "unknown activation kind '{other}'"
+        ))),
     }
 }
 
@@ -113,10 +127,14 @@ type TermSpec = (u8, u8, Vec<u8>);
 fn terms(integrands: Vec<Vec<TermSpec>>) -> Vec<Vec<Term>> {
     integrands
         .into_iter()
-        .map(|it| it.into_iter().map(|(deriv, zpow, mut sig)| {
-            sig.sort_unstable();
-            Term { deriv, zpow, sig }
-        }).collect())
+        .map(|it| {
+            it.into_iter()
+                .map(|(deriv, zpow, mut sig)| {
+                    sig.sort_unstable();
+                    Term { deriv, zpow, sig }
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -143,7 +161,9 @@ fn expect_batch<'py>(
     let flat: Vec<f64> = covs.as_array().iter().copied().collect();
     let its = terms(integrands);
     let opts = QuadOpts { order };
-    let out = py.detach(|| core_batch(a.as_ref(), &flat, d, &its, &opts)).map_err(err)?;
+    let out = py
+        .detach(|| core_batch(a.as_ref(), &flat, d, &its, &opts))
+        .map_err(err)?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -161,22 +181,38 @@ fn expect_adaptive<'py>(
     let d = cov.shape()[0];
     let flat: Vec<f64> = cov.as_array().iter().copied().collect();
     let its = terms(integrands);
-    let (v, e, n) = py.detach(|| core_adaptive(a.as_ref(), &flat, d, &its, tol, max_order)).map_err(err)?;
+    let (v, e, n) = py
+        .detach(|| core_adaptive(a.as_ref(), &flat, d, &its, tol, max_order))
+        .map_err(err)?;
     Ok((PyArray1::from_vec(py, v), e, n))
 }
 
-/// Quadrature rule: kind "hermite" (probabilists', weights sum to 1) or "legendre" ([-1, 1]).
+type Array1<'py> = Bound<'py, PyArray1<f64>>;
+
+/// Quadrature rule: kind "hermite" (probabilists', weights sum to 1), "half_hermite"
+/// (∫_0^∞ φ, weights sum to 1/2) or "legendre" ([-1, 1]).
 #[pyfunction]
-fn quadrature_rule<'py>(py: Python<'py>, kind: &str, n: usize) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+fn quadrature_rule<'py>(
+    py: Python<'py>,
+    kind: &str,
+    n: usize,
+) -> PyResult<(Array1<'py>, Array1<'py>)> {
     if n == 0 || n > 640 {
         return Err(PyValueError::new_err("quadrature order must be in 1..=640"));
     }
     let r = match kind {
         "hermite" => rgflow_core::quadrature::hermite(n),
         "legendre" => rgflow_core::quadrature::legendre(n),
-        _ => return Err(PyValueError::new_err("kind must be 'hermite' or 'legendre'")),
+        _ => {
+            return Err(PyValueError::new_err(
+                "kind must be 'hermite' or 'legendre'",
+            ))
+        }
     };
-    Ok((PyArray1::from_slice(py, &r.nodes), PyArray1::from_slice(py, &r.weights)))
+    Ok((
+        PyArray1::from_slice(py, &r.nodes),
+        PyArray1::from_slice(py, &r.weights),
+    ))
 }
 
 fn stack<'py>(py: Python<'py>, layers: &[Vec<f64>], dims: &[usize]) -> PyResult<Bound<'py, PyAny>> {
@@ -213,7 +249,9 @@ fn mlp_theory<'py>(
         lambda_w: lambda_w.as_array().to_vec(),
     };
     let opts = QuadOpts { order: quad_order };
-    let t = py.detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, &opts)).map_err(err)?;
+    let t = py
+        .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, &opts))
+        .map_err(err)?;
     let out = PyDict::new(py);
     out.set_item("K", stack(py, &t.k, &[n, n])?)?;
     let two = [("Theta", &t.theta), ("K1", &t.k1), ("Theta1", &t.theta1)];
@@ -222,7 +260,13 @@ fn mlp_theory<'py>(
             out.set_item(name, stack(py, v, &[n, n])?)?;
         }
     }
-    let four = [("V", &t.v), ("D", &t.d), ("F", &t.f), ("A", &t.a), ("B", &t.b)];
+    let four = [
+        ("V", &t.v),
+        ("D", &t.d),
+        ("F", &t.f),
+        ("A", &t.a),
+        ("B", &t.b),
+    ];
     for (name, v) in four {
         if let Some(v) = v {
             out.set_item(name, stack(py, v, &[n, n, n, n])?)?;
