@@ -88,7 +88,8 @@ def test_price_theorem_second_derivatives(act: str) -> None:
     right-hand side is a delta-function expectation."""
     h = 1e-4
     for m in (0, 1):
-        def f(k12: float) -> float:
+
+        def f(k12: float, m: int = m) -> float:
             return expect(np.array([[1.2, k12], [k12, 0.9]]), [(0, m), (1, m)], act)
 
         fd = (f(0.3 + h) - f(0.3 - h)) / (2 * h)

@@ -96,7 +96,15 @@ def test_single_input_reductions():
         s4 = expect(k, [(0, 0)] * 4, "tanh")
         chi_par = cw / K * expect(k, [(0, "z", 1), (0, 0), (0, 1)], "tanh")
         chi_perp = cw * expect(k, [(0, 1)] * 2, "tanh")
-        herm = lambda f: expect(k, f + [(0, "z", 4)], "tanh") - 6 * K * expect(k, f + [(0, "z", 2)], "tanh") + 3 * K**2 * expect(k, f, "tanh")  # noqa: E731
+
+        def herm(f, k=k, K=K):
+            """⟨f · (z⁴ − 6Kz² + 3K²)⟩."""
+            return (
+                expect(k, f + [(0, "z", 4)], "tanh")
+                - 6 * K * expect(k, f + [(0, "z", 2)], "tanh")
+                + 3 * K**2 * expect(k, f, "tanh")
+            )
+
         j = cw * herm([(0, 0), (0, 0)]) / K**2
         assert th.V[layer + 1, 0, 0, 0, 0] == pytest.approx(chi_par**2 * V + cw**2 * (s4 - s2**2), rel=1e-10)
         assert th.K1[layer + 1, 0, 0] == pytest.approx(chi_par * K1 + j * V / (8 * K**2), rel=1e-8, abs=1e-12)
@@ -120,7 +128,9 @@ def test_multi_input_diagonal_equals_single_input(act: str):
         for name in ("K", "K1", "Theta", "Theta1"):
             assert getattr(full, name)[:, i, i] == pytest.approx(getattr(one, name)[:, 0, 0], rel=1e-9, abs=1e-12)
         for name in ("V", "D", "F", "A", "B"):
-            assert getattr(full, name)[:, i, i, i, i] == pytest.approx(getattr(one, name)[:, 0, 0, 0, 0], rel=1e-9, abs=1e-12)
+            assert getattr(full, name)[:, i, i, i, i] == pytest.approx(
+                getattr(one, name)[:, 0, 0, 0, 0], rel=1e-9, abs=1e-12
+            )
 
 
 # ---------------------------------------------------------------- symmetries / permutations

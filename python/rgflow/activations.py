@@ -77,9 +77,7 @@ class Activation:
         allowed = BUILTIN_PARAMS[key]
         unknown = set(params) - set(allowed)
         if unknown:
-            raise ValueError(
-                f"activation {key!r} takes parameters {sorted(allowed) or 'none'}, got {sorted(unknown)}"
-            )
+            raise ValueError(f"activation {key!r} takes parameters {sorted(allowed) or 'none'}, got {sorted(unknown)}")
         full = dict(allowed)
         for k, v in params.items():
             v = float(v)

@@ -10,13 +10,13 @@ exact marginalisation, not jitter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .activations import Activation, as_activation
 
-Factor = Union[tuple[int, int], tuple[int, str, int]]
+Factor = tuple[int, int] | tuple[int, str, int]
 
 #: Largest quadrature order the adaptive rule may reach, per number of integrated samples.
 MAX_ADAPTIVE_ORDER = {1: 320, 2: 128, 3: 48, 4: 28}
@@ -40,7 +40,9 @@ def _core_activation(act: Activation) -> tuple[Any, ...]:
     return ("builtin", name, params)
 
 
-def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int) -> list[tuple[int, int, list[int]]]:
+def _terms(
+    core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int
+) -> list[tuple[int, int, list[int]]]:
     from . import _core
 
     orders: list[list[int]] = [[] for _ in range(d)]
@@ -142,5 +144,7 @@ def expect_with_error(
         raise ValueError(f"K must have shape (d, d), got {arr.shape}")
     d = arr.shape[0]
     its = [_terms(core_act, factors, d, act.max_derivative)]
-    vals, err, used = _core.expect_adaptive(core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24))
+    vals, err, used = _core.expect_adaptive(
+        core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24)
+    )
     return float(vals[0]), float(err), int(used)

@@ -165,7 +165,9 @@ def check_inputs(x: Any) -> np.ndarray:
     """Validate inputs: a finite float array of shape (N, n0) with N >= 1 (ValueError otherwise)."""
     arr = np.asarray(x, dtype=float)
     if arr.ndim == 1:
-        raise ValueError(f"x must have shape (N, n0); got a 1-D array of shape {arr.shape} (use x[None, :] for one input)")
+        raise ValueError(
+            f"x must have shape (N, n0); got a 1-D array of shape {arr.shape} (use x[None, :] for one input)"
+        )
     if arr.ndim != 2:
         raise ValueError(f"x must have shape (N, n0), got shape {arr.shape}")
     if arr.shape[0] == 0:

@@ -33,7 +33,9 @@ class Theory:
     Tensors not computed (``ntk=False`` or ``order=0``) are ``None``.
     """
 
-    def __init__(self, net: MLP, x: np.ndarray, tensors: dict[str, np.ndarray | None], options: dict[str, Any] | None = None):
+    def __init__(
+        self, net: MLP, x: np.ndarray, tensors: dict[str, np.ndarray | None], options: dict[str, Any] | None = None
+    ):
         self.net = net
         self.x = x
         self.options = dict(options or {})

@@ -10,7 +10,10 @@ pub const DEGENERATE_RTOL: f64 = 1e-12;
 /// Check that `a` (n×n) is finite, symmetric and positive semi-definite.
 pub fn validate_covariance(a: &[f64], n: usize) -> Result<(), RgError> {
     if a.len() != n * n {
-        return Err(RgError::value(format!("covariance must have {n}x{n} entries, got {}", a.len())));
+        return Err(RgError::value(format!(
+            "covariance must have {n}x{n} entries, got {}",
+            a.len()
+        )));
     }
     if a.iter().any(|v| !v.is_finite()) {
         return Err(RgError::value("covariance contains NaN or inf"));
@@ -18,12 +21,17 @@ pub fn validate_covariance(a: &[f64], n: usize) -> Result<(), RgError> {
     let scale = (0..n).map(|i| a[i * n + i].abs()).fold(0.0, f64::max);
     for i in 0..n {
         if a[i * n + i] < 0.0 {
-            return Err(RgError::value(format!("covariance has a negative variance K[{i},{i}] = {}", a[i * n + i])));
+            return Err(RgError::value(format!(
+                "covariance has a negative variance K[{i},{i}] = {}",
+                a[i * n + i]
+            )));
         }
         for j in 0..i {
             let (x, y) = (a[i * n + j], a[j * n + i]);
             if (x - y).abs() > 1e-10 * scale.max(f64::MIN_POSITIVE) {
-                return Err(RgError::value(format!("covariance is not symmetric: K[{i},{j}]={x} but K[{j},{i}]={y}")));
+                return Err(RgError::value(format!(
+                    "covariance is not symmetric: K[{i},{j}]={x} but K[{j},{i}]={y}"
+                )));
             }
         }
     }
@@ -100,7 +108,12 @@ pub fn pivoted_cholesky(a: &[f64], n: usize) -> PivotedCholesky {
     if min_pivot == f64::INFINITY {
         min_pivot = 0.0;
     }
-    PivotedCholesky { perm, l, rank, min_pivot }
+    PivotedCholesky {
+        perm,
+        l,
+        rank,
+        min_pivot,
+    }
 }
 
 /// Inverse and determinant of a small matrix by Gauss–Jordan with partial pivoting;
