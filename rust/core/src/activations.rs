@@ -36,6 +36,11 @@ pub trait ActivationFn: Send + Sync + Debug {
     fn split_points(&self) -> Vec<f64> {
         self.kink().into_iter().collect()
     }
+    /// `Some((slope_left, slope_right))` for activations that are linear on each side of a
+    /// kink at 0 (relu, leaky relu): the innermost quadrature level is then done in closed form.
+    fn piecewise_linear(&self) -> Option<(f64, f64)> {
+        None
+    }
     /// `out[i * (order + 1) + k] = σ^{(k)}(z[i])` for `k = 0..=order`.
     fn jets(&self, z: &[f64], order: usize, side: Side, out: &mut [f64]) -> Result<(), RgError>;
 }
@@ -213,6 +218,14 @@ impl ActivationFn for Builtin {
             Some(0.0)
         } else {
             None
+        }
+    }
+
+    fn piecewise_linear(&self) -> Option<(f64, f64)> {
+        match *self {
+            Builtin::Relu => Some((0.0, 1.0)),
+            Builtin::LeakyRelu(a) if a != 1.0 => Some((a, 1.0)),
+            _ => None,
         }
     }
 

@@ -278,6 +278,8 @@ struct Nested<'a> {
     uses_act: Vec<bool>,
     order: usize,
     splits: Vec<f64>,
+    /// Slopes (left, right) of a piecewise-linear activation (closed-form innermost level).
+    pwl: Option<(f64, f64)>,
 }
 
 struct LevelBuf {
@@ -348,9 +350,83 @@ impl<'a> Nested<'a> {
         }
     }
 
+    /// Innermost level in closed form for piecewise-linear activations: each spec is
+    /// `coef_± z^p` on either side of 0, integrated with truncated Gaussian moments.
+    fn level_closed_form(&self, k: usize, ck: f64, s: f64, (al, ar): (f64, f64), out: &mut [f64]) {
+        let specs = &self.specs[k];
+        let mut shapes = [(0.0f64, 0.0f64, 0usize); 16];
+        let mut pmax = 0;
+        for (si, sp) in specs.iter().enumerate() {
+            let t = &sp.term;
+            let (n0, n1) = (
+                t.sig.iter().filter(|&&j| j == 0).count() as i32,
+                t.sig.iter().filter(|&&j| j == 1).count() as i32,
+            );
+            let high = t.sig.iter().any(|&j| j >= 2);
+            let p = n0 as usize + t.zpow as usize;
+            let m = t.deriv as usize;
+            let (mut cr, mut cl) = (ar.powi(n0 + n1), al.powi(n0 + n1));
+            if high || m > p {
+                cr = 0.0;
+                cl = 0.0;
+            }
+            let falling: f64 = (0..m).map(|i| (p - i.min(p)) as f64).product();
+            let power = p.saturating_sub(m) + sp.mulpow as usize;
+            shapes[si] = (cr * falling, cl * falling, power);
+            pmax = pmax.max(power);
+        }
+        // Truncated moments of u ~ N(0,1) above a = -c/s: M_j = ∫_a^∞ u^j φ(u) du.
+        let a = -ck / s;
+        let phi_a = (-0.5 * a * a).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let mut upper = [0.0f64; 24];
+        let mut full = [0.0f64; 24];
+        upper[0] = crate::activations::norm_cdf(-a);
+        full[0] = 1.0;
+        if pmax >= 1 {
+            upper[1] = phi_a;
+        }
+        for j in 2..=pmax {
+            upper[j] = a.powi(j as i32 - 1) * phi_a + (j - 1) as f64 * upper[j - 2];
+            full[j] = (j - 1) as f64 * full[j - 2];
+        }
+        // ∫ (c + s u)^p over u > a (right side, z > 0) and u < a (left side)
+        let mut right = [0.0f64; 24];
+        let mut left = [0.0f64; 24];
+        for p in 0..=pmax {
+            let (mut r, mut l) = (0.0, 0.0);
+            let mut binom = 1.0;
+            for j in 0..=p {
+                let w = binom * ck.powi((p - j) as i32) * s.powi(j as i32);
+                r += w * upper[j];
+                l += w * (full[j] - upper[j]);
+                binom = binom * (p - j) as f64 / (j + 1) as f64;
+            }
+            right[p] = r;
+            left[p] = l;
+        }
+        for (ii, idx) in self.integ.iter().enumerate() {
+            let (cr, cl, p) = shapes[idx[k]];
+            out[ii] = cr * right[p] + cl * left[p];
+        }
+    }
+
     fn level(&self, k: usize, bufs: &mut [LevelBuf], out: &mut [f64]) -> Result<(), RgError> {
         let (buf, rest) = bufs.split_first_mut().unwrap();
         let ck = buf.c[k];
+        if k + 1 == self.d && self.uses_act[k] {
+            let s = self.l[k * self.d + k];
+            if let Some(slopes) = self.pwl {
+                if s > 0.0
+                    && self.specs[k].len() <= 16
+                    && self.specs[k]
+                        .iter()
+                        .all(|sp| sp.term.zpow < 8 && sp.mulpow < 8)
+                {
+                    self.level_closed_form(k, ck, s, slopes, out);
+                    return Ok(());
+                }
+            }
+        }
         self.nodes(k, ck, buf);
         let s = self.l[k * self.d + k];
         let nn = buf.u.len();
@@ -473,6 +549,7 @@ fn nested(
         uses_act,
         order,
         splits: act.split_points(),
+        pwl: act.piecewise_linear(),
     };
     let mut bufs: Vec<LevelBuf> = (0..d)
         .map(|_| LevelBuf {
