@@ -137,6 +137,24 @@ fn sort_rule(nodes: Vec<f64>, weights: Vec<f64>) -> Rule {
     }
 }
 
+/// Enforce the exact symmetry of a rule for an even weight (nodes ±x, equal weights).
+fn symmetric(mut r: Rule) -> Rule {
+    let n = r.nodes.len();
+    for i in 0..n / 2 {
+        let j = n - 1 - i;
+        let a = 0.5 * (r.nodes[j] - r.nodes[i]);
+        let b = 0.5 * (r.weights[i] + r.weights[j]);
+        r.nodes[i] = -a;
+        r.nodes[j] = a;
+        r.weights[i] = b;
+        r.weights[j] = b;
+    }
+    if n % 2 == 1 {
+        r.nodes[n / 2] = 0.0;
+    }
+    r
+}
+
 /// Orthonormal probabilists' Hermite values p_{n-1}(x), p_n(x) and Σ_{k<n} p_k(x)².
 fn hermite_orthonormal(n: usize, x: f64) -> (f64, f64, f64) {
     let (mut pm1, mut p) = (0.0, 1.0);
@@ -166,21 +184,7 @@ fn build_hermite(n: usize) -> Rule {
         let (_, _, sum) = hermite_orthonormal(n, x[i]);
         w[i] = 1.0 / sum; // Christoffel function of the normalised measure.
     }
-    let mut r = sort_rule(x, w);
-    // Exact symmetry.
-    for i in 0..n / 2 {
-        let j = n - 1 - i;
-        let a = 0.5 * (r.nodes[j] - r.nodes[i]);
-        let b = 0.5 * (r.weights[i] + r.weights[j]);
-        r.nodes[i] = -a;
-        r.nodes[j] = a;
-        r.weights[i] = b;
-        r.weights[j] = b;
-    }
-    if n % 2 == 1 {
-        r.nodes[n / 2] = 0.0;
-    }
-    r
+    symmetric(sort_rule(x, w))
 }
 
 fn build_half_hermite(n: usize) -> Rule {
@@ -257,20 +261,7 @@ fn build_legendre(n: usize) -> Rule {
         let dp = n as f64 * (x[i] * p - pm1) / (x[i] * x[i] - 1.0);
         w[i] = 2.0 / ((1.0 - x[i] * x[i]) * dp * dp);
     }
-    let mut r = sort_rule(x, w);
-    for i in 0..n / 2 {
-        let j = n - 1 - i;
-        let a = 0.5 * (r.nodes[j] - r.nodes[i]);
-        let b = 0.5 * (r.weights[i] + r.weights[j]);
-        r.nodes[i] = -a;
-        r.nodes[j] = a;
-        r.weights[i] = b;
-        r.weights[j] = b;
-    }
-    if n % 2 == 1 {
-        r.nodes[n / 2] = 0.0;
-    }
-    r
+    symmetric(sort_rule(x, w))
 }
 
 #[cfg(test)]
