@@ -23,6 +23,7 @@ from .criticality import (
 from .ensemble import Ensemble, compare, sample
 from .expectations import expect, expect_with_error, sigma, zpow
 from .network import MLP
+from .resnet import ResEnsemble, ResMLP, ResTheory, resmlp_theory, sample_resmlp
 from .theory import Theory, theory
 
 __version__ = "0.1.0"
@@ -30,6 +31,9 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "Activation",
+    "ResEnsemble",
+    "ResMLP",
+    "ResTheory",
     "CriticalPoint",
     "Criticality",
     "Ensemble",
@@ -43,7 +47,9 @@ __all__ = [
     "expect_with_error",
     "fixed_point",
     "plot",
+    "resmlp_theory",
     "sample",
+    "sample_resmlp",
     "sigma",
     "susceptibilities",
     "taylor_coefficients",

@@ -39,3 +39,14 @@ def mlp_theory(
     order: int,
     quad_order: int,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
+def resmlp_theory(
+    act: ActivationSpec,
+    x: npt.NDArray[np.float64],
+    c_b: npt.NDArray[np.float64],
+    c_w: npt.NDArray[np.float64],
+    gamma: npt.NDArray[np.float64],
+    width: int,
+    corrected: bool,
+    order: int,
+    quad_order: int,
+) -> dict[str, npt.NDArray[np.float64]]: ...

@@ -10,6 +10,7 @@ pub mod expect;
 pub mod linalg;
 pub mod mlp;
 pub mod quadrature;
+pub mod resmlp;
 
 use std::fmt;
 

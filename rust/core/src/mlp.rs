@@ -206,14 +206,16 @@ fn distinct(a: usize, b: usize) -> ([usize; 2], usize) {
     }
 }
 
+/// Key of a multiset of four (sample, primed) factors.
 #[inline]
-fn key4(mut codes: [u16; 4]) -> u64 {
+pub(crate) fn key4(mut codes: [u16; 4]) -> u64 {
     codes.sort_unstable();
     codes[0] as u64 | (codes[1] as u64) << 16 | (codes[2] as u64) << 32 | (codes[3] as u64) << 48
 }
 
+/// Factor code: σ (`prime = false`) or σ' at `sample`.
 #[inline]
-fn code(sample: usize, prime: bool) -> u16 {
+pub(crate) fn code(sample: usize, prime: bool) -> u16 {
     ((sample << 1) | prime as usize) as u16
 }
 
@@ -280,7 +282,7 @@ fn pair_expectations(
 }
 
 /// ⟨Π σ^{(p_i)}(z_{s_i})⟩ over all multisets of 4 samples and even prime patterns.
-fn four_point_expectations(
+pub(crate) fn four_point_expectations(
     act: &dyn ActivationFn,
     k: &[f64],
     n: usize,
@@ -340,7 +342,7 @@ fn four_point_expectations(
 }
 
 /// Fill an N⁴ tensor in parallel over the first index.
-fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
+pub(crate) fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
     let mut out = vec![0.0; n * n * n * n];
     out.par_chunks_mut(n * n * n)
         .enumerate()

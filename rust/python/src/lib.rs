@@ -275,6 +275,62 @@ fn mlp_theory<'py>(
     Ok(out)
 }
 
+/// First-order theory of a residual MLP (PDLT App. B): dict with K, K1 (L, N, N), S (L, N, N, N),
+/// V (L, N, N, N, N); `corrected` selects the S-corrected vertex over the book's (B.25).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn resmlp_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    x: PyReadonlyArray2<'py, f64>,
+    c_b: PyReadonlyArray1<'py, f64>,
+    c_w: PyReadonlyArray1<'py, f64>,
+    gamma: PyReadonlyArray1<'py, f64>,
+    width: usize,
+    corrected: bool,
+    order: usize,
+    quad_order: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    if width == 0 {
+        return Err(PyValueError::new_err("width must be >= 1"));
+    }
+    let a = activation(act)?;
+    let (n, n0) = (x.shape()[0], x.shape()[1]);
+    let xs: Vec<f64> = x.as_array().iter().copied().collect();
+    let spec = rgflow_core::resmlp::ResMlpSpec {
+        c_b: c_b.as_array().to_vec(),
+        c_w: c_w.as_array().to_vec(),
+        gamma: gamma.as_array().to_vec(),
+    };
+    let opts = QuadOpts { order: quad_order };
+    let t = py
+        .detach(|| {
+            rgflow_core::resmlp::resmlp_theory(
+                a.as_ref(),
+                &xs,
+                n,
+                n0,
+                &spec,
+                corrected,
+                order,
+                &opts,
+            )
+        })
+        .map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("K", stack(py, &t.k, &[n, n])?)?;
+    if let Some(v) = &t.k1 {
+        out.set_item("K1", stack(py, v, &[n, n])?)?;
+    }
+    if let Some(v) = &t.s {
+        out.set_item("S", stack(py, v, &[n, n, n])?)?;
+    }
+    if let Some(v) = &t.v {
+        out.set_item("V", stack(py, v, &[n, n, n, n])?)?;
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(term_from_factors, m)?)?;
@@ -282,6 +338,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(expect_adaptive, m)?)?;
     m.add_function(wrap_pyfunction!(quadrature_rule, m)?)?;
     m.add_function(wrap_pyfunction!(mlp_theory, m)?)?;
+    m.add_function(wrap_pyfunction!(resmlp_theory, m)?)?;
     m.add("MAX_DERIVATIVE", rgflow_core::activations::MAX_ORDER)?;
     Ok(())
 }
