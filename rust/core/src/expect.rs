@@ -14,10 +14,13 @@
 //!    p_Δ(t) E[G(z_R) H_r(Pz) | z_Δ = t]` with `H_r` the Hermite polynomial of the block
 //!    precision `P` (from `(-∂)^r p = p H_r`), expanded in monomials of `z_R`.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::activations::{ActivationFn, Side};
 use crate::linalg::{invert, pivoted_cholesky, submatrix, validate_covariance};
+use crate::quadrature::Rule;
 use crate::RgError;
 
 /// Split points further than this many standard deviations from the mean are ignored
@@ -276,10 +279,14 @@ struct Nested<'a> {
     integ: Vec<Vec<usize>>,
     jet_order: Vec<usize>,
     uses_act: Vec<bool>,
-    order: usize,
     splits: Vec<f64>,
     /// Slopes (left, right) of a piecewise-linear activation (closed-form innermost level).
     pwl: Option<(f64, f64)>,
+    /// Rules fetched once per pass: Gauss–Hermite (2·order), half-range Hermite and
+    /// Gauss–Legendre (order).
+    gh: Arc<Rule>,
+    hr: Arc<Rule>,
+    gl: Arc<Rule>,
 }
 
 struct LevelBuf {
@@ -302,35 +309,37 @@ impl<'a> Nested<'a> {
             buf.w.push(1.0);
             return;
         }
-        let mut cuts: Vec<f64> = if self.uses_act[k] {
-            self.splits
-                .iter()
-                .map(|t| (t - ck) / s)
-                .filter(|u| u.abs() < CUTOFF - 1e-9)
-                .collect()
-        } else {
-            vec![]
-        };
-        if cuts.is_empty() {
-            let r = crate::quadrature::hermite(2 * self.order);
-            buf.u.extend_from_slice(&r.nodes);
-            buf.w.extend_from_slice(&r.weights);
+        let mut cuts = [0.0f64; 8];
+        let mut nc = 0;
+        if self.uses_act[k] {
+            for t in &self.splits {
+                let u = (t - ck) / s;
+                if u.abs() < CUTOFF - 1e-9 && nc < 7 {
+                    cuts[nc] = u;
+                    nc += 1;
+                }
+            }
+        }
+        if nc == 0 {
+            buf.u.extend_from_slice(&self.gh.nodes);
+            buf.w.extend_from_slice(&self.gh.weights);
             return;
         }
-        cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        if !cuts.iter().any(|c| c.abs() <= 1.5) {
+        if !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
             // keep the outer half-range pieces anchored near the bulk of the Gaussian
-            cuts.push(0.0);
-            cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            cuts[nc] = 0.0;
+            nc += 1;
         }
-        let hr = crate::quadrature::half_hermite(self.order);
+        let cuts = &mut cuts[..nc];
+        cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let hr = &self.hr;
         let c0 = cuts[0];
         for (v, w) in hr.nodes.iter().zip(&hr.weights) {
             buf.u.push(c0 - v);
             buf.w.push(w * (c0 * v - 0.5 * c0 * c0).exp());
         }
         if cuts.len() > 1 {
-            let r = crate::quadrature::legendre(self.order);
+            let r = &self.gl;
             let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
             for p in cuts.windows(2) {
                 let (a, b) = (p[0], p[1]);
@@ -547,9 +556,11 @@ fn nested(
         integ: integ_p,
         jet_order,
         uses_act,
-        order,
         splits: act.split_points(),
         pwl: act.piecewise_linear(),
+        gh: crate::quadrature::hermite(2 * order),
+        hr: crate::quadrature::half_hermite(order),
+        gl: crate::quadrature::legendre(order),
     };
     let mut bufs: Vec<LevelBuf> = (0..d)
         .map(|_| LevelBuf {
