@@ -113,6 +113,8 @@ def test_no_infinite_width_warns_and_leaves_k1_none(monkeypatch):
 
     monkeypatch.setattr(theory_mod, "theory", missing)
     monkeypatch.setitem(sys.modules, "rgflow.reference", None)
+    # an earlier import leaves the submodule as a package attribute, which `from . import` finds first
+    monkeypatch.delattr(importlib.import_module("rgflow"), "reference", raising=False)
     net = MLP("tanh", depth=2, width=3)
     with pytest.warns(RuntimeWarning, match="K1 and Theta1 are left None"):
         e = sample(net, X3, networks=8, groups=2, progress=False)

@@ -282,6 +282,9 @@ struct Nested<'a> {
     splits: Vec<f64>,
     /// Slopes (left, right) of a piecewise-linear activation (closed-form innermost level).
     pwl: Option<(f64, f64)>,
+    /// Per level k: later samples j whose kink is sharp as a function of u_k, as
+    /// (j, L_jk, r_jk = (conditional std of z_j beyond level k) / |L_jk|).
+    sharp: Vec<Vec<(usize, f64, f64)>>,
     /// Rules fetched once per pass: Gauss–Hermite (2·order), half-range Hermite and
     /// Gauss–Legendre (order).
     gh: Arc<Rule>,
@@ -314,9 +317,24 @@ impl<'a> Nested<'a> {
         if self.uses_act[k] {
             for t in &self.splits {
                 let u = (t - ck) / s;
-                if u.abs() < CUTOFF - 1e-9 && nc < 7 {
+                if u.abs() < CUTOFF - 1e-9 && nc < 8 {
                     cuts[nc] = u;
                     nc += 1;
+                }
+            }
+        }
+        // Windows around the projected kinks of later samples that are nearly determined by
+        // u_k (highly correlated inputs): their smoothed kink has width ~r in u_k.
+        for &(j, ljk, r) in &self.sharp[k] {
+            for t in &self.splits {
+                let centre = (t - buf.c[j]) / ljk;
+                let window: &[f64] = if r == 0.0 { &[0.0] } else { &[-4.0, 4.0] };
+                for w in window {
+                    let u = centre + w * r;
+                    if u.abs() < CUTOFF - 1e-9 && nc < 8 {
+                        cuts[nc] = u;
+                        nc += 1;
+                    }
                 }
             }
         }
@@ -325,7 +343,7 @@ impl<'a> Nested<'a> {
             buf.w.extend_from_slice(&self.gh.weights);
             return;
         }
-        if !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
+        if nc < 8 && !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
             // keep the outer half-range pieces anchored near the bulk of the Gaussian
             cuts[nc] = 0.0;
             nc += 1;
@@ -547,8 +565,29 @@ fn nested(
             return Err(missing_derivative(act, jo));
         }
     }
+    let splits = act.split_points();
+    let mut sharp: Vec<Vec<(usize, f64, f64)>> = vec![vec![]; d];
+    if !splits.is_empty() {
+        for k in 0..d {
+            for j in (k + 1)..d {
+                let ljk = pc.l[j * d + k];
+                if !uses_act[j] || ljk == 0.0 {
+                    continue;
+                }
+                let rest: f64 = ((k + 1)..=j)
+                    .map(|i| pc.l[j * d + i].powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let r = rest / ljk.abs();
+                if r < 0.5 {
+                    sharp[k].push((j, ljk, r));
+                }
+            }
+        }
+    }
     let nest = Nested {
         act,
+        sharp,
         d,
         l: pc.l.clone(),
         mean: perm.iter().map(|&p| mean[p]).collect(),
@@ -556,7 +595,7 @@ fn nested(
         integ: integ_p,
         jet_order,
         uses_act,
-        splits: act.split_points(),
+        splits,
         pwl: act.piecewise_linear(),
         gh: crate::quadrature::hermite(2 * order),
         hr: crate::quadrature::half_hermite(order),
