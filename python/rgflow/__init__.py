@@ -23,6 +23,7 @@ from .criticality import (
 from .ensemble import Ensemble, compare, sample
 from .expectations import expect, expect_with_error, sigma, zpow
 from .network import MLP
+from .preresnet import PreResNet, preresnet_theory, sample_preresnet
 from .resnet import ResEnsemble, ResMLP, ResTheory, resmlp_theory, sample_resmlp
 from .theory import Theory, theory
 
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "Activation",
+    "PreResNet",
     "ResEnsemble",
     "ResMLP",
     "ResTheory",
@@ -47,8 +49,10 @@ __all__ = [
     "expect_with_error",
     "fixed_point",
     "plot",
+    "preresnet_theory",
     "resmlp_theory",
     "sample",
+    "sample_preresnet",
     "sample_resmlp",
     "sigma",
     "susceptibilities",

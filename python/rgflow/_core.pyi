@@ -50,3 +50,16 @@ def resmlp_theory(
     order: int,
     quad_order: int,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
+def preresnet_theory(
+    act: ActivationSpec,
+    k_init: npt.NDArray[np.float64],
+    c_w: float,
+    eps: float,
+    depth: int,
+    every: int,
+    method: str,
+    rtol: float,
+    atol: float,
+    closure: str,
+    quad_order: int,
+) -> dict[str, Any]: ...

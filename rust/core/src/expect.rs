@@ -568,10 +568,10 @@ fn nested(
     let splits = act.split_points();
     let mut sharp: Vec<Vec<(usize, f64, f64)>> = vec![vec![]; d];
     if !splits.is_empty() {
-        for k in 0..d {
-            for j in (k + 1)..d {
+        for (k, sharp_k) in sharp.iter_mut().enumerate() {
+            for (j, &uses) in uses_act.iter().enumerate().skip(k + 1) {
                 let ljk = pc.l[j * d + k];
-                if !uses_act[j] || ljk == 0.0 {
+                if !uses || ljk == 0.0 {
                     continue;
                 }
                 let rest: f64 = ((k + 1)..=j)
@@ -580,7 +580,7 @@ fn nested(
                     .sqrt();
                 let r = rest / ljk.abs();
                 if r < 0.5 {
-                    sharp[k].push((j, ljk, r));
+                    sharp_k.push((j, ljk, r));
                 }
             }
         }

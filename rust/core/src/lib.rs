@@ -9,6 +9,7 @@ pub mod activations;
 pub mod expect;
 pub mod linalg;
 pub mod mlp;
+pub mod preresnet;
 pub mod quadrature;
 pub mod resmlp;
 

@@ -331,6 +331,81 @@ fn resmlp_theory<'py>(
     Ok(out)
 }
 
+/// Pre-activation ResNet (spec resnets.md, paper (a)): dict with layers, t, K0, K1, E2 (M, N, N),
+/// V4 (M, N, N, N, N), accepted, rejected.  `method` is "ode" or "discrete"; `closure` is
+/// "g_only" or "connected".
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn preresnet_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    k_init: PyReadonlyArray2<'py, f64>,
+    c_w: f64,
+    eps: f64,
+    depth: usize,
+    every: usize,
+    method: &str,
+    rtol: f64,
+    atol: f64,
+    closure: &str,
+    quad_order: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    use rgflow_core::preresnet::{K1Closure, Method};
+    let a = activation(act)?;
+    let n = k_init.shape()[0];
+    if k_init.shape()[1] != n {
+        return Err(PyValueError::new_err(
+            "the input kernel must be square (N, N)",
+        ));
+    }
+    let ks: Vec<f64> = k_init.as_array().iter().copied().collect();
+    let m = match method {
+        "ode" => Method::Ode { rtol, atol },
+        "discrete" => Method::Discrete,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "method must be 'ode' or 'discrete', got {other:?}"
+            )))
+        }
+    };
+    let cl = match closure {
+        "g_only" => K1Closure::GOnly,
+        "connected" => K1Closure::Connected,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "closure must be 'g_only' or 'connected', got {other:?}"
+            )))
+        }
+    };
+    let opts = QuadOpts { order: quad_order };
+    let t = py
+        .detach(|| {
+            rgflow_core::preresnet::preresnet_theory(
+                a.as_ref(),
+                &ks,
+                n,
+                c_w,
+                eps,
+                depth,
+                every,
+                m,
+                cl,
+                &opts,
+            )
+        })
+        .map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("layers", t.layers.clone())?;
+    out.set_item("t", t.t.clone())?;
+    out.set_item("K0", stack(py, &t.k0, &[n, n])?)?;
+    out.set_item("K1", stack(py, &t.k1, &[n, n])?)?;
+    out.set_item("E2", stack(py, &t.e2, &[n, n])?)?;
+    out.set_item("V4", stack(py, &t.v4, &[n, n, n, n])?)?;
+    out.set_item("accepted", t.accepted)?;
+    out.set_item("rejected", t.rejected)?;
+    Ok(out)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(term_from_factors, m)?)?;
@@ -339,6 +414,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quadrature_rule, m)?)?;
     m.add_function(wrap_pyfunction!(mlp_theory, m)?)?;
     m.add_function(wrap_pyfunction!(resmlp_theory, m)?)?;
+    m.add_function(wrap_pyfunction!(preresnet_theory, m)?)?;
     m.add("MAX_DERIVATIVE", rgflow_core::activations::MAX_ORDER)?;
     Ok(())
 }

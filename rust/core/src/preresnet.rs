@@ -1,0 +1,732 @@
+//! Pre-activation ResNets at initialisation in the depth scaling t = ε²ℓ (spec `resnets.md`,
+//! paper (a), Kawase & Ota): first order in 1/n.
+//!
+//! Model: the rows of φ⁰ ∈ R^{n×N} are i.i.d. N(0, K⁰); for ℓ = 0…L−1,
+//! φ^{ℓ+1} = φ^ℓ + ε W^ℓ σ(φ^ℓ), W^ℓ_{ij} ~ N(0, C_W/n), no bias.  G = φᵀφ/n is the
+//! empirical kernel.  Normalisation of the 1/n tensors (spec a.2):
+//! `V4_{ab,cd} = n·Cov(G_ab, G_cd)` (Wishart at ℓ = 0: `K_ac K_bd + K_ad K_bc`) and
+//! `K1 = n(E[G] − K0)`.
+//!
+//! With expectations at K0 (derivative / Price form, so kinks are exact), Q = C_W⟨σσ⟩ and
+//! the transport operator `χ[A]_ab = (C_W/2) Σ_{g,h ∈ {a,b}} ⟨∂_g∂_h(σ_aσ_b)⟩ A_gh`:
+//!
+//! * **ODE** (continuous depth): `dK0/dt = Q`,
+//!   `dV4/dt = χ₍₁₂₎V4 + χ₍₃₄₎V4 + Σ(K0, Q)`, `Σ_{ab,cd}(K,Q) = K_ac Q_bd + K_ad Q_bc + K_bc Q_ad + K_bd Q_ac`,
+//!   `dK1/dt = χ[K1] + (C_W/8) Σ_{g₁..g₄} ⟨∂_{g₁}…∂_{g₄}(σ_aσ_b)⟩ W_{g₁g₂,g₃g₄}` (= (C_W/2) Hess_K E2 : W),
+//!   where W = V4 (the spec's "K1,EFT", G-only closure) or, with [`K1Closure::Connected`],
+//!   W = V4 − Wishart(K0) (the connected single-neuron vertex; gives U1(0) = 0 exactly).
+//! * **Discrete** (one block per step, the G-only closure of the exact block law; exact
+//!   in ε for K0): `K0' = K0 + ε²Q`, `V4' = M V4 Mᵀ + ε²Σ(K0,Q) + ε⁴(Q_ac Q_bd + Q_ad Q_bc)`
+//!   with `M = 1 + ε²χ` acting on each index pair, `K1' = K1 + ε²(χ[K1] + (C_W/8)Σ⟨∂⁴⟩W)`.
+//!   The ODE is its ε → 0 limit (forward Euler with step ε² drops only the ε⁴ terms).
+//!
+//! The ODE is integrated with the Dormand–Prince 5(4) embedded pair, local error control
+//! per component `|err_i| ≤ atol + rtol·max(|y_i|, |y_i'|)` (RMS norm), hitting every output
+//! time exactly.  A failed step (non-finite state, non-PSD kernel, step-size underflow)
+//! is an [`RgError`].
+
+use rayon::prelude::*;
+
+use crate::activations::ActivationFn;
+use crate::expect::{expect_block, QuadOpts, Term};
+use crate::RgError;
+
+/// How the K1 source closes the single-neuron four-point function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum K1Closure {
+    /// The spec's K1,EFT: Hess : V4 with the full n·Cov(G).
+    GOnly,
+    /// Hess : (V4 − Wishart(K0)): only the connected part of the four-point function.
+    Connected,
+}
+
+/// Integration method.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Adaptive Dormand–Prince 5(4) on the continuous-depth ODEs.
+    Ode { rtol: f64, atol: f64 },
+    /// The discrete block-by-block recursion.
+    Discrete,
+}
+
+/// Trajectories at the recorded layers, flattened row-major: K0, K1, E2 = ⟨σσ⟩ at K0 (N²),
+/// V4 (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
+#[derive(Clone, Debug, Default)]
+pub struct PreResTensors {
+    pub n: usize,
+    pub layers: Vec<usize>,
+    pub t: Vec<f64>,
+    pub k0: Vec<Vec<f64>>,
+    pub v4: Vec<Vec<f64>>,
+    pub k1: Vec<Vec<f64>>,
+    pub e2: Vec<Vec<f64>>,
+    /// Accepted and rejected ODE steps (0 for the discrete recursion).
+    pub accepted: usize,
+    pub rejected: usize,
+}
+
+const MAXD: usize = 4;
+
+#[derive(Clone, Debug, Default)]
+struct PairExp {
+    m: [[f64; MAXD + 1]; MAXD + 1],
+    same: [f64; MAXD + 1],
+}
+
+struct Exps {
+    n: usize,
+    pairs: Vec<PairExp>,
+}
+
+impl Exps {
+    /// ⟨∂_{g_1}…∂_{g_m}(σ_a σ_b)⟩ with every g ∈ {a, b}.
+    fn d(&self, a: usize, b: usize, gs: &[usize]) -> f64 {
+        if a == b {
+            return self.pairs[a * self.n + a].same[gs.len()];
+        }
+        let na = gs.iter().filter(|&&g| g == a).count();
+        let nb = gs.len() - na;
+        if a < b {
+            self.pairs[a * self.n + b].m[na][nb]
+        } else {
+            self.pairs[b * self.n + a].m[nb][na]
+        }
+    }
+}
+
+fn distinct(a: usize, b: usize) -> Vec<usize> {
+    if a == b {
+        vec![a]
+    } else {
+        vec![a, b]
+    }
+}
+
+fn pair_expectations(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    opts: &QuadOpts,
+) -> Result<Exps, RgError> {
+    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
+    let offd: Vec<(u8, u8)> = (0..=MAXD as u8)
+        .flat_map(|i| (0..=MAXD as u8 - i).map(move |j| (i, j)))
+        .collect();
+    let results: Vec<((usize, usize), PairExp)> = pairs
+        .par_iter()
+        .map(|&(a, b)| -> Result<((usize, usize), PairExp), RgError> {
+            let mut pe = PairExp::default();
+            if a == b {
+                let its: Vec<Vec<Term>> = (0..=MAXD as u8)
+                    .map(|m| vec![Term::deriv_of(m, &[0, 0])])
+                    .collect();
+                let v = expect_block(act, &[k[a * n + a]], 1, &its, opts)
+                    .map_err(|e| e.context(&format!("expectations for input {a}")))?;
+                pe.same[..v.len()].copy_from_slice(&v);
+            } else {
+                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
+                let its: Vec<Vec<Term>> = offd
+                    .iter()
+                    .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
+                    .collect();
+                let v = expect_block(act, &cov, 2, &its, opts)
+                    .map_err(|e| e.context(&format!("expectations for inputs ({a}, {b})")))?;
+                for (&(i, j), val) in offd.iter().zip(v) {
+                    pe.m[i as usize][j as usize] = val;
+                }
+            }
+            Ok(((a, b), pe))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = vec![PairExp::default(); n * n];
+    for ((a, b), pe) in results {
+        out[a * n + b] = pe;
+    }
+    Ok(Exps { n, pairs: out })
+}
+
+/// Everything the right-hand sides need at one kernel K0.
+struct Rhs {
+    q: Vec<f64>,
+    e2: Vec<f64>,
+    /// χ as an (N², N²) matrix acting on a pair index.
+    chi: Vec<f64>,
+    /// Hess operator (N², N²): `dK1_ab += Σ_{gh,kl} hess[ab, gh·N²+kl]`… stored per (ab) as
+    /// a sparse list of (gh, kl index into V4, coefficient).
+    hess: Vec<Vec<(usize, f64)>>,
+}
+
+fn build_rhs(
+    act: &dyn ActivationFn,
+    k0: &[f64],
+    n: usize,
+    c_w: f64,
+    opts: &QuadOpts,
+) -> Result<Rhs, RgError> {
+    let ex = pair_expectations(act, k0, n, opts)?;
+    let n2 = n * n;
+    let mut e2 = vec![0.0; n2];
+    let mut chi = vec![0.0; n2 * n2];
+    let mut hess = vec![vec![]; n2];
+    for a in 0..n {
+        for b in 0..n {
+            let ab = a * n + b;
+            e2[ab] = ex.d(a, b, &[]);
+            let gs = distinct(a, b);
+            for &g in &gs {
+                for &h in &gs {
+                    chi[ab * n2 + g * n + h] += 0.5 * c_w * ex.d(a, b, &[g, h]);
+                }
+            }
+            for &g1 in &gs {
+                for &g2 in &gs {
+                    for &g3 in &gs {
+                        for &g4 in &gs {
+                            let c = c_w / 8.0 * ex.d(a, b, &[g1, g2, g3, g4]);
+                            hess[ab].push(((g1 * n + g2) * n2 + g3 * n + g4, c));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let q = e2.iter().map(|v| c_w * v).collect();
+    Ok(Rhs { q, e2, chi, hess })
+}
+
+struct System<'a> {
+    act: &'a dyn ActivationFn,
+    n: usize,
+    c_w: f64,
+    closure: K1Closure,
+    opts: QuadOpts,
+}
+
+impl System<'_> {
+    fn sizes(&self) -> (usize, usize) {
+        let n2 = self.n * self.n;
+        (n2, n2 * n2)
+    }
+
+    fn check_state(&self, y: &[f64]) -> Result<(), RgError> {
+        if y.iter().any(|v| !v.is_finite()) {
+            return Err(RgError::value(
+                "the state became non-finite (the kernel blew up): reduce eps or depth, or C_W",
+            ));
+        }
+        Ok(())
+    }
+
+    /// K1 source with the chosen closure.
+    fn k1_source(&self, r: &Rhs, k0: &[f64], v4: &[f64], k1: &[f64]) -> Vec<f64> {
+        let n = self.n;
+        let (n2, _) = self.sizes();
+        (0..n2)
+            .map(|ab| {
+                let mut s: f64 = (0..n2).map(|gh| r.chi[ab * n2 + gh] * k1[gh]).sum();
+                for &(idx, c) in &r.hess[ab] {
+                    let mut w = v4[idx];
+                    if self.closure == K1Closure::Connected {
+                        let (gh, kl) = (idx / n2, idx % n2);
+                        let (g, h, k, l) = (gh / n, gh % n, kl / n, kl % n);
+                        w -= k0[g * n + k] * k0[h * n + l] + k0[g * n + l] * k0[h * n + k];
+                    }
+                    s += c * w;
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// χ₍₁₂₎V + χ₍₃₄₎V.
+    fn transport(&self, r: &Rhs, v4: &[f64]) -> Vec<f64> {
+        let (n2, n4) = self.sizes();
+        let mut out = vec![0.0; n4];
+        out.par_chunks_mut(n2).enumerate().for_each(|(ab, row)| {
+            for (cd, o) in row.iter_mut().enumerate() {
+                let mut s = 0.0;
+                for gh in 0..n2 {
+                    let c1 = r.chi[ab * n2 + gh];
+                    if c1 != 0.0 {
+                        s += c1 * v4[gh * n2 + cd];
+                    }
+                    let c2 = r.chi[cd * n2 + gh];
+                    if c2 != 0.0 {
+                        s += c2 * v4[ab * n2 + gh];
+                    }
+                }
+                *o = s;
+            }
+        });
+        out
+    }
+
+    fn source(&self, k: &[f64], q: &[f64], (a, b, c, d): (usize, usize, usize, usize)) -> f64 {
+        let n = self.n;
+        let kk = |i: usize, j: usize| k[i * n + j];
+        let qq = |i: usize, j: usize| q[i * n + j];
+        kk(a, c) * qq(b, d) + kk(a, d) * qq(b, c) + kk(b, c) * qq(a, d) + kk(b, d) * qq(a, c)
+    }
+
+    fn eval(&self, y: &[f64]) -> Result<(Vec<f64>, Rhs), RgError> {
+        self.check_state(y)?;
+        let (n2, n4) = self.sizes();
+        let n = self.n;
+        let (k0, rest) = y.split_at(n2);
+        let (v4, k1) = rest.split_at(n4);
+        let r = build_rhs(self.act, k0, n, self.c_w, &self.opts)?;
+        let mut dy = Vec::with_capacity(y.len());
+        dy.extend_from_slice(&r.q);
+        let tr = self.transport(&r, v4);
+        for (i, t) in tr.iter().enumerate() {
+            let (a, b, c, d) = (i / (n2 * n), (i / n2) % n, (i / n) % n, i % n);
+            dy.push(t + self.source(k0, &r.q, (a, b, c, d)));
+        }
+        dy.extend(self.k1_source(&r, k0, v4, k1));
+        Ok((dy, r))
+    }
+}
+
+/// Check the common inputs.
+fn validate(k_init: &[f64], n: usize, c_w: f64, eps: f64, depth: usize) -> Result<(), RgError> {
+    if n == 0 {
+        return Err(RgError::value("no inputs (N = 0)"));
+    }
+    if k_init.len() != n * n {
+        return Err(RgError::value(format!(
+            "the input kernel must be {n}x{n}, got {} entries",
+            k_init.len()
+        )));
+    }
+    if k_init.iter().any(|v| !v.is_finite()) {
+        return Err(RgError::value(
+            "the input kernel (or inputs) contain NaN or inf: pass finite values",
+        ));
+    }
+    crate::linalg::validate_covariance(k_init, n).map_err(|e| e.context("input kernel K0(0)"))?;
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(RgError::value(format!(
+            "eps must be finite and > 0 (the branch scale, eps = sqrt(T/L)), got {eps}"
+        )));
+    }
+    if !(c_w.is_finite() && c_w > 0.0) {
+        return Err(RgError::value(format!(
+            "C_W must be finite and > 0, got {c_w}"
+        )));
+    }
+    if depth < 1 {
+        return Err(RgError::value(
+            "depth L must be >= 1 (number of residual blocks)",
+        ));
+    }
+    Ok(())
+}
+
+/// Kernel K0, vertex V4 and mean correction K1 of a pre-activation ResNet at layers
+/// ℓ = 0, every, 2·every, …, L (L always included), from the input kernel `k_init` (N×N).
+#[allow(clippy::too_many_arguments)]
+pub fn preresnet_theory(
+    act: &dyn ActivationFn,
+    k_init: &[f64],
+    n: usize,
+    c_w: f64,
+    eps: f64,
+    depth: usize,
+    every: usize,
+    method: Method,
+    closure: K1Closure,
+    opts: &QuadOpts,
+) -> Result<PreResTensors, RgError> {
+    validate(k_init, n, c_w, eps, depth)?;
+    if every == 0 {
+        return Err(RgError::value("every must be >= 1"));
+    }
+    let sys = System {
+        act,
+        n,
+        c_w,
+        closure,
+        opts: *opts,
+    };
+    let (n2, n4) = sys.sizes();
+    let mut y = vec![0.0; n2 + n4 + n2];
+    y[..n2].copy_from_slice(k_init);
+    for a in 0..n {
+        for b in 0..n {
+            for c in 0..n {
+                for d in 0..n {
+                    y[n2 + ((a * n + b) * n + c) * n + d] = k_init[a * n + c] * k_init[b * n + d]
+                        + k_init[a * n + d] * k_init[b * n + c];
+                }
+            }
+        }
+    }
+    let h2 = eps * eps;
+    let mut out = PreResTensors {
+        n,
+        ..Default::default()
+    };
+    let record = |out: &mut PreResTensors, l: usize, y: &[f64], e2: Vec<f64>| {
+        out.layers.push(l);
+        out.t.push(h2 * l as f64);
+        out.k0.push(y[..n2].to_vec());
+        out.v4.push(y[n2..n2 + n4].to_vec());
+        out.k1.push(y[n2 + n4..].to_vec());
+        out.e2.push(e2);
+    };
+    let e2_at =
+        |y: &[f64]| -> Result<Vec<f64>, RgError> { Ok(build_rhs(act, &y[..n2], n, c_w, opts)?.e2) };
+    let targets: Vec<usize> = (1..=depth)
+        .filter(|l| l % every == 0 || *l == depth)
+        .collect();
+    record(&mut out, 0, &y, e2_at(&y)?);
+    match method {
+        Method::Discrete => {
+            let mut l = 0;
+            for &tl in &targets {
+                while l < tl {
+                    y = discrete_step(&sys, &y, h2)
+                        .map_err(|e| e.context(&format!("block {l}")))?;
+                    l += 1;
+                }
+                let e2 = e2_at(&y).map_err(|e| e.context(&format!("layer {l}")))?;
+                record(&mut out, l, &y, e2);
+            }
+        }
+        Method::Ode { rtol, atol } => {
+            if !(rtol.is_finite() && rtol > 0.0 && atol.is_finite() && atol >= 0.0) {
+                return Err(RgError::value(format!(
+                    "rtol must be > 0 and atol >= 0 (finite), got rtol={rtol}, atol={atol}"
+                )));
+            }
+            let mut t = 0.0;
+            let mut h = f64::NAN;
+            let (mut acc, mut rej) = (0, 0);
+            for &tl in &targets {
+                let tt = h2 * tl as f64;
+                dopri(
+                    &sys, &mut y, &mut t, tt, &mut h, rtol, atol, &mut acc, &mut rej,
+                )?;
+                let e2 = e2_at(&y).map_err(|e| e.context(&format!("t = {tt}")))?;
+                record(&mut out, tl, &y, e2);
+            }
+            out.accepted = acc;
+            out.rejected = rej;
+        }
+    }
+    Ok(out)
+}
+
+/// One block of the discrete recursion.
+fn discrete_step(sys: &System, y: &[f64], h2: f64) -> Result<Vec<f64>, RgError> {
+    let (n2, n4) = sys.sizes();
+    let n = sys.n;
+    sys.check_state(y)?;
+    let (k0, rest) = y.split_at(n2);
+    let (v4, k1) = rest.split_at(n4);
+    let r = build_rhs(sys.act, k0, n, sys.c_w, &sys.opts)?;
+    let mut out = Vec::with_capacity(y.len());
+    out.extend(k0.iter().zip(&r.q).map(|(k, q)| k + h2 * q));
+    // M V4 Mᵀ with M = 1 + h2 χ: first apply on the first pair, then on the second.
+    let mut w = vec![0.0; n4];
+    for ab in 0..n2 {
+        for gh in 0..n2 {
+            let m = h2 * r.chi[ab * n2 + gh] + if ab == gh { 1.0 } else { 0.0 };
+            if m != 0.0 {
+                for cd in 0..n2 {
+                    w[ab * n2 + cd] += m * v4[gh * n2 + cd];
+                }
+            }
+        }
+    }
+    let mut v_new = vec![0.0; n4];
+    for cd in 0..n2 {
+        for gh in 0..n2 {
+            let m = h2 * r.chi[cd * n2 + gh] + if cd == gh { 1.0 } else { 0.0 };
+            if m != 0.0 {
+                for ab in 0..n2 {
+                    v_new[ab * n2 + cd] += m * w[ab * n2 + gh];
+                }
+            }
+        }
+    }
+    let q = &r.q;
+    for (i, v) in v_new.iter_mut().enumerate() {
+        let (a, b, c, d) = (i / (n2 * n), (i / n2) % n, (i / n) % n, i % n);
+        *v += h2 * sys.source(k0, q, (a, b, c, d))
+            + h2 * h2 * (q[a * n + c] * q[b * n + d] + q[a * n + d] * q[b * n + c]);
+    }
+    out.extend(v_new);
+    let src = sys.k1_source(&r, k0, v4, k1);
+    out.extend(k1.iter().zip(&src).map(|(k, s)| k + h2 * s));
+    Ok(out)
+}
+
+// Dormand–Prince 5(4) tableau (the system is autonomous, so the nodes c_i are not needed).
+const A: [[f64; 6]; 7] = [
+    [0.0; 6],
+    [0.2, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [3.0 / 40.0, 9.0 / 40.0, 0.0, 0.0, 0.0, 0.0],
+    [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0, 0.0, 0.0, 0.0],
+    [
+        19372.0 / 6561.0,
+        -25360.0 / 2187.0,
+        64448.0 / 6561.0,
+        -212.0 / 729.0,
+        0.0,
+        0.0,
+    ],
+    [
+        9017.0 / 3168.0,
+        -355.0 / 33.0,
+        46732.0 / 5247.0,
+        49.0 / 176.0,
+        -5103.0 / 18656.0,
+        0.0,
+    ],
+    [
+        35.0 / 384.0,
+        0.0,
+        500.0 / 1113.0,
+        125.0 / 192.0,
+        -2187.0 / 6784.0,
+        11.0 / 84.0,
+    ],
+];
+/// 5th-order weights (= last row of A, FSAL) and 5th − 4th order error weights.
+const B5: [f64; 7] = [
+    35.0 / 384.0,
+    0.0,
+    500.0 / 1113.0,
+    125.0 / 192.0,
+    -2187.0 / 6784.0,
+    11.0 / 84.0,
+    0.0,
+];
+const E: [f64; 7] = [
+    71.0 / 57600.0,
+    0.0,
+    -71.0 / 16695.0,
+    71.0 / 1920.0,
+    -17253.0 / 339200.0,
+    22.0 / 525.0,
+    -1.0 / 40.0,
+];
+
+/// Integrate from `*t` to `t_end` in place; `*h` carries the step size between calls
+/// (NaN: choose an initial step).
+#[allow(clippy::too_many_arguments)]
+fn dopri(
+    sys: &System,
+    y: &mut Vec<f64>,
+    t: &mut f64,
+    t_end: f64,
+    h: &mut f64,
+    rtol: f64,
+    atol: f64,
+    acc: &mut usize,
+    rej: &mut usize,
+) -> Result<(), RgError> {
+    let m = y.len();
+    let span = t_end - *t;
+    if span <= 0.0 {
+        return Ok(());
+    }
+    if !h.is_finite() {
+        *h = (0.01 * span).clamp(1e-6, 1e-2);
+    }
+    let fail = |t: f64, e: RgError| e.context(&format!("ODE step at t = {t:.6}"));
+    let mut k1 = sys.eval(y).map_err(|e| fail(*t, e))?.0;
+    let min_h = 1e-12 * t_end.abs().max(1.0);
+    while *t < t_end {
+        let last = *t + *h >= t_end * (1.0 - 1e-14);
+        let hh = if last { t_end - *t } else { *h };
+        if last && hh < min_h {
+            // Rounding remainder: the state at t_end equals the state here to working precision.
+            *t = t_end;
+            break;
+        }
+        if hh < min_h {
+            return Err(RgError::value(format!(
+                "ODE step size underflow at t = {:.6} (h = {hh:.3e}): the flow is unstable or stiff here; \
+                 loosen rtol/atol, shorten T = eps²·L, or use method=\"discrete\"",
+                *t
+            )));
+        }
+        let mut ks: Vec<Vec<f64>> = vec![k1.clone()];
+        let mut stage_err: Option<RgError> = None;
+        for arow in A.iter().skip(1) {
+            let ys: Vec<f64> = (0..m)
+                .map(|i| y[i] + hh * (0..ks.len()).map(|j| arow[j] * ks[j][i]).sum::<f64>())
+                .collect();
+            match sys.eval(&ys) {
+                Ok((k, _)) => ks.push(k),
+                Err(e) => {
+                    stage_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = stage_err {
+            // A stage left the domain (non-PSD or non-finite): shrink the step and retry.
+            *rej += 1;
+            *h = 0.25 * hh;
+            if *h < min_h {
+                return Err(fail(*t, e));
+            }
+            continue;
+        }
+        let y_new: Vec<f64> = (0..m)
+            .map(|i| y[i] + hh * (0..7).map(|j| B5[j] * ks[j][i]).sum::<f64>())
+            .collect();
+        let mut err2 = 0.0;
+        for i in 0..m {
+            let e = hh * (0..7).map(|j| E[j] * ks[j][i]).sum::<f64>();
+            let sc = atol + rtol * y[i].abs().max(y_new[i].abs());
+            let r = if sc > 0.0 { e / sc } else { 0.0 };
+            err2 += r * r;
+        }
+        let err = (err2 / m as f64).sqrt();
+        if !err.is_finite() {
+            *rej += 1;
+            *h = 0.25 * hh;
+            continue;
+        }
+        let fac = (0.9 * err.powf(-0.2)).clamp(0.2, 5.0);
+        if err <= 1.0 {
+            *t = if last { t_end } else { *t + hh };
+            *y = y_new;
+            k1 = ks.swap_remove(6);
+            *acc += 1;
+            if !last {
+                *h = hh * fac;
+            }
+        } else {
+            *rej += 1;
+            *h = hh * fac.min(1.0);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activations::Builtin;
+
+    fn paper_kernel() -> Vec<f64> {
+        let n = 4;
+        (0..n * n)
+            .map(|i| if i / n == i % n { 2.0 } else { 0.6 })
+            .collect()
+    }
+
+    #[test]
+    fn linear_closed_forms() {
+        let k = paper_kernel();
+        let (cw, eps, l) = (1.5, 0.1, 50);
+        let o = QuadOpts::default();
+        let d = preresnet_theory(
+            &Builtin::Linear,
+            &k,
+            4,
+            cw,
+            eps,
+            l,
+            10,
+            Method::Discrete,
+            K1Closure::GOnly,
+            &o,
+        )
+        .unwrap();
+        let ode = Method::Ode {
+            rtol: 1e-10,
+            atol: 1e-12,
+        };
+        let c = preresnet_theory(
+            &Builtin::Linear,
+            &k,
+            4,
+            cw,
+            eps,
+            l,
+            10,
+            ode,
+            K1Closure::GOnly,
+            &o,
+        )
+        .unwrap();
+        let s = 1.0 + eps * eps * cw;
+        for (i, &ll) in d.layers.iter().enumerate() {
+            let t = eps * eps * ll as f64;
+            let u = 1.0 + ll as f64 * (1.0 - 1.0 / (s * s));
+            for a in 0..16 {
+                let kd = s.powi(ll as i32) * k[a];
+                assert!((d.k0[i][a] - kd).abs() < 1e-12 * kd.abs().max(1.0));
+                let kc = (cw * t).exp() * k[a];
+                assert!((c.k0[i][a] - kc).abs() < 1e-8 * kc.abs().max(1.0));
+                assert!(d.k1[i][a].abs() < 1e-12 && c.k1[i][a].abs() < 1e-12);
+            }
+            for idx in 0..256 {
+                let (a, b, cc, dd) = (idx / 64, (idx / 16) % 4, (idx / 4) % 4, idx % 4);
+                let w = k[a * 4 + cc] * k[b * 4 + dd] + k[a * 4 + dd] * k[b * 4 + cc];
+                let vd = s.powi(2 * ll as i32) * u * w;
+                let vc = (2.0 * cw * t).exp() * (1.0 + 2.0 * cw * t) * w;
+                assert!((d.v4[i][idx] - vd).abs() < 1e-10 * vd.abs().max(1.0));
+                assert!((c.v4[i][idx] - vc).abs() < 1e-8 * vc.abs().max(1.0));
+            }
+        }
+        assert!(c.accepted > 0);
+    }
+
+    #[test]
+    fn bad_inputs() {
+        let k = paper_kernel();
+        let o = QuadOpts::default();
+        let run = |k: &[f64], eps: f64, l: usize| {
+            preresnet_theory(
+                &Builtin::Tanh,
+                k,
+                4,
+                2.0,
+                eps,
+                l,
+                1,
+                Method::Discrete,
+                K1Closure::GOnly,
+                &o,
+            )
+        };
+        assert!(run(&k, 0.0, 4).unwrap_err().to_string().contains("eps"));
+        assert!(run(&k, 0.1, 0).unwrap_err().to_string().contains("depth"));
+        let mut kb = k.clone();
+        kb[0] = f64::NAN;
+        assert!(run(&kb, 0.1, 4).unwrap_err().to_string().contains("NaN"));
+        let mut kn = k.clone();
+        kn[1] = 5.0;
+        kn[4] = 5.0;
+        assert!(run(&kn, 0.1, 4).is_err());
+    }
+
+    #[test]
+    fn blowup_is_an_error() {
+        // σ = z²: dK/dt = 3 C_W K² blows up at t = 1/(3 C_W K).
+        let k = [1.0];
+        let r = preresnet_theory(
+            &Builtin::Monomial(2),
+            &k,
+            1,
+            50.0,
+            1.0,
+            40,
+            1,
+            Method::Ode {
+                rtol: 1e-8,
+                atol: 1e-10,
+            },
+            K1Closure::GOnly,
+            &QuadOpts::default(),
+        );
+        assert!(r.is_err(), "{r:?}");
+    }
+}
