@@ -1,0 +1,805 @@
+"""Theory-versus-samples reports: the engine behind ``rgflow demo`` and ``rgflow run``.
+
+A report computes the first-order theory of one MLP on one set of inputs (infinite-width
+``K, Theta`` and the 1/n tensors ``K1, Theta1, V, D, F, A, B``), samples ensembles of finite
+networks at one or more widths (:func:`rgflow.ensemble.sample`), and writes to a folder
+
+* ``results.json``: the configuration, machine, timings, the comparison rows of
+  :func:`rgflow.ensemble.compare` per ensemble, and the representative entries of the table;
+* ``theory.npz`` (:meth:`rgflow.Theory.save`) and ``ensemble_<label>.npz`` (every sampled tensor
+  and its standard error, ``stderr_<name>``);
+* PNG plots (matplotlib, Agg backend, imported only here): ``depth.png`` (theory and samples
+  across depth), ``width.png`` (across 1/n at one layer), ``scaling.png`` (1/n scaling:
+  ``n (sampled - K_inf)`` against the theory ``K1``, and sampled against theory four-point
+  tensors), ``zscores.png`` (largest |z| per tensor and layer).
+
+Conventions: layer-l tensors are normalised by ``n = n_{l-1}``.  The sampled ``K`` and
+``Theta`` are the sampled *means* of the metric and the NTK, compared with ``K + K1/n`` and
+``Theta + Theta1/n``; the sampled four-point tensors are ``n`` times covariances, compared with
+their leading-order theory ``V, D, F, A, B``, which they match up to O(1/n) relative corrections
+(of size about ``depth/n``, so at small widths their z-scores grow with the number of networks).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .activations import Activation
+from .network import MLP, check_inputs
+
+__all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "machine_info", "REPORT_TENSORS"]
+
+#: Tensors shown in reports, in order; the two-point ones get a 1/n-corrected theory.
+REPORT_TENSORS = ("K", "Theta", "V", "D", "F", "A", "B")
+_TWO = ("K", "Theta")
+_FIRST_ORDER = {"K": "K1", "Theta": "Theta1"}
+_LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B"}
+
+
+# ============================================================================ specification
+
+
+@dataclass
+class EnsembleSpec:
+    """One sampled ensemble: hidden widths (an int for all hidden layers, or a list) and options."""
+
+    width: int | list[int]
+    networks: int
+    backend: str = "numpy"
+    dtype: str = "float64"
+    groups: int = 32
+    batch: int | None = None
+    seed: int = 0
+    estimator: str = "conditional"
+
+    def hidden_widths(self, depth: int) -> list[int]:
+        if isinstance(self.width, int):
+            return [int(self.width)] * (depth - 1)
+        return [int(w) for w in self.width]
+
+
+@dataclass
+class RunSpec:
+    """Everything a report needs; built by ``rgflow demo`` or from a TOML file (:mod:`rgflow.cli`)."""
+
+    activation: Activation
+    depth: int
+    x: np.ndarray
+    ensembles: list[EnsembleSpec]
+    C_b: float | list[float] = 0.0
+    C_W: float | list[float] = 1.0
+    lambda_b: float | list[float] = 1.0
+    lambda_W: float | list[float] = 1.0
+    out_width: int | None = None
+    title: str = "rgflow report"
+    ntk: bool = True
+    order: int = 1
+    quad_order: int | None = None
+    layer: int | None = None  # layer of the printed table; None = last
+    inputs: dict[str, Any] = field(default_factory=dict)  # how x was obtained (for results.json)
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved configuration
+
+    def net(self, ens: EnsembleSpec | None = None) -> MLP:
+        """The MLP with the hidden widths of ``ens`` (the first ensemble if None)."""
+        ens = ens or self.ensembles[0]
+        return MLP(
+            self.activation,
+            depth=self.depth,
+            widths=ens.hidden_widths(self.depth),
+            C_b=self.C_b,
+            C_W=self.C_W,
+            lambda_b=self.lambda_b,
+            lambda_W=self.lambda_W,
+            out_width=self.out_width,
+        )
+
+
+# ============================================================================ helpers
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, CPU model, OS, Python and library versions."""
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        from . import __version__
+
+        info["rgflow"] = __version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        info["affinity"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _clean(v.tolist())
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _z(diff: float, se: float, scale: float) -> float:
+    """|diff| / se; a zero standard error counts only if the values differ."""
+    d = abs(diff)
+    if se > 0:
+        return d / se
+    return 0.0 if d <= 1e-12 * max(scale, 1e-300) else math.inf
+
+
+def representative_indices(N: int) -> dict[str, list[tuple[int, ...]]]:
+    """Entries shown in tables and plots: a diagonal and a mixed one per tensor."""
+    a, b = 0, min(1, N - 1)
+    two = [(a, a), (a, b)] if b != a else [(a, a)]
+    four_pair = [(a, a, a, a), (a, a, b, b)] if b != a else [(a, a, a, a)]
+    four_cross = [(a, a, a, a), (a, b, a, b)] if b != a else [(a, a, a, a)]
+    return {
+        "K": two,
+        "Theta": two,
+        "V": four_pair,
+        "D": four_pair,
+        "A": four_pair,
+        "F": four_cross,
+        "B": four_cross,
+    }
+
+
+def _ens_label(spec: RunSpec, es: EnsembleSpec, multi_backend: bool) -> str:
+    hw = es.hidden_widths(spec.depth)
+    lab = f"n={hw[0]}" if len(set(hw)) <= 1 and hw else f"n={'-'.join(str(w) for w in hw) or '-'}"
+    return f"{lab} {es.backend}" if multi_backend else lab
+
+
+def _fmt_entry(name: str, idx: tuple[int, ...]) -> str:
+    sym = _LABEL[name]
+    if len(idx) == 2:
+        return f"{sym}[{idx[0]},{idx[1]}]"
+    if name in ("V", "A"):
+        return f"{sym}[({idx[0]}{idx[1]})({idx[2]}{idx[3]})]"
+    return f"{sym}[{idx[0]}{idx[1]}{idx[2]}{idx[3]}]"
+
+
+class _Log:
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def __call__(self, msg: str) -> None:
+        if self.stream is not None:
+            self.stream.write(f"[rgflow] {msg}\n")
+            self.stream.flush()
+
+
+# ============================================================================ the run
+
+
+def run_report(
+    spec: RunSpec,
+    out: str | Path | None,
+    *,
+    plots: bool = True,
+    progress: bool = True,
+    log: TextIO | None = sys.stderr,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Compute theory and ensembles for ``spec``, write the report folder ``out`` (None: write nothing).
+
+    Returns the results dictionary (as written to ``results.json``), with two extra keys not
+    written to disk: ``"_theory"`` (the :class:`~rgflow.Theory`) and ``"_ensembles"`` (the
+    :class:`~rgflow.ensemble.Ensemble` objects).
+    """
+    from . import ensemble as _ensemble
+    from .theory import theory as _theory
+
+    say = _Log(log)
+    t_start = time.perf_counter()
+    x = check_inputs(spec.x)
+    N = x.shape[0]
+    if not spec.ensembles:
+        raise ValueError("a report needs at least one ensemble (a width to sample)")
+    layer = spec.layer if spec.layer is not None else spec.depth
+    if not 1 <= layer <= spec.depth:
+        raise ValueError(f"report layer {layer} is outside 1..{spec.depth}")
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        out_path.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ theory
+    net0 = spec.net()
+    say(f"theory: {net0!r} on {N} inputs of dimension {x.shape[1]} (order={spec.order}, ntk={spec.ntk})")
+    t0 = time.perf_counter()
+    th = _theory(net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order)
+    t_theory = time.perf_counter() - t0
+    say(f"theory done in {t_theory:.2f} s")
+
+    # ------------------------------------------------------------ ensembles
+    multi_backend = len({e.backend for e in spec.ensembles}) > 1
+    labels = []
+    for es in spec.ensembles:
+        lab = _ens_label(spec, es, multi_backend)
+        k = 2
+        base = lab
+        while lab in labels:  # the same width and backend twice: make labels unique
+            lab = f"{base} #{k}"
+            k += 1
+        labels.append(lab)
+    ens_objs = []
+    ens_results = []
+    for lab, es in zip(labels, spec.ensembles, strict=True):
+        net = spec.net(es)
+        say(f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}")
+        t0 = time.perf_counter()
+        ens = _ensemble.sample(
+            net,
+            x,
+            networks=es.networks,
+            seed=es.seed,
+            backend=es.backend,
+            batch=es.batch,
+            dtype=es.dtype,
+            theory=th,
+            groups=es.groups,
+            progress=progress,
+            ntk=spec.ntk,
+            estimator=es.estimator,
+        )
+        dt = time.perf_counter() - t0
+        say(f"sampled {lab} in {dt:.1f} s ({es.networks / dt:,.0f} networks/s)")
+        rows = _ensemble.compare(th, ens)
+        ens_objs.append(ens)
+        ens_results.append(
+            {
+                "label": lab,
+                "hidden_widths": es.hidden_widths(spec.depth),
+                "normalisation_widths": list(ens.widths),
+                "backend": es.backend,
+                "dtype": es.dtype,
+                "estimator": es.estimator,
+                "networks": es.networks,
+                "groups": es.groups,
+                "seed": es.seed,
+                "batch": ens.batch,
+                "seconds": dt,
+                "networks_per_second": es.networks / dt if dt > 0 else None,
+                "comparison": [
+                    {
+                        "tensor": r.tensor,
+                        "layer": r.layer,
+                        "z": r.z,
+                        "rel_error": r.rel_error,
+                        "max_abs_diff": r.max_abs_diff,
+                        "max_abs_theory": r.max_abs_theory,
+                        "worst_index": list(r.worst_index),
+                    }
+                    for r in rows
+                ],
+            }
+        )
+
+    entries = _entries(th, ens_objs, labels, N)
+    results: dict[str, Any] = {
+        "title": spec.title,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "config": spec.config,
+        "network": {k: v for k, v in net0.to_dict().items() if k not in ("widths", "out_width")},
+        "inputs": {"x": x, **spec.inputs},
+        "table_layer": layer,
+        "theory": {
+            "file": "theory.npz" if out_path is not None else None,
+            "order": spec.order,
+            "ntk": spec.ntk,
+            "quad_order": spec.quad_order,
+            "seconds": t_theory,
+            "tensors": list(th.tensors()),
+        },
+        "ensembles": ens_results,
+        "entries": entries,
+        "machine": machine_info(),
+        "plots": [],
+    }
+
+    # ------------------------------------------------------------ files
+    if out_path is not None:
+        th.save(out_path / "theory.npz")
+        for er, ens in zip(ens_results, ens_objs, strict=True):
+            fname = "ensemble_" + "".join(c if c.isalnum() else "_" for c in er["label"]).strip("_") + ".npz"
+            arrays = {k: v for k, v in ens.tensors().items()}
+            for k in list(arrays):
+                se = getattr(ens.stderr, k, None)
+                if se is not None:
+                    arrays[f"stderr_{k}"] = se
+            np.savez_compressed(out_path / fname, x=x, widths=np.array(ens.widths), **arrays)
+            er["file"] = fname
+        if plots:
+            say("plotting")
+            t0 = time.perf_counter()
+            results["plots"] = make_plots(th, ens_objs, labels, entries, layer, out_path, spec.title)
+            say(f"plots done in {time.perf_counter() - t0:.1f} s")
+    results["total_seconds"] = time.perf_counter() - t_start
+    if out_path is not None:
+        with open(out_path / "results.json", "w", encoding="utf-8") as fh:
+            json.dump(_clean(results), fh, indent=1, allow_nan=False)
+            fh.write("\n")
+        say(f"report written to {out_path}/ (results.json{', plots' if results['plots'] else ''})")
+    results["_theory"] = th
+    results["_ensembles"] = ens_objs
+    return results
+
+
+def _entries(th: Any, ens_objs: Sequence[Any], labels: Sequence[str], N: int) -> list[dict[str, Any]]:
+    """Representative entries at every layer for every ensemble (theory, sampled, stderr, z)."""
+    out = []
+    idxs = representative_indices(N)
+    for name in REPORT_TENSORS:
+        tt = getattr(th, name, None)
+        if tt is None:
+            continue
+        corr = getattr(th, _FIRST_ORDER[name], None) if name in _TWO else None
+        for idx in idxs[name]:
+            for lab, ens in zip(labels, ens_objs, strict=True):
+                e = getattr(ens, name, None)
+                s = getattr(ens.stderr, name, None)
+                if e is None or s is None:
+                    continue
+                for li in range(tt.shape[0]):
+                    n = float(ens.widths[li])
+                    lead = float(tt[li][idx])
+                    first = lead + float(corr[li][idx]) / n if corr is not None else None
+                    samp, se = float(e[li][idx]), float(s[li][idx])
+                    ref = first if first is not None else lead
+                    scale = max(abs(ref), abs(samp))
+                    out.append(
+                        {
+                            "tensor": name,
+                            "index": list(idx),
+                            "label": _fmt_entry(name, idx),
+                            "layer": li + 1,
+                            "ensemble": lab,
+                            "n": int(n),
+                            "theory_infinite": lead,
+                            "theory_first_order": first,
+                            "sampled": samp,
+                            "stderr": se,
+                            "z": _z(ref - samp, se, scale),
+                            "z_infinite": _z(lead - samp, se, scale) if name in _TWO else None,
+                            "extrapolated": False,
+                        }
+                    )
+            out.extend(_extrapolate(out, name, idx, tt))
+    return out
+
+
+#: Ensemble label of the n -> infinity fit rows.
+FIT_LABEL = "n→∞ fit"
+
+
+def _extrapolate(
+    entries: list[dict[str, Any]], name: str, idx: tuple[int, ...], tt: np.ndarray
+) -> list[dict[str, Any]]:
+    """Weighted least-squares fit ``a + b/n`` over the sampled widths, per layer (Richardson for two widths).
+
+    The intercept ``a`` removes the O(1/n) part: it estimates the infinite-width K, Theta and the
+    leading-order four-point tensors, up to O(1/n^2).
+    """
+    rows = []
+    for li in range(tt.shape[0]):
+        pts = [
+            e
+            for e in entries
+            if e["tensor"] == name
+            and tuple(e["index"]) == tuple(idx)
+            and e["layer"] == li + 1
+            and not e["extrapolated"]
+        ]
+        ns = np.array([e["n"] for e in pts], dtype=float)
+        if len(set(ns.tolist())) < 2:
+            continue
+        y = np.array([e["sampled"] for e in pts])
+        s = np.array([e["stderr"] for e in pts])
+        if np.any(s <= 0):
+            continue  # exact values (layer 1): nothing to extrapolate
+        X = np.stack([np.ones_like(ns), 1.0 / ns], axis=1)
+        w = 1.0 / s**2
+        cov = np.linalg.inv(X.T @ (X * w[:, None]))
+        a, b = cov @ (X.T @ (w * y))
+        se = float(np.sqrt(cov[0, 0]))
+        lead = float(tt[li][idx])
+        rows.append(
+            {
+                "tensor": name,
+                "index": list(idx),
+                "label": _fmt_entry(name, idx),
+                "layer": li + 1,
+                "ensemble": FIT_LABEL,
+                "n": None,
+                "theory_infinite": lead,
+                "theory_first_order": None,
+                "sampled": float(a),
+                "stderr": se,
+                "slope": float(b),
+                "z": _z(lead - float(a), se, max(abs(lead), abs(float(a)))),
+                "z_infinite": None,
+                "extrapolated": True,
+            }
+        )
+    return rows
+
+
+# ============================================================================ text table
+
+
+def _num(v: float | None, width: int = 11) -> str:
+    if v is None:
+        return f"{'—':>{width}}"
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:>{width}.3e}"
+    return f"{v:>{width}.5f}"
+
+
+def _zs(v: float | None) -> str:
+    if v is None:
+        return f"{'—':>8}"
+    if math.isinf(v):
+        return f"{'inf':>8}"
+    return f"{v:8.2f}"
+
+
+def format_table(results: dict[str, Any], layer: int | None = None) -> str:
+    """The readable table of representative entries at one layer (default: the report's layer)."""
+    layer = layer if layer is not None else results["table_layer"]
+    rows = [e for e in results["entries"] if e["layer"] == layer]
+    net = results["network"]
+    act = net["activation"]
+    act_s = act["name"] + (
+        "(" + ", ".join(f"{k}={v:g}" for k, v in act.items() if k != "name") + ")" if len(act) > 1 else ""
+    )
+
+    def hp(key: str) -> str:
+        vals = net[key]
+        return f"{vals[0]:.8g}" if len(set(vals)) == 1 else str([round(v, 8) for v in vals])
+
+    x = np.asarray(results["inputs"]["x"])
+    lines = [
+        results["title"],
+        f"  {act_s} MLP, depth {net['depth']}, C_b={hp('C_b')}, C_W={hp('C_W')}, "
+        f"λ_b={hp('lambda_b')}, λ_W={hp('lambda_W')}; {x.shape[0]} inputs of dimension {x.shape[1]}",
+        f"  theory: {results['theory']['seconds']:.2f} s;  "
+        + ";  ".join(
+            f"{e['label']}: {e['networks']} networks ({e['backend']}) in {e['seconds']:.1f} s"
+            for e in results["ensembles"]
+        ),
+        "",
+        f"layer {layer} (n = n_{layer - 1}, the width feeding layer {layer})",
+    ]
+    head = (
+        f"{'entry':<16}{'ensemble':>10} {'theory n=∞':>11} {'theory+1/n':>11} {'sampled':>11} "
+        f"{'± stderr':>10} {'|z|':>8} {'|z| n=∞':>8}"
+    )
+    lines += [head, "-" * len(head)]
+    for e in rows:
+        lines.append(
+            f"{e['label']:<16}{e['ensemble']:>10} {_num(e['theory_infinite'])} {_num(e['theory_first_order'])} "
+            f"{_num(e['sampled'])} {_num(e['stderr'], 10)} {_zs(e['z'])} {_zs(e['z_infinite'])}"
+        )
+    lines += [
+        "",
+        "K, Θ: sampled means of the metric and the NTK against K + K1/n (|z|) and K (|z| n=∞).",
+        "V, D, F, A, B: n × sampled covariances against the leading-order theory; they differ by O(depth/n)",
+        "relative corrections, so at small n their |z| grows with the number of networks.",
+        f"{FIT_LABEL}: weighted least-squares fit a + b/n over the sampled widths (Richardson extrapolation for",
+        "two widths); its intercept a removes the O(1/n) part and is compared with the theory at n=∞.",
+    ]
+    # largest z per tensor over layers, per ensemble
+    lines += ["", "max |z| over all entries (first-order theory), per tensor and layer:"]
+    tens = ("K", "Theta", "V", "D", "F", "A", "B")
+    for er in results["ensembles"]:
+        by: dict[str, list[str]] = {}
+        for r in er["comparison"]:
+            if r["layer"] < 2 or r["tensor"] in ("K1", "Theta1"):
+                continue  # layer 1 is exact; K1/Theta1 rows repeat K/Theta
+            z = r["z"]
+            by.setdefault(r["tensor"], []).append("inf" if z is None or math.isinf(z) else f"{z:.1f}")
+        cells = "  ".join(f"{t}: {'/'.join(by[t])}" for t in tens if t in by)
+        lines.append(f"  {er['label']:<10} (layers 2..{net['depth']})  {cells}")
+    return "\n".join(lines)
+
+
+# ============================================================================ plots
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(
+            "plots need matplotlib: pip install 'rgflow[plot]' (or matplotlib); or pass --no-plots"
+        ) from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def make_plots(
+    th: Any,
+    ens_objs: Sequence[Any],
+    labels: Sequence[str],
+    entries: Sequence[dict[str, Any]],
+    layer: int,
+    out: Path,
+    title: str,
+) -> list[str]:
+    """Write depth.png, width.png, scaling.png and zscores.png into ``out``; return the file names."""
+    plt = _pyplot()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    L = th.depth
+    files = []
+    # panels: the representative entries (first two of K, Theta; first of each four-point tensor)
+    N = th.n_inputs
+    idxs = representative_indices(N)
+    panels = [(n, i) for n in _TWO for i in idxs[n]] + [(n, idxs[n][0]) for n in ("V", "D", "F", "A", "B")]
+    panels = [(n, i) for n, i in panels if getattr(th, n, None) is not None]
+    ne = len(ens_objs)
+
+    def ent(name: str, idx: tuple[int, ...], lab: str) -> list[dict[str, Any]]:
+        return sorted(
+            (e for e in entries if e["tensor"] == name and tuple(e["index"]) == tuple(idx) and e["ensemble"] == lab),
+            key=lambda e: e["layer"],
+        )
+
+    ncol = 3 if len(panels) > 4 else 2
+    nrow = math.ceil(len(panels) / ncol)
+
+    # ------------------------------------------------------------ depth
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    layers = np.arange(1, L + 1)
+    for ax, (name, idx) in zip(axes.flat, panels, strict=False):
+        lead = getattr(th, name)[(slice(None), *idx)]
+        ax.plot(layers, lead, "k--" if name in _TWO else "k-", lw=1.2, label="theory n=∞" if name in _TWO else "theory")
+        for k, lab in enumerate(labels):
+            es = ent(name, idx, lab)
+            if not es:
+                continue
+            c = colors[k % len(colors)]
+            ls = np.array([e["layer"] for e in es], dtype=float)
+            if name in _TWO and es[0]["theory_first_order"] is not None:
+                ax.plot(ls, [e["theory_first_order"] for e in es], "-", color=c, lw=1.2, label=f"theory+1/n, {lab}")
+            off = (k - (ne - 1) / 2) * 0.08
+            ax.errorbar(
+                ls + off,
+                [e["sampled"] for e in es],
+                yerr=[e["stderr"] for e in es],
+                fmt="o",
+                ms=3.5,
+                color=c,
+                capsize=2,
+                label=f"sampled, {lab}",
+            )
+        fit = ent(name, idx, FIT_LABEL)
+        if fit:
+            ax.errorbar(
+                [e["layer"] + (ne / 2 + 0.5) * 0.08 for e in fit],
+                [e["sampled"] for e in fit],
+                yerr=[e["stderr"] for e in fit],
+                fmt="s",
+                ms=4,
+                mfc="none",
+                color="k",
+                capsize=2,
+                label=FIT_LABEL,
+            )
+        ax.set_title(_fmt_entry(name, idx))
+        ax.set_xlabel("layer ℓ")
+        ax.set_xticks(layers)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: theory vs sampled across depth", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "depth.png", dpi=110)
+    plt.close(fig)
+    files.append("depth.png")
+
+    # ------------------------------------------------------------ width (1/n at the report layer)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    inv = [1.0 / ens.widths[layer - 1] for ens in ens_objs]
+    xmax = 1.15 * max(inv)
+    grid = np.linspace(0.0, xmax, 50)
+    for ax, (name, idx) in zip(axes.flat, panels, strict=False):
+        lead = float(getattr(th, name)[(layer - 1, *idx)])
+        if name in _TWO and getattr(th, _FIRST_ORDER[name], None) is not None:
+            c1 = float(getattr(th, _FIRST_ORDER[name])[(layer - 1, *idx)])
+            ax.plot(grid, lead + c1 * grid, "k-", lw=1.2, label=f"theory {_LABEL[name]} + {_LABEL[name]}1/n")
+        else:
+            ax.plot(grid, np.full_like(grid, lead), "k-", lw=1.2, label="theory (leading order)")
+        for k, lab in enumerate(labels):
+            es = [e for e in ent(name, idx, lab) if e["layer"] == layer]
+            if not es:
+                continue
+            ax.errorbar(
+                [1.0 / es[0]["n"]],
+                [es[0]["sampled"]],
+                yerr=[es[0]["stderr"]],
+                fmt="o",
+                ms=4,
+                color=colors[k % len(colors)],
+                capsize=2,
+                label=f"sampled, {lab}",
+            )
+        fit = [e for e in ent(name, idx, FIT_LABEL) if e["layer"] == layer]
+        if fit:
+            ax.plot(grid, fit[0]["sampled"] + fit[0]["slope"] * grid, ":", color="0.4", lw=1, label="fit a + b/n")
+            ax.errorbar(
+                [0.0],
+                [fit[0]["sampled"]],
+                yerr=[fit[0]["stderr"]],
+                fmt="s",
+                ms=4,
+                mfc="none",
+                color="k",
+                capsize=2,
+                label=FIT_LABEL,
+                clip_on=False,
+            )
+        ax.set_title(f"{_fmt_entry(name, idx)}, layer {layer}")
+        ax.set_xlabel(f"1/n_{layer - 1}")
+        ax.set_xlim(0, xmax)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: theory vs sampled across width", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "width.png", dpi=110)
+    plt.close(fig)
+    files.append("width.png")
+
+    # ------------------------------------------------------------ 1/n scaling
+    sc_panels = [n for n in ("K1", "Theta1") if getattr(th, n, None) is not None]
+    four = [n for n in ("V", "D", "F", "A", "B") if getattr(th, n, None) is not None]
+    npan = len(sc_panels) + (1 if four else 0)
+    if npan:
+        fig, axes = plt.subplots(1, npan, figsize=(4.6 * npan, 4.2), squeeze=False)
+        iu = np.triu_indices(N)
+        for ax, name in zip(axes.flat, sc_panels, strict=False):
+            t = getattr(th, name)
+            lo, hi = np.inf, -np.inf
+            for k, (lab, ens) in enumerate(zip(labels, ens_objs, strict=True)):
+                e, s = getattr(ens, name, None), getattr(ens.stderr, name, None)
+                if e is None or s is None:
+                    continue
+                tv = np.concatenate([t[li][iu] for li in range(1, L)]) if L > 1 else np.zeros(0)
+                ev = np.concatenate([e[li][iu] for li in range(1, L)]) if L > 1 else np.zeros(0)
+                sv = np.concatenate([s[li][iu] for li in range(1, L)]) if L > 1 else np.zeros(0)
+                if tv.size == 0:
+                    continue
+                ax.errorbar(
+                    tv,
+                    ev,
+                    yerr=sv,
+                    fmt="o",
+                    ms=3,
+                    color=colors[k % len(colors)],
+                    capsize=1.5,
+                    alpha=0.8,
+                    label=f"{lab}",
+                )
+                lo, hi = min(lo, tv.min(), ev.min()), max(hi, tv.max(), ev.max())
+            if np.isfinite(lo):
+                pad = 0.05 * (hi - lo + 1e-12)
+                ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=1, label="y = x")
+            base = "K" if name == "K1" else "Θ"
+            ax.set_xlabel(f"theory {base}1 (layers 2..{L}, all entries)")
+            ax.set_ylabel(f"n·(sampled mean − {base}∞)")
+            ax.set_title(f"1/n scaling of the mean {'metric' if base == 'K' else 'NTK'}")
+            ax.legend(fontsize=7)
+        if four:
+            ax = axes.flat[len(sc_panels)]
+            lo, hi = np.inf, -np.inf
+            rng = np.random.default_rng(0)
+            for k, (lab, ens) in enumerate(zip(labels, ens_objs, strict=True)):
+                tv, ev = [], []
+                for name in four:
+                    e = getattr(ens, name, None)
+                    if e is None or L < 2:
+                        continue
+                    tv.append(getattr(th, name)[1:].ravel())
+                    ev.append(e[1:].ravel())
+                if not tv:
+                    continue
+                tvv, evv = np.concatenate(tv), np.concatenate(ev)
+                if tvv.size > 3000:
+                    keep = rng.choice(tvv.size, 3000, replace=False)
+                    tvv, evv = tvv[keep], evv[keep]
+                ax.plot(tvv, evv, "o", ms=2, alpha=0.5, color=colors[k % len(colors)], label=lab)
+                lo, hi = min(lo, tvv.min(), evv.min()), max(hi, tvv.max(), evv.max())
+            if np.isfinite(lo):
+                ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="y = x")
+            ax.set_xlabel(f"theory ({', '.join(four)}), layers 2..{L}")
+            ax.set_ylabel("sampled n·covariance")
+            ax.set_title("four-point tensors (deviation is O(1/n))")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{title}: 1/n scaling", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / "scaling.png", dpi=110)
+        plt.close(fig)
+        files.append("scaling.png")
+
+    # ------------------------------------------------------------ z-scores
+    from .ensemble import compare
+
+    tens = [n for n in ("K", "Theta", "V", "D", "F", "A", "B") if getattr(th, n, None) is not None]
+    if L > 1 and tens:
+        fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(tens) * (L - 1) + 1.5)), 3.8))
+        width = 0.8 / max(1, ne)
+        xt, xl = [], []
+        pos = 0
+        centers = {}
+        for name in tens:
+            for li in range(2, L + 1):
+                centers[(name, li)] = pos
+                xt.append(pos)
+                xl.append(f"{_LABEL[name]}{li}")
+                pos += 1
+            pos += 0.6
+        for k, (lab, ens) in enumerate(zip(labels, ens_objs, strict=True)):
+            rows = compare(th, ens, tens)
+            xs, zs = [], []
+            for r in rows:
+                if r.layer < 2:
+                    continue
+                xs.append(centers[(r.tensor, r.layer)] + (k - (ne - 1) / 2) * width)
+                zs.append(min(r.z, 1e6) if math.isfinite(r.z) else 1e6)
+            ax.bar(xs, np.maximum(zs, 1e-2), width=width, color=colors[k % len(colors)], label=lab)
+        ax.axhline(3.0, color="k", lw=0.8, ls="--", label="|z| = 3")
+        ax.set_yscale("log")
+        ax.set_xticks(xt)
+        ax.set_xticklabels(xl, fontsize=7, rotation=90)
+        ax.set_ylabel("max |theory − sampled| / stderr")
+        ax.set_title(f"{title}: largest |z| per tensor and layer (first-order theory)", fontsize=10)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "zscores.png", dpi=110)
+        plt.close(fig)
+        files.append("zscores.png")
+    return files
