@@ -912,6 +912,44 @@ pub fn expect_block(
     Ok(result)
 }
 
+/// Expectations for every pair of inputs of an N×N kernel `k`, in parallel: for a < b the
+/// two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for each `(i, j)` in `offd`; for a = b the
+/// single-sample values of the terms `diag`.  Entry `a*n + b` (a ≤ b) holds the values in
+/// that order; entries with a > b are empty.
+pub fn pair_values(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    offd: &[(u8, u8)],
+    diag: &[Term],
+    opts: &QuadOpts,
+) -> Result<Vec<Vec<f64>>, RgError> {
+    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
+    let offd_its: Vec<Vec<Term>> = offd
+        .iter()
+        .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
+        .collect();
+    let diag_its: Vec<Vec<Term>> = diag.iter().map(|t| vec![t.clone()]).collect();
+    let results: Vec<Vec<f64>> = pairs
+        .par_iter()
+        .map(|&(a, b)| {
+            if a == b {
+                expect_block(act, &[k[a * n + a]], 1, &diag_its, opts)
+                    .map_err(|e| e.context(&format!("single-input expectations for input {a}")))
+            } else {
+                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
+                expect_block(act, &cov, 2, &offd_its, opts)
+                    .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = vec![vec![]; n * n];
+    for ((a, b), v) in pairs.into_iter().zip(results) {
+        out[a * n + b] = v;
+    }
+    Ok(out)
+}
+
 /// Batched [`expect_block`] over `covs` (B blocks of d×d, row-major), in parallel.
 /// Returns B × n_integrands values.
 pub fn expect_batch(

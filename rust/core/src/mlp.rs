@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
-use crate::expect::{expect_block, QuadOpts, Term};
+use crate::expect::{expect_block, pair_values, QuadOpts, Term};
 use crate::RgError;
 
 /// Network hyperparameters; per-layer vectors have length L, `widths` = (n_0, …, n_L).
@@ -226,30 +226,28 @@ fn pair_expectations(
     full: bool,
     opts: &QuadOpts,
 ) -> Result<Vec<PairExp>, RgError> {
-    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
-    let offd_orders: Vec<(u8, u8)> = if full {
+    let offd: Vec<(u8, u8)> = if full {
         PAIR_ORDERS_FULL.to_vec()
     } else {
         vec![(0, 0), (1, 1)]
     };
-    let results: Vec<((usize, usize), PairExp)> = pairs
-        .par_iter()
-        .map(|&(a, b)| -> Result<((usize, usize), PairExp), RgError> {
-            let mut pe = PairExp::default();
+    let mut diag = vec![Term::prod(&[0, 0]), Term::prod(&[1, 1])];
+    if full {
+        diag.extend([
+            Term::deriv_of(2, &[0, 0]),
+            Term::deriv_of(2, &[1, 1]),
+            Term::deriv_of(4, &[0, 0]),
+            Term::deriv_of(4, &[1, 1]),
+            Term::deriv_of(1, &[0, 1]),
+        ]);
+    }
+    let values = pair_values(act, k, n, &offd, &diag, opts)?;
+    let mut out = vec![PairExp::default(); n * n];
+    for a in 0..n {
+        for b in a..n {
+            let v = &values[a * n + b];
+            let pe = &mut out[a * n + b];
             if a == b {
-                let mut terms = vec![Term::prod(&[0, 0]), Term::prod(&[1, 1])];
-                if full {
-                    terms.extend([
-                        Term::deriv_of(2, &[0, 0]),
-                        Term::deriv_of(2, &[1, 1]),
-                        Term::deriv_of(4, &[0, 0]),
-                        Term::deriv_of(4, &[1, 1]),
-                        Term::deriv_of(1, &[0, 1]),
-                    ]);
-                }
-                let its: Vec<Vec<Term>> = terms.into_iter().map(|t| vec![t]).collect();
-                let v = expect_block(act, &[k[a * n + a]], 1, &its, opts)
-                    .map_err(|e| e.context(&format!("single-input expectations for input {a}")))?;
                 pe.same.ss = v[0];
                 pe.same.pp = v[1];
                 if full {
@@ -260,23 +258,11 @@ fn pair_expectations(
                     pe.same.d1sp = v[6];
                 }
             } else {
-                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
-                let its: Vec<Vec<Term>> = offd_orders
-                    .iter()
-                    .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
-                    .collect();
-                let v = expect_block(act, &cov, 2, &its, opts)
-                    .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))?;
-                for (&(i, j), val) in offd_orders.iter().zip(v) {
-                    pe.m[i as usize][j as usize] = val;
+                for (&(i, j), val) in offd.iter().zip(v) {
+                    pe.m[i as usize][j as usize] = *val;
                 }
             }
-            Ok(((a, b), pe))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut out = vec![PairExp::default(); n * n];
-    for ((a, b), pe) in results {
-        out[a * n + b] = pe;
+        }
     }
     Ok(out)
 }

@@ -28,7 +28,7 @@
 use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
-use crate::expect::{expect_block, QuadOpts, Term};
+use crate::expect::{pair_values, QuadOpts, Term};
 use crate::RgError;
 
 /// How the K1 source closes the single-neuron four-point function.
@@ -108,39 +108,25 @@ fn pair_expectations(
     n: usize,
     opts: &QuadOpts,
 ) -> Result<Exps, RgError> {
-    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
-    let offd: Vec<(u8, u8)> = (0..=MAXD as u8)
-        .flat_map(|i| (0..=MAXD as u8 - i).map(move |j| (i, j)))
+    let top = MAXD as u8;
+    let offd: Vec<(u8, u8)> = (0..=top)
+        .flat_map(|i| (0..=top - i).map(move |j| (i, j)))
         .collect();
-    let results: Vec<((usize, usize), PairExp)> = pairs
-        .par_iter()
-        .map(|&(a, b)| -> Result<((usize, usize), PairExp), RgError> {
-            let mut pe = PairExp::default();
+    let diag: Vec<Term> = (0..=top).map(|m| Term::deriv_of(m, &[0, 0])).collect();
+    let values = pair_values(act, k, n, &offd, &diag, opts)?;
+    let mut out = vec![PairExp::default(); n * n];
+    for a in 0..n {
+        for b in a..n {
+            let v = &values[a * n + b];
+            let pe = &mut out[a * n + b];
             if a == b {
-                let its: Vec<Vec<Term>> = (0..=MAXD as u8)
-                    .map(|m| vec![Term::deriv_of(m, &[0, 0])])
-                    .collect();
-                let v = expect_block(act, &[k[a * n + a]], 1, &its, opts)
-                    .map_err(|e| e.context(&format!("expectations for input {a}")))?;
-                pe.same[..v.len()].copy_from_slice(&v);
+                pe.same[..v.len()].copy_from_slice(v);
             } else {
-                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
-                let its: Vec<Vec<Term>> = offd
-                    .iter()
-                    .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
-                    .collect();
-                let v = expect_block(act, &cov, 2, &its, opts)
-                    .map_err(|e| e.context(&format!("expectations for inputs ({a}, {b})")))?;
                 for (&(i, j), val) in offd.iter().zip(v) {
-                    pe.m[i as usize][j as usize] = val;
+                    pe.m[i as usize][j as usize] = *val;
                 }
             }
-            Ok(((a, b), pe))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut out = vec![PairExp::default(); n * n];
-    for ((a, b), pe) in results {
-        out[a * n + b] = pe;
+        }
     }
     Ok(Exps { n, pairs: out })
 }
