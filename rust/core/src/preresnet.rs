@@ -28,7 +28,8 @@
 use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
-use crate::expect::{pair_values, QuadOpts, Term};
+use crate::expect::QuadOpts;
+use crate::resmlp::{distinct, pair_expectations, Layer};
 use crate::RgError;
 
 /// How the K1 source closes the single-neuron four-point function.
@@ -65,72 +66,6 @@ pub struct PreResTensors {
     pub rejected: usize,
 }
 
-const MAXD: usize = 4;
-
-#[derive(Clone, Debug, Default)]
-struct PairExp {
-    m: [[f64; MAXD + 1]; MAXD + 1],
-    same: [f64; MAXD + 1],
-}
-
-struct Exps {
-    n: usize,
-    pairs: Vec<PairExp>,
-}
-
-impl Exps {
-    /// ⟨∂_{g_1}…∂_{g_m}(σ_a σ_b)⟩ with every g ∈ {a, b}.
-    fn d(&self, a: usize, b: usize, gs: &[usize]) -> f64 {
-        if a == b {
-            return self.pairs[a * self.n + a].same[gs.len()];
-        }
-        let na = gs.iter().filter(|&&g| g == a).count();
-        let nb = gs.len() - na;
-        if a < b {
-            self.pairs[a * self.n + b].m[na][nb]
-        } else {
-            self.pairs[b * self.n + a].m[nb][na]
-        }
-    }
-}
-
-fn distinct(a: usize, b: usize) -> Vec<usize> {
-    if a == b {
-        vec![a]
-    } else {
-        vec![a, b]
-    }
-}
-
-fn pair_expectations(
-    act: &dyn ActivationFn,
-    k: &[f64],
-    n: usize,
-    opts: &QuadOpts,
-) -> Result<Exps, RgError> {
-    let top = MAXD as u8;
-    let offd: Vec<(u8, u8)> = (0..=top)
-        .flat_map(|i| (0..=top - i).map(move |j| (i, j)))
-        .collect();
-    let diag: Vec<Term> = (0..=top).map(|m| Term::deriv_of(m, &[0, 0])).collect();
-    let values = pair_values(act, k, n, &offd, &diag, opts)?;
-    let mut out = vec![PairExp::default(); n * n];
-    for a in 0..n {
-        for b in a..n {
-            let v = &values[a * n + b];
-            let pe = &mut out[a * n + b];
-            if a == b {
-                pe.same[..v.len()].copy_from_slice(v);
-            } else {
-                for (&(i, j), val) in offd.iter().zip(v) {
-                    pe.m[i as usize][j as usize] = *val;
-                }
-            }
-        }
-    }
-    Ok(Exps { n, pairs: out })
-}
-
 /// Everything the right-hand sides need at one kernel K0.
 struct Rhs {
     q: Vec<f64>,
@@ -149,7 +84,8 @@ fn build_rhs(
     c_w: f64,
     opts: &QuadOpts,
 ) -> Result<Rhs, RgError> {
-    let ex = pair_expectations(act, k0, n, opts)?;
+    let pairs = pair_expectations(act, k0, n, true, opts)?;
+    let ex = Layer { n, pairs: &pairs };
     let n2 = n * n;
     let mut e2 = vec![0.0; n2];
     let mut chi = vec![0.0; n2 * n2];

@@ -79,19 +79,19 @@ pub struct ResTensors {
 }
 
 /// Highest total derivative order of σ_aσ_b needed (⟨∂⁴(σσ)⟩ in K1).
-const MAXD: usize = 4;
+pub(crate) const MAXD: usize = 4;
 
 /// Expectations for one pair a ≤ b: `m[i][j] = ⟨σ^{(i)}_a σ^{(j)}_b⟩` (a ≠ b, i + j ≤ 4),
 /// or for a = b `same[k] = ⟨(σ²)^{(k)}⟩`.
 #[derive(Clone, Debug, Default)]
-struct PairExp {
+pub(crate) struct PairExp {
     m: [[f64; MAXD + 1]; MAXD + 1],
     same: [f64; MAXD + 1],
 }
 
-struct Layer<'a> {
-    n: usize,
-    pairs: &'a [PairExp],
+pub(crate) struct Layer<'a> {
+    pub(crate) n: usize,
+    pub(crate) pairs: &'a [PairExp],
 }
 
 impl Layer<'_> {
@@ -100,7 +100,7 @@ impl Layer<'_> {
         self.d(a, b, &[])
     }
     /// ⟨∂_{g_1}…∂_{g_m}(σ_a σ_b)⟩ with every g ∈ {a, b}.
-    fn d(&self, a: usize, b: usize, gs: &[usize]) -> f64 {
+    pub(crate) fn d(&self, a: usize, b: usize, gs: &[usize]) -> f64 {
         if a == b {
             return self.pairs[a * self.n + a].same[gs.len()];
         }
@@ -115,7 +115,7 @@ impl Layer<'_> {
 }
 
 #[inline]
-fn distinct(a: usize, b: usize) -> Vec<usize> {
+pub(crate) fn distinct(a: usize, b: usize) -> Vec<usize> {
     if a == b {
         vec![a]
     } else {
@@ -123,7 +123,7 @@ fn distinct(a: usize, b: usize) -> Vec<usize> {
     }
 }
 
-fn pair_expectations(
+pub(crate) fn pair_expectations(
     act: &dyn ActivationFn,
     k: &[f64],
     n: usize,
