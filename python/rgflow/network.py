@@ -18,6 +18,15 @@ import numpy as np
 from .activations import Activation, as_activation
 
 
+def check_int(name: str, value: Any, *, minimum: int = 1, hint: str = "") -> int:
+    """An int (not bool) >= ``minimum``: TypeError / ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}{hint}, got {value}")
+    return int(value)
+
+
 def _per_layer(name: str, value: float | Sequence[float], depth: int, *, positive: bool) -> tuple[float, ...]:
     if isinstance(value, (int, float, np.integer, np.floating)):
         vals = (float(value),) * depth
@@ -68,11 +77,7 @@ class MLP:
         out_width: int | None = None,
     ) -> None:
         self.activation = as_activation(activation)
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)):
-            raise TypeError(f"depth must be an int, got {type(depth).__name__}")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self.depth = int(depth)
+        self.depth = check_int("depth", depth)
         if widths is not None and width is not None:
             raise ValueError("give either width (a common hidden width) or widths, not both")
         if widths is None:

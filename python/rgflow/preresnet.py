@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .activations import Activation, as_activation
-from .network import check_inputs
+from .network import check_inputs, check_int
 
 
 class PreResNet:
@@ -62,14 +62,8 @@ class PreResNet:
         C_b: float = 0.0,
     ) -> None:
         self.activation = as_activation(activation)
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)):
-            raise TypeError(f"depth must be an int, got {type(depth).__name__}")
-        if depth < 1:
-            raise ValueError(f"depth L must be >= 1 (number of residual blocks), got {depth}")
-        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-            raise TypeError(f"width must be an int, got {type(width).__name__}")
-        if width < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
+        depth = check_int("depth", depth, hint=" (the number of residual blocks L)")
+        width = check_int("width", width)
         eps = float(eps)
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"eps must be finite and > 0 (use eps = sqrt(T/L)), got {eps}")

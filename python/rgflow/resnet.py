@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .activations import Activation, as_activation
-from .network import _per_layer, check_inputs
+from .network import _per_layer, check_inputs, check_int
 
 
 class ResMLP:
@@ -54,16 +54,8 @@ class ResMLP:
         gamma: float | Sequence[float] = 0.0,
     ) -> None:
         self.activation = as_activation(activation)
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)):
-            raise TypeError(f"depth must be an int, got {type(depth).__name__}")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self.depth = int(depth)
-        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-            raise TypeError(f"width must be an int, got {type(width).__name__}")
-        if width < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
-        self.width = int(width)
+        self.depth = check_int("depth", depth)
+        self.width = check_int("width", width)
         self.C_b = _per_layer("C_b", C_b, self.depth, positive=False)
         self.C_W = _per_layer("C_W", C_W, self.depth, positive=True)
         self.gamma = _per_layer("gamma", gamma, self.depth, positive=False)
