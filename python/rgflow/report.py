@@ -191,6 +191,14 @@ def _ens_label(spec: RunSpec, es: EnsembleSpec, multi_backend: bool) -> str:
     return f"{lab} {es.backend}" if multi_backend else lab
 
 
+def _save(plt: Any, fig: Any, out: Path, name: str, files: list[str]) -> None:
+    """Lay out, write ``out/name`` as PNG, close the figure and record the file."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    files.append(name)
+
+
 def _fmt_entry(name: str, idx: tuple[int, ...]) -> str:
     sym = _LABEL[name]
     if len(idx) == 2:
@@ -636,10 +644,7 @@ def make_plots(
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title}: theory vs sampled across depth", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "depth.png", dpi=110)
-    plt.close(fig)
-    files.append("depth.png")
+    _save(plt, fig, out, "depth.png", files)
 
     # ------------------------------------------------------------ width (1/n at the report layer)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
@@ -689,10 +694,7 @@ def make_plots(
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title}: theory vs sampled across width", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "width.png", dpi=110)
-    plt.close(fig)
-    files.append("width.png")
+    _save(plt, fig, out, "width.png", files)
 
     # ------------------------------------------------------------ 1/n scaling
     sc_panels = [n for n in ("K1", "Theta1") if getattr(th, n, None) is not None]
@@ -760,10 +762,7 @@ def make_plots(
             ax.set_title("four-point tensors (deviation is O(1/n))")
             ax.legend(fontsize=7)
         fig.suptitle(f"{title}: 1/n scaling", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / "scaling.png", dpi=110)
-        plt.close(fig)
-        files.append("scaling.png")
+        _save(plt, fig, out, "scaling.png", files)
 
     # ------------------------------------------------------------ z-scores
     from .ensemble import compare
@@ -798,8 +797,5 @@ def make_plots(
         ax.set_ylabel("max |theory − sampled| / stderr")
         ax.set_title(f"{title}: largest |z| per tensor and layer (first-order theory)", fontsize=10)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "zscores.png", dpi=110)
-        plt.close(fig)
-        files.append("zscores.png")
+        _save(plt, fig, out, "zscores.png", files)
     return files
