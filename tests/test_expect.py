@@ -101,11 +101,13 @@ def test_gelu_orders_agree() -> None:
     """Two quadrature orders agree to 1e-10 on 2-D gelu expectations of several derivatives."""
     K = cov2(3.5, 2.0, 0.7)
     for factors in ([(0, 0), (1, 0)], [(0, 1), (1, 1)], [(0, 4), (1, 0)], [(0, 3), (1, 1)]):
-        a = expect(K, factors, "gelu", order=40)
-        b = expect(K, factors, "gelu", order=80)
+        a = expect(K, factors, "gelu", order=40, method="quadrature")
+        b = expect(K, factors, "gelu", order=80, method="quadrature")
         assert a == pytest.approx(b, rel=1e-10, abs=1e-12)
-    v, err, used = rgflow.expect_with_error(K, [(0, 0), (1, 0)], "gelu")
+        assert expect(K, factors, "gelu") == pytest.approx(b, rel=1e-12, abs=1e-13)  # closed form
+    v, err, used = rgflow.expect_with_error(K, [(0, 0), (1, 0)], "gelu", method="quadrature")
     assert err < 1e-12 and used >= 8
+    assert rgflow.expect_with_error(K, [(0, 0), (1, 0)], "gelu")[1:] == (0.0, 0)
 
 
 def test_default_is_accurate_for_large_variance_tanh() -> None:

@@ -18,6 +18,7 @@ def expect_batch(
     covs: npt.NDArray[np.float64],
     integrands: list[list[TermSpec]],
     order: int,
+    quadrature_only: bool,
 ) -> npt.NDArray[np.float64]: ...
 def expect_adaptive(
     act: ActivationSpec,
@@ -25,6 +26,7 @@ def expect_adaptive(
     integrands: list[list[TermSpec]],
     tol: float,
     max_order: int,
+    quadrature_only: bool,
 ) -> tuple[npt.NDArray[np.float64], float, int]: ...
 def quadrature_rule(kind: str, n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def mlp_theory(
@@ -38,6 +40,7 @@ def mlp_theory(
     ntk: bool,
     order: int,
     quad_order: int,
+    quadrature_only: bool,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
 def resmlp_theory(
     act: ActivationSpec,

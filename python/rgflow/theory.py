@@ -111,6 +111,7 @@ def theory(
     ntk: bool = True,
     order: int = 1,
     quad_order: int | None = None,
+    method: str = "auto",
 ) -> Theory:
     """Compute the infinite-width kernels and their first-order (1/n) tensors for ``net`` on ``x``.
 
@@ -122,6 +123,8 @@ def theory(
     order: 0 for infinite width only (K, Theta), 1 for the first-order tensors.
     quad_order: quadrature nodes per piece and level (default: chosen per dimension,
         see :func:`rgflow.expect`).
+    method: ``"auto"`` (closed-form expectations for relu, leaky_relu, linear, monomial, erf
+        and gelu; quadrature otherwise) or ``"quadrature"`` (always quadrature).
     """
     from . import _core
 
@@ -130,8 +133,9 @@ def theory(
     x = check_inputs(x)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
-    from .expectations import _core_activation
+    from .expectations import _core_activation, quadrature_only
 
+    qonly = quadrature_only(method)
     act = _core_activation(net.activation)
     widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
     # Exactly repeated inputs: compute on the unique ones and expand (exact, no jitter).
@@ -150,6 +154,7 @@ def theory(
         bool(ntk),
         int(order),
         0 if quad_order is None else int(quad_order),
+        qonly,
     )
     tensors = {k: out.get(k) for k in ALL_TENSORS}
     if inverse is not None:
@@ -157,4 +162,4 @@ def theory(
             if v is not None:
                 idx = (slice(None),) + np.ix_(*([inverse] * (v.ndim - 1)))
                 tensors[k] = np.ascontiguousarray(v[idx])
-    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order})
+    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order, "method": method})

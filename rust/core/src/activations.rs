@@ -41,8 +41,28 @@ pub trait ActivationFn: Send + Sync + Debug {
     fn piecewise_linear(&self) -> Option<(f64, f64)> {
         None
     }
+    /// The closed-form representation used by [`crate::closed_form`], when there is one.
+    fn gauss_class(&self) -> Option<GaussClass> {
+        None
+    }
     /// `out[i * (order + 1) + k] = σ^{(k)}(z[i])` for `k = 0..=order`.
     fn jets(&self, z: &[f64], order: usize, side: Side, out: &mut [f64]) -> Result<(), RgError>;
+}
+
+/// Activations whose Gaussian expectations reduce to centred orthant probabilities
+/// (see [`crate::closed_form`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum GaussClass {
+    /// `σ(z) = P(z) + A(z) Φ(c z) + B(z) φ(c z)` with polynomials `P, A, B` (coefficients in
+    /// ascending powers): linear, monomials, erf (`2Φ(√2 z) − 1`), gelu (`z Φ(z)`).
+    Smooth {
+        c: f64,
+        p: Vec<f64>,
+        a: Vec<f64>,
+        b: Vec<f64>,
+    },
+    /// `σ(z) = left·z` for z < 0 and `right·z` for z > 0 (relu, leaky relu).
+    Kinked { left: f64, right: f64 },
 }
 
 /// Shared handle to an activation.
@@ -225,6 +245,29 @@ impl ActivationFn for Builtin {
         match *self {
             Builtin::Relu => Some((0.0, 1.0)),
             Builtin::LeakyRelu(a) if a != 1.0 => Some((a, 1.0)),
+            _ => None,
+        }
+    }
+
+    fn gauss_class(&self) -> Option<GaussClass> {
+        let smooth = |c: f64, p: Vec<f64>, a: Vec<f64>| GaussClass::Smooth { c, p, a, b: vec![] };
+        match *self {
+            Builtin::Linear | Builtin::LeakyRelu(1.0) => Some(smooth(1.0, vec![0.0, 1.0], vec![])),
+            Builtin::Monomial(p) if p <= 12 => {
+                let mut c = vec![0.0; p as usize + 1];
+                c[p as usize] = 1.0;
+                Some(smooth(1.0, c, vec![]))
+            }
+            Builtin::Erf => Some(smooth(std::f64::consts::SQRT_2, vec![-1.0], vec![2.0])),
+            Builtin::Gelu => Some(smooth(1.0, vec![], vec![0.0, 1.0])),
+            Builtin::Relu => Some(GaussClass::Kinked {
+                left: 0.0,
+                right: 1.0,
+            }),
+            Builtin::LeakyRelu(a) => Some(GaussClass::Kinked {
+                left: a,
+                right: 1.0,
+            }),
             _ => None,
         }
     }

@@ -139,6 +139,8 @@ pub const MAX_ORDER_PER_PIECE: usize = 320;
 pub struct QuadOpts {
     /// Nodes per piece and level; 0 selects [`default_order`] by the number of integrated levels.
     pub order: usize,
+    /// Skip the closed forms of [`crate::closed_form`] (for benchmarks and cross-checks).
+    pub quadrature_only: bool,
 }
 
 /// Default nodes per half-line piece for a nested rule over `dim` integrated directions
@@ -619,7 +621,7 @@ fn nested(
 }
 
 /// Sparse polynomial over up to 8 variables: (exponents, coefficient).
-type Poly = Vec<([u8; 8], f64)>;
+pub(crate) type Poly = Vec<([u8; 8], f64)>;
 
 fn poly_add(p: &mut Poly, e: [u8; 8], c: f64) {
     if c == 0.0 {
@@ -632,7 +634,7 @@ fn poly_add(p: &mut Poly, e: [u8; 8], c: f64) {
     }
 }
 
-fn poly_mul(a: &Poly, b: &Poly) -> Poly {
+pub(crate) fn poly_mul(a: &Poly, b: &Poly) -> Poly {
     let mut out = Poly::new();
     for (ea, ca) in a {
         for (eb, cb) in b {
@@ -648,7 +650,7 @@ fn poly_mul(a: &Poly, b: &Poly) -> Poly {
 
 /// Hermite polynomial H with `(-∂_{k1})…(-∂_{ks}) p = p·H(y)`, `y = P z`, in the variables y
 /// (one per delta sample); `pdd` is the precision restricted to the delta samples.
-fn hermite_poly(dirs: &[usize], pdd: &[f64], nd: usize) -> Poly {
+pub(crate) fn hermite_poly(dirs: &[usize], pdd: &[f64], nd: usize) -> Poly {
     let mut h: Poly = vec![([0u8; 8], 1.0)];
     for &k in dirs {
         let mut next = Poly::new();
@@ -686,6 +688,11 @@ pub fn expect_block(
                 "integrand {i} has {} factors for a {d}-sample block",
                 it.len()
             )));
+        }
+    }
+    if !opts.quadrature_only {
+        if let Some(v) = crate::closed_form::expect_block(act, cov, d, integrands) {
+            return Ok(v);
         }
     }
     let zero_mean = vec![0.0; d];
@@ -979,7 +986,8 @@ pub fn expect_batch(
 }
 
 /// Adaptive order: raise the order by 3/2 until two successive values agree to
-/// `tol·max(1,|v|)` (every integrand). Returns (values, error estimate, order used).
+/// `tol·max(1,|v|)` (every integrand). Returns (values, error estimate, order used); a block
+/// done in closed form ([`crate::closed_form`]) returns error 0 and order 0.
 pub fn expect_adaptive(
     act: &dyn ActivationFn,
     cov: &[f64],
@@ -987,16 +995,41 @@ pub fn expect_adaptive(
     integrands: &[Vec<Term>],
     tol: f64,
     max_order: usize,
+    quadrature_only: bool,
 ) -> Result<(Vec<f64>, f64, usize), RgError> {
+    if !quadrature_only {
+        validate_covariance(cov, d)?;
+        if let Some(v) = crate::closed_form::expect_block(act, cov, d, integrands) {
+            return Ok((v, 0.0, 0));
+        }
+    }
     let rank = {
         validate_covariance(cov, d)?;
         pivoted_cholesky(cov, d).rank
     };
     let mut n = (default_order(rank) / 2).clamp(4, max_order.clamp(4, MAX_ORDER_PER_PIECE));
-    let mut prev = expect_block(act, cov, d, integrands, &QuadOpts { order: n })?;
+    let mut prev = expect_block(
+        act,
+        cov,
+        d,
+        integrands,
+        &QuadOpts {
+            order: n,
+            quadrature_only: true,
+        },
+    )?;
     loop {
         let next_n = (n * 3).div_ceil(2);
-        let cur = expect_block(act, cov, d, integrands, &QuadOpts { order: next_n })?;
+        let cur = expect_block(
+            act,
+            cov,
+            d,
+            integrands,
+            &QuadOpts {
+                order: next_n,
+                quadrature_only: true,
+            },
+        )?;
         let err = prev
             .iter()
             .zip(&cur)

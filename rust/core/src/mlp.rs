@@ -10,8 +10,6 @@
 //! * K1' = ρ C_W 𝒩[σσ] (4.115), 𝒩[O] = ½K1·⟨∂∂O⟩ + ⅛V·⟨∂⁴O⟩ (ntk.md §1.3)
 //! * D' (8.77), F' (8.79), B' (8.89), A' (8.97, D-terms with C_W/2), Θ1' (ntk.md §1.4).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
@@ -267,14 +265,65 @@ fn pair_expectations(
     Ok(out)
 }
 
-/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ over all multisets of 4 samples and even prime patterns.
+/// Dense four-point expectations of one layer (N⁴ each, row-major):
+/// `s0[a,b,c,d] = ⟨σ_aσ_bσ_cσ_d⟩`, and with the NTK family `s2[a,b,c,d] = ⟨σ_aσ_b σ'_cσ'_d⟩`
+/// and `s4[a,b,c,d] = ⟨σ'_aσ'_bσ'_cσ'_d⟩`.
+pub(crate) struct FourPoint {
+    n: usize,
+    pub(crate) s0: Vec<f64>,
+    pub(crate) s2: Vec<f64>,
+    pub(crate) s4: Vec<f64>,
+}
+
+impl FourPoint {
+    #[inline]
+    fn at(&self, t: &[f64], a: usize, b: usize, c: usize, d: usize) -> f64 {
+        t[((a * self.n + b) * self.n + c) * self.n + d]
+    }
+    /// ⟨σ_aσ_bσ_cσ_d⟩.
+    #[inline]
+    pub(crate) fn ssss(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.at(&self.s0, a, b, c, d)
+    }
+    /// ⟨σ_aσ_b σ'_cσ'_d⟩.
+    #[inline]
+    pub(crate) fn sspp(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.at(&self.s2, a, b, c, d)
+    }
+    /// ⟨σ'_aσ'_bσ'_cσ'_d⟩.
+    #[inline]
+    pub(crate) fn pppp(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.at(&self.s4, a, b, c, d)
+    }
+}
+
+/// All permutations of four positions.
+fn perms4() -> Vec<[usize; 4]> {
+    let mut out = vec![];
+    for a in 0..4 {
+        for b in 0..4 {
+            for c in 0..4 {
+                for d in 0..4 {
+                    let p = [a, b, c, d];
+                    if (0..4).all(|i| p.contains(&i)) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ over all multisets of 4 samples and even prime patterns (each unique
+/// multiset once, in parallel), scattered into the dense [`FourPoint`] tables.
 pub(crate) fn four_point_expectations(
     act: &dyn ActivationFn,
     k: &[f64],
     n: usize,
     ntk: bool,
     opts: &QuadOpts,
-) -> Result<HashMap<u64, f64>, RgError> {
+) -> Result<FourPoint, RgError> {
     let mut sets = vec![];
     for a in 0..n {
         for b in a..n {
@@ -285,9 +334,12 @@ pub(crate) fn four_point_expectations(
             }
         }
     }
-    let chunks: Vec<Vec<(u64, f64)>> = sets
+    let masks: Vec<u32> = (0u32..16)
+        .filter(|m| m.count_ones() % 2 == 0 && (ntk || *m == 0))
+        .collect();
+    let values: Vec<Vec<f64>> = sets
         .par_iter()
-        .map(|s| -> Result<Vec<(u64, f64)>, RgError> {
+        .map(|s| -> Result<Vec<f64>, RgError> {
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
             let dn = ds.len();
@@ -296,16 +348,15 @@ pub(crate) fn four_point_expectations(
                 .flat_map(|&p| ds.iter().map(move |&q| k[p * n + q]))
                 .collect();
             let mut keys: Vec<u64> = vec![];
+            let mut slot: Vec<usize> = vec![];
             let mut its: Vec<Vec<Term>> = vec![];
-            for mask in 0u32..16 {
-                if mask.count_ones() % 2 == 1 || (!ntk && mask != 0) {
+            for &mask in &masks {
+                let key = key4([0, 1, 2, 3].map(|i| code(s[i], mask >> i & 1 == 1)));
+                if let Some(p) = keys.iter().position(|&x| x == key) {
+                    slot.push(p);
                     continue;
                 }
-                let codes = [0, 1, 2, 3].map(|i| code(s[i], mask >> i & 1 == 1));
-                let key = key4(codes);
-                if keys.contains(&key) {
-                    continue;
-                }
+                slot.push(keys.len());
                 keys.push(key);
                 let terms: Vec<Term> = ds
                     .iter()
@@ -321,10 +372,36 @@ pub(crate) fn four_point_expectations(
             }
             let v = expect_block(act, &cov, dn, &its, opts)
                 .map_err(|e| e.context(&format!("four-point expectations for inputs {s:?}")))?;
-            Ok(keys.into_iter().zip(v).collect())
+            Ok(slot.into_iter().map(|p| v[p]).collect())
         })
         .collect::<Result<_, _>>()?;
-    Ok(chunks.into_iter().flatten().collect())
+    let n4 = n * n * n * n;
+    let idx = |p: [usize; 4]| ((p[0] * n + p[1]) * n + p[2]) * n + p[3];
+    let mut fp = FourPoint {
+        n,
+        s0: vec![0.0; n4],
+        s2: if ntk { vec![0.0; n4] } else { vec![] },
+        s4: if ntk { vec![0.0; n4] } else { vec![] },
+    };
+    let perms = perms4();
+    for (s, v) in sets.iter().zip(&values) {
+        for (&mask, &val) in masks.iter().zip(v) {
+            match mask.count_ones() {
+                0 => perms.iter().for_each(|p| fp.s0[idx(p.map(|i| s[i]))] = val),
+                4 => perms.iter().for_each(|p| fp.s4[idx(p.map(|i| s[i]))] = val),
+                _ => {
+                    let (pr, un): (Vec<usize>, Vec<usize>) =
+                        (0..4).partition(|&i| mask >> i & 1 == 1);
+                    for (u0, u1) in [(un[0], un[1]), (un[1], un[0])] {
+                        for (p0, p1) in [(pr[0], pr[1]), (pr[1], pr[0])] {
+                            fp.s2[idx([s[u0], s[u1], s[p0], s[p1]])] = val;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(fp)
 }
 
 /// Fill an N⁴ tensor in parallel over the first index.
@@ -421,17 +498,6 @@ pub fn mlp_theory(
         if first {
             let g4 = four_point_expectations(act, kl, n, ntk, opts)
                 .map_err(|e| e.context(&format!("layer {l}")))?;
-            let g = |a: usize,
-                     pa: bool,
-                     b: usize,
-                     pb: bool,
-                     c: usize,
-                     pc: bool,
-                     d: usize,
-                     pd: bool|
-             -> f64 {
-                g4[&key4([code(a, pa), code(b, pb), code(c, pc), code(d, pd)])]
-            };
             let v = &vs[l - 1];
             let k1 = &k1s[l - 1];
             let v_at = |a: usize, b: usize, c: usize, d: usize| v[((a * n + b) * n + c) * n + d];
@@ -479,7 +545,7 @@ pub fn mlp_theory(
                         }
                     }
                 }
-                cw * cw * (g(a, false, b, false, c, false, d, false) - ly.s(a, b) * ly.s(c, d))
+                cw * cw * (g4.ssss(a, b, c, d) - ly.s(a, b) * ly.s(c, d))
                     + 0.25 * cw * cw * rho * inter
             });
             if ntk {
@@ -498,8 +564,8 @@ pub fn mlp_theory(
                 let d_new = fill4(n, |a, b, c, d| {
                     let (gab, nab) = distinct(a, b);
                     let (gcd, ncd) = distinct(c, d);
-                    let s_omega = lw * g(a, false, b, false, c, false, d, false)
-                        + cw * thl[c * n + d] * g(a, false, b, false, c, true, d, true);
+                    let s_omega =
+                        lw * g4.ssss(a, b, c, d) + cw * thl[c * n + d] * g4.sspp(a, b, c, d);
                     let mut tv = 0.0;
                     let mut td = 0.0;
                     for &g1 in &gab[..nab] {
@@ -528,15 +594,12 @@ pub fn mlp_theory(
                             tf += e1 * ly.e1(p2, t2, g2) * ft[idx(g1, t1, g2, t2)];
                         }
                     }
-                    cw * cw * g(p1, false, p2, false, t1, true, t2, true) * thl[t1 * n + t2]
-                        + cw * cw * rho * tf
+                    cw * cw * g4.sspp(p1, p2, t1, t2) * thl[t1 * n + t2] + cw * cw * rho * tf
                 });
                 // B'[b1, b2, b3, b4]
                 let b_new = fill4(n, |b1, b2, b3, b4| {
                     cw * cw
-                        * (g(b1, true, b2, true, b3, true, b4, true)
-                            * thl[b1 * n + b3]
-                            * thl[b2 * n + b4]
+                        * (g4.pppp(b1, b2, b3, b4) * thl[b1 * n + b3] * thl[b2 * n + b4]
                             + rho * ly.p(b1, b2) * ly.p(b3, b4) * bt[idx(b1, b2, b3, b4)])
                 });
                 // A'
@@ -544,10 +607,10 @@ pub fn mlp_theory(
                     let (gab, nab) = distinct(a, b);
                     let (gcd, ncd) = distinct(c, d);
                     let (tab, tcd) = (thl[a * n + b], thl[c * n + d]);
-                    let oo = lw * lw * g(a, false, b, false, c, false, d, false)
-                        + lw * cw * tcd * g(a, false, b, false, c, true, d, true)
-                        + lw * cw * tab * g(a, true, b, true, c, false, d, false)
-                        + cw * cw * tab * tcd * g(a, true, b, true, c, true, d, true);
+                    let oo = lw * lw * g4.ssss(a, b, c, d)
+                        + lw * cw * tcd * g4.sspp(a, b, c, d)
+                        + lw * cw * tab * g4.sspp(c, d, a, b)
+                        + cw * cw * tab * tcd * g4.pppp(a, b, c, d);
                     let mut tv = 0.0;
                     let mut td1 = 0.0;
                     for &g1 in &gab[..nab] {

@@ -25,7 +25,7 @@
 
 use crate::activations::ActivationFn;
 use crate::expect::{pair_values, QuadOpts, Term};
-use crate::mlp::{code, fill4, four_point_expectations, key4};
+use crate::mlp::{fill4, four_point_expectations};
 use crate::RgError;
 
 /// Residual-MLP hyperparameters, one entry per layer 1..L; `gamma[0]` is unused (layer 1
@@ -255,7 +255,7 @@ pub fn resmlp_theory(
                             * ly.d(c, d, &[g3, g4_]);
                     }
                 }
-                let four = g4[&key4([a, b, c, d].map(|i| code(i, false)))];
+                let four = g4.ssss(a, b, c, d);
                 let mut out = cw * cw * (four - ly.s(a, b) * ly.s(c, d))
                     + 0.25 * cw * cw * inter
                     + cw * g2 * resid

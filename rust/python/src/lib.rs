@@ -154,13 +154,17 @@ fn expect_batch<'py>(
     covs: PyReadonlyArray3<'py, f64>,
     integrands: Vec<Vec<TermSpec>>,
     order: usize,
+    quadrature_only: bool,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let a = activation(act)?;
     let shape = covs.shape().to_vec();
     let d = shape[1];
     let flat: Vec<f64> = covs.as_array().iter().copied().collect();
     let its = terms(integrands);
-    let opts = QuadOpts { order };
+    let opts = QuadOpts {
+        order,
+        quadrature_only,
+    };
     let out = py
         .detach(|| core_batch(a.as_ref(), &flat, d, &its, &opts))
         .map_err(err)?;
@@ -176,13 +180,14 @@ fn expect_adaptive<'py>(
     integrands: Vec<Vec<TermSpec>>,
     tol: f64,
     max_order: usize,
+    quadrature_only: bool,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, f64, usize)> {
     let a = activation(act)?;
     let d = cov.shape()[0];
     let flat: Vec<f64> = cov.as_array().iter().copied().collect();
     let its = terms(integrands);
     let (v, e, n) = py
-        .detach(|| core_adaptive(a.as_ref(), &flat, d, &its, tol, max_order))
+        .detach(|| core_adaptive(a.as_ref(), &flat, d, &its, tol, max_order, quadrature_only))
         .map_err(err)?;
     Ok((PyArray1::from_vec(py, v), e, n))
 }
@@ -237,6 +242,7 @@ fn mlp_theory<'py>(
     ntk: bool,
     order: usize,
     quad_order: usize,
+    quadrature_only: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let a = activation(act)?;
     let (n, n0) = (x.shape()[0], x.shape()[1]);
@@ -248,7 +254,10 @@ fn mlp_theory<'py>(
         lambda_b: lambda_b.as_array().to_vec(),
         lambda_w: lambda_w.as_array().to_vec(),
     };
-    let opts = QuadOpts { order: quad_order };
+    let opts = QuadOpts {
+        order: quad_order,
+        quadrature_only,
+    };
     let t = py
         .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, &opts))
         .map_err(err)?;
@@ -302,7 +311,10 @@ fn resmlp_theory<'py>(
         c_w: c_w.as_array().to_vec(),
         gamma: gamma.as_array().to_vec(),
     };
-    let opts = QuadOpts { order: quad_order };
+    let opts = QuadOpts {
+        order: quad_order,
+        ..Default::default()
+    };
     let t = py
         .detach(|| {
             rgflow_core::resmlp::resmlp_theory(
@@ -377,7 +389,10 @@ fn preresnet_theory<'py>(
             )))
         }
     };
-    let opts = QuadOpts { order: quad_order };
+    let opts = QuadOpts {
+        order: quad_order,
+        ..Default::default()
+    };
     let t = py
         .detach(|| {
             rgflow_core::preresnet::preresnet_theory(
