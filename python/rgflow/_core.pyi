@@ -53,6 +53,9 @@ def resmlp_theory(
     order: int,
     quad_order: int,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
+
+#: Pre-activation ResNet kernel EFT.  ``method``: "ode" | "discrete"; ``closure``: "g_only" | "connected" |
+#: "sigma".  Keys: layers, t, K0, K1, E2, U1 (M, N, N); V4, V_GS, V_SS (M, N, N, N, N); accepted, rejected.
 def preresnet_theory(
     act: ActivationSpec,
     k_init: npt.NDArray[np.float64],

@@ -20,7 +20,13 @@ Quantities (spec a.2), with ``G = φᵀφ/n`` the empirical kernel:
   with ``V4 − Wishart(K0)`` instead (so the source vanishes at t = 0, as it must).
   **Both are closures, not exact** — see ``tests/test_preresnet.py`` for the gaps measured
   against sampled networks.
+* ``closure="sigma"``: the sigma-kernel ("G+Σ") closure (``docs/sigma_kernel.md``): the empirical
+  sigma-kernel ``Σ̂ = σ(φ)ᵀσ(φ)/n`` and its time integral are carried as state; it changes V4 as well
+  as K1 and is exact for linear σ and at t = 0.
 * ``E2 = ⟨σσ⟩_{K0}`` (for the source diagnostic ``U1 = n(E[Σ̂] − E2)``, ``dK1/dt = C_W U1`` exactly).
+* ``U1`` — the closure's model of that source (the spec's ``U1_model`` for ``g_only``);
+  ``V_GS[ℓ,a,b,c,d] = n·Cov(G_ab, Σ̂_cd)`` and ``V_SS = n·Cov(Σ̂, Σ̂)`` as the closure predicts them
+  (``g_only``/``connected``: ``δΣ̂ = J δG`` with ``J = ∂⟨σσ⟩/∂K``).
 
 ``method="ode"`` integrates the continuous-depth ODEs with adaptive Dormand–Prince 5(4)
 (per-component local error ``≤ atol + rtol·|y|``); ``method="discrete"`` runs the block-by-block
@@ -111,8 +117,8 @@ def _layers(depth: int, every: int) -> list[int]:
 
 
 class PreResTheory:
-    """Result of :func:`preresnet_theory`: ``layers`` (M,), ``t`` (M,), ``K0``, ``K1``, ``E2`` (M, N, N),
-    ``V4`` (M, N, N, N, N); ``accepted``/``rejected`` ODE steps."""
+    """Result of :func:`preresnet_theory`: ``layers`` (M,), ``t`` (M,), ``K0``, ``K1``, ``E2``, ``U1`` (M, N, N),
+    ``V4``, ``V_GS``, ``V_SS`` (M, N, N, N, N); ``accepted``/``rejected`` ODE steps."""
 
     def __init__(self, net: PreResNet, k_init: np.ndarray, out: dict[str, Any], method: str, closure: str) -> None:
         self.net, self.K_init, self.method, self.closure = net, k_init, method, closure
@@ -122,6 +128,9 @@ class PreResTheory:
         self.K1 = np.asarray(out["K1"])
         self.E2 = np.asarray(out["E2"])
         self.V4 = np.asarray(out["V4"])
+        self.U1 = np.asarray(out["U1"])
+        self.V_GS = np.asarray(out["V_GS"])
+        self.V_SS = np.asarray(out["V_SS"])
         self.accepted = int(out["accepted"])
         self.rejected = int(out["rejected"])
 
@@ -149,8 +158,10 @@ def preresnet_theory(
 
     ``method="ode"``: adaptive Dormand–Prince 5(4) with tolerances ``rtol``/``atol`` (hits every
     recorded time exactly; ``every`` > 1 lets it take long steps).  ``method="discrete"``: the
-    block-by-block recursion.  Raises ValueError on bad input and on a failed integration
-    (step-size underflow, non-finite state, kernel leaving the PSD cone).
+    block-by-block recursion.  ``closure``: ``"g_only"`` (the spec's K1,EFT), ``"connected"``,
+    or ``"sigma"`` (sigma-kernel closure; needs four-point expectations at every step, so it is
+    ~10-100× slower).  Raises ValueError on bad input and on a failed integration (step-size
+    underflow, non-finite state, kernel leaving the PSD cone).
     """
     from . import _core
     from .expectations import _core_activation
@@ -159,8 +170,8 @@ def preresnet_theory(
         raise TypeError(f"net must be an rgflow.preresnet.PreResNet, got {type(net).__name__}")
     if method not in ("ode", "discrete"):
         raise ValueError(f"method must be 'ode' or 'discrete', got {method!r}")
-    if closure not in ("g_only", "connected"):
-        raise ValueError(f"closure must be 'g_only' or 'connected', got {closure!r}")
+    if closure not in ("g_only", "connected", "sigma"):
+        raise ValueError(f"closure must be 'g_only', 'connected' or 'sigma', got {closure!r}")
     _layers(net.depth, every)
     k0 = net.input_kernel(x, kernel)
     out = _core.preresnet_theory(
@@ -181,8 +192,9 @@ def preresnet_theory(
 
 class PreResEnsemble:
     """Result of :func:`sample_preresnet`: ``layers``, ``t``; estimates ``G`` (M, N, N) = mean
-    empirical kernel, ``V4`` (M, N, N, N, N) = n·Cov(G), ``Sigma`` (M, N, N) = mean ``σ(φ)ᵀσ(φ)/n``,
-    each with a batch-means standard error ``*_err``."""
+    empirical kernel, ``V4`` (M, N, N, N, N) = n·Cov(G), ``Sigma`` (M, N, N) = mean ``Σ̂ = σ(φ)ᵀσ(φ)/n``,
+    ``V_GS[ℓ,a,b,c,d] = n·Cov(G_ab, Σ̂_cd)``, ``V_SS = n·Cov(Σ̂, Σ̂)``, each with a batch-means standard
+    error ``*_err``."""
 
     def __init__(self, **kw: Any) -> None:
         self.networks: int = kw.pop("networks")
@@ -245,6 +257,8 @@ def sample_preresnet(
     sg = np.zeros((groups, M, N, N))
     sgg = np.zeros((groups, M, N * N, N * N))
     ss = np.zeros((groups, M, N, N))
+    sgs = np.zeros((groups, M, N * N, N * N))
+    sss = np.zeros((groups, M, N * N, N * N))
     eps, cw = net.eps, net.C_W
     for g in range(groups):
         done = 0
@@ -253,17 +267,20 @@ def sample_preresnet(
             phi = rng.standard_normal((b, n, N)) @ r0.T
             for ell in range(net.depth + 1):
                 s = act.numpy(phi)
+                sig = np.einsum("bia,bic->bac", s, s) / n
                 if ell in rec:
                     i = rec[ell]
                     G = np.einsum("bia,bic->bac", phi, phi) / n
                     Gf = G.reshape(b, N * N)
+                    Sf = sig.reshape(b, N * N)
                     sg[g, i] += G.sum(0)
                     sgg[g, i] += Gf.T @ Gf
-                    ss[g, i] += np.einsum("bia,bic->ac", s, s) / n
+                    ss[g, i] += sig.sum(0)
+                    sgs[g, i] += Gf.T @ Sf
+                    sss[g, i] += Sf.T @ Sf
                 if ell == net.depth:
                     break
                 if sampler == "block":
-                    sig = np.einsum("bia,bic->bac", s, s) / n
                     R = _sqrtm_psd(cw * sig)
                     phi = phi + eps * (rng.standard_normal((b, n, N)) @ np.swapaxes(R, 1, 2))
                 else:
@@ -271,14 +288,19 @@ def sample_preresnet(
                     phi = phi + eps * (W @ s)
             done += b
 
-    def est(sg_: np.ndarray, sgg_: np.ndarray, ss_: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
-        mg = sg_ / m
-        mf = mg.reshape(*mg.shape[:-2], N * N)
-        cov = (sgg_ / m - mf[..., :, None] * mf[..., None, :]) * (m / (m - 1))
-        return mg, n * cov.reshape(*cov.shape[:-2], N, N, N, N), ss_ / m
+    def est(
+        sg_: np.ndarray, sgg_: np.ndarray, ss_: np.ndarray, sgs_: np.ndarray, sss_: np.ndarray, m: int
+    ) -> tuple[np.ndarray, ...]:
+        def ncov(sxy: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+            fx, fy = mx.reshape(*mx.shape[:-2], N * N), my.reshape(*my.shape[:-2], N * N)
+            cov = (sxy / m - fx[..., :, None] * fy[..., None, :]) * (m / (m - 1))
+            return n * cov.reshape(*cov.shape[:-2], N, N, N, N)
 
-    Gg, Vg, Sg = est(sg, sgg, ss, per)
-    G, V, S = est(sg.sum(0), sgg.sum(0), ss.sum(0), per * groups)
+        mg, ms = sg_ / m, ss_ / m
+        return mg, ncov(sgg_, mg, mg), ms, ncov(sgs_, mg, ms), ncov(sss_, ms, ms)
+
+    Gg, Vg, Sg, GSg, SSg = est(sg, sgg, ss, sgs, sss, per)
+    G, V, S, GS, SS = est(sg.sum(0), sgg.sum(0), ss.sum(0), sgs.sum(0), sss.sum(0), per * groups)
 
     def se(a: np.ndarray) -> np.ndarray:
         return a.std(axis=0, ddof=1) / math.sqrt(groups)
@@ -294,4 +316,8 @@ def sample_preresnet(
         V4_err=se(Vg),
         Sigma=S,
         Sigma_err=se(Sg),
+        V_GS=GS,
+        V_GS_err=se(GSg),
+        V_SS=SS,
+        V_SS_err=se(SSg),
     )

@@ -29,8 +29,10 @@ use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
-use crate::resmlp::{distinct, pair_expectations, Layer};
+use crate::resmlp::{distinct, pair_expectations, Layer, PairExp};
 use crate::RgError;
+
+mod sigma;
 
 /// How the K1 source closes the single-neuron four-point function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub enum K1Closure {
     GOnly,
     /// Hess : (V4 − Wishart(K0)): only the connected part of the four-point function.
     Connected,
+    /// The sigma-kernel ("G+Σ") closure of [`sigma`]: the empirical sigma-kernel Σ̂ and its
+    /// time integral are carried as state; changes V4 as well as K1.
+    Sigma,
 }
 
 /// Integration method.
@@ -50,8 +55,13 @@ pub enum Method {
     Discrete,
 }
 
-/// Trajectories at the recorded layers, flattened row-major: K0, K1, E2 = ⟨σσ⟩ at K0 (N²),
-/// V4 (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
+/// Trajectories at the recorded layers, flattened row-major: K0, K1, E2 = ⟨σσ⟩ at K0,
+/// U1 (N²); V4, V_GS, V_SS (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
+///
+/// `u1` is the closure's model of the exact K1 source, `dK1/dt = C_W U1` with
+/// `U1 = n(E[Σ̂] − E2)`; `v_gs[ab,cd] = n·Cov(G_ab, Σ̂_cd)` and `v_ss = n·Cov(Σ̂, Σ̂)` are the
+/// closure's predictions for the sigma-kernel fluctuations (for the G-only closures
+/// δΣ̂ = J δG with `J = ∂E2/∂K = χ/C_W`, so `v_gs = V4 Jᵀ`, `v_ss = J V4 Jᵀ`).
 #[derive(Clone, Debug, Default)]
 pub struct PreResTensors {
     pub n: usize,
@@ -61,6 +71,9 @@ pub struct PreResTensors {
     pub v4: Vec<Vec<f64>>,
     pub k1: Vec<Vec<f64>>,
     pub e2: Vec<Vec<f64>>,
+    pub u1: Vec<Vec<f64>>,
+    pub v_gs: Vec<Vec<f64>>,
+    pub v_ss: Vec<Vec<f64>>,
     /// Accepted and rejected ODE steps (0 for the discrete recursion).
     pub accepted: usize,
     pub rejected: usize,
@@ -68,6 +81,8 @@ pub struct PreResTensors {
 
 /// Everything the right-hand sides need at one kernel K0.
 struct Rhs {
+    /// Pair expectations at K0 (up to four derivatives of σ_aσ_b).
+    pairs: Vec<PairExp>,
     q: Vec<f64>,
     e2: Vec<f64>,
     /// χ as an (N², N²) matrix acting on a pair index.
@@ -113,7 +128,13 @@ fn build_rhs(
         }
     }
     let q = e2.iter().map(|v| c_w * v).collect();
-    Ok(Rhs { q, e2, chi, hess })
+    Ok(Rhs {
+        pairs,
+        q,
+        e2,
+        chi,
+        hess,
+    })
 }
 
 struct System<'a> {
@@ -190,7 +211,7 @@ impl System<'_> {
         kk(a, c) * qq(b, d) + kk(a, d) * qq(b, c) + kk(b, c) * qq(a, d) + kk(b, d) * qq(a, c)
     }
 
-    fn eval(&self, y: &[f64]) -> Result<(Vec<f64>, Rhs), RgError> {
+    fn eval(&self, y: &[f64]) -> Result<Vec<f64>, RgError> {
         self.check_state(y)?;
         let (n2, n4) = self.sizes();
         let n = self.n;
@@ -205,7 +226,7 @@ impl System<'_> {
             dy.push(t + self.source(k0, &r.q, (a, b, c, d)));
         }
         dy.extend(self.k1_source(&r, k0, v4, k1));
-        Ok((dy, r))
+        Ok(dy)
     }
 }
 
@@ -263,6 +284,19 @@ pub fn preresnet_theory(
     if every == 0 {
         return Err(RgError::value("every must be >= 1"));
     }
+    if let Method::Ode { rtol, atol } = method {
+        if !(rtol.is_finite() && rtol > 0.0 && atol.is_finite() && atol >= 0.0) {
+            return Err(RgError::value(format!(
+                "rtol must be > 0 and atol >= 0 (finite), got rtol={rtol}, atol={atol}"
+            )));
+        }
+    }
+    let targets: Vec<usize> = (1..=depth)
+        .filter(|l| l % every == 0 || *l == depth)
+        .collect();
+    if closure == K1Closure::Sigma {
+        return sigma::theory(act, k_init, n, c_w, eps, &targets, method, opts);
+    }
     let sys = System {
         act,
         n,
@@ -273,35 +307,35 @@ pub fn preresnet_theory(
     let (n2, n4) = sys.sizes();
     let mut y = vec![0.0; n2 + n4 + n2];
     y[..n2].copy_from_slice(k_init);
-    for a in 0..n {
-        for b in 0..n {
-            for c in 0..n {
-                for d in 0..n {
-                    y[n2 + ((a * n + b) * n + c) * n + d] = k_init[a * n + c] * k_init[b * n + d]
-                        + k_init[a * n + d] * k_init[b * n + c];
-                }
-            }
-        }
-    }
+    y[n2..n2 + n4].copy_from_slice(&wishart(k_init, n));
     let h2 = eps * eps;
     let mut out = PreResTensors {
         n,
         ..Default::default()
     };
-    let record = |out: &mut PreResTensors, l: usize, y: &[f64], e2: Vec<f64>| {
+    let record = |out: &mut PreResTensors, l: usize, y: &[f64]| -> Result<(), RgError> {
+        let (k0, rest) = y.split_at(n2);
+        let (v4, k1) = rest.split_at(n4);
+        let r = build_rhs(act, k0, n, c_w, opts)?;
+        let j: Vec<f64> = r.chi.iter().map(|c| c / c_w).collect();
         out.layers.push(l);
         out.t.push(h2 * l as f64);
-        out.k0.push(y[..n2].to_vec());
-        out.v4.push(y[n2..n2 + n4].to_vec());
-        out.k1.push(y[n2 + n4..].to_vec());
-        out.e2.push(e2);
+        out.k0.push(k0.to_vec());
+        out.v4.push(v4.to_vec());
+        out.k1.push(k1.to_vec());
+        out.u1.push(
+            sys.k1_source(&r, k0, v4, k1)
+                .iter()
+                .map(|s| s / c_w)
+                .collect(),
+        );
+        let v_gs = mat_mul_t(v4, &j, n2);
+        out.v_ss.push(mat_mul(&j, &v_gs, n2));
+        out.v_gs.push(v_gs);
+        out.e2.push(r.e2);
+        Ok(())
     };
-    let e2_at =
-        |y: &[f64]| -> Result<Vec<f64>, RgError> { Ok(build_rhs(act, &y[..n2], n, c_w, opts)?.e2) };
-    let targets: Vec<usize> = (1..=depth)
-        .filter(|l| l % every == 0 || *l == depth)
-        .collect();
-    record(&mut out, 0, &y, e2_at(&y)?);
+    record(&mut out, 0, &y)?;
     match method {
         Method::Discrete => {
             let mut l = 0;
@@ -311,32 +345,70 @@ pub fn preresnet_theory(
                         .map_err(|e| e.context(&format!("block {l}")))?;
                     l += 1;
                 }
-                let e2 = e2_at(&y).map_err(|e| e.context(&format!("layer {l}")))?;
-                record(&mut out, l, &y, e2);
+                record(&mut out, l, &y).map_err(|e| e.context(&format!("layer {l}")))?;
             }
         }
         Method::Ode { rtol, atol } => {
-            if !(rtol.is_finite() && rtol > 0.0 && atol.is_finite() && atol >= 0.0) {
-                return Err(RgError::value(format!(
-                    "rtol must be > 0 and atol >= 0 (finite), got rtol={rtol}, atol={atol}"
-                )));
-            }
+            let f = |y: &[f64]| sys.eval(y);
             let mut t = 0.0;
             let mut h = f64::NAN;
             let (mut acc, mut rej) = (0, 0);
             for &tl in &targets {
                 let tt = h2 * tl as f64;
                 dopri(
-                    &sys, &mut y, &mut t, tt, &mut h, rtol, atol, &mut acc, &mut rej,
+                    &f, &mut y, &mut t, tt, &mut h, rtol, atol, &mut acc, &mut rej,
                 )?;
-                let e2 = e2_at(&y).map_err(|e| e.context(&format!("t = {tt}")))?;
-                record(&mut out, tl, &y, e2);
+                record(&mut out, tl, &y).map_err(|e| e.context(&format!("t = {tt}")))?;
             }
             out.accepted = acc;
             out.rejected = rej;
         }
     }
     Ok(out)
+}
+
+/// Wishart four-point function `W_{ab,cd} = K_ac K_bd + K_ad K_bc` (= n·Cov(G) of i.i.d.
+/// Gaussian rows with kernel K), as an (N², N²) pair-space matrix.
+fn wishart(k: &[f64], n: usize) -> Vec<f64> {
+    let mut w = vec![0.0; n * n * n * n];
+    for a in 0..n {
+        for b in 0..n {
+            for c in 0..n {
+                for d in 0..n {
+                    w[((a * n + b) * n + c) * n + d] =
+                        k[a * n + c] * k[b * n + d] + k[a * n + d] * k[b * n + c];
+                }
+            }
+        }
+    }
+    w
+}
+
+/// `A B` for (m, m) row-major matrices.
+fn mat_mul(a: &[f64], b: &[f64], m: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * m];
+    for i in 0..m {
+        for k in 0..m {
+            let x = a[i * m + k];
+            if x != 0.0 {
+                for j in 0..m {
+                    out[i * m + j] += x * b[k * m + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `A Bᵀ` for (m, m) row-major matrices.
+fn mat_mul_t(a: &[f64], b: &[f64], m: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * m];
+    for i in 0..m {
+        for j in 0..m {
+            out[i * m + j] = (0..m).map(|k| a[i * m + k] * b[j * m + k]).sum();
+        }
+    }
+    out
 }
 
 /// One block of the discrete recursion.
@@ -435,11 +507,14 @@ const E: [f64; 7] = [
     -1.0 / 40.0,
 ];
 
-/// Integrate from `*t` to `t_end` in place; `*h` carries the step size between calls
-/// (NaN: choose an initial step).
+/// Right-hand side `y ↦ dy/dt` of an autonomous ODE.
+type Field<'a> = dyn Fn(&[f64]) -> Result<Vec<f64>, RgError> + 'a;
+
+/// Integrate `dy/dt = f(y)` from `*t` to `t_end` in place; `*h` carries the step size between
+/// calls (NaN: choose an initial step).
 #[allow(clippy::too_many_arguments)]
 fn dopri(
-    sys: &System,
+    f: &Field,
     y: &mut Vec<f64>,
     t: &mut f64,
     t_end: f64,
@@ -458,7 +533,7 @@ fn dopri(
         *h = (0.01 * span).clamp(1e-6, 1e-2);
     }
     let fail = |t: f64, e: RgError| e.context(&format!("ODE step at t = {t:.6}"));
-    let mut k1 = sys.eval(y).map_err(|e| fail(*t, e))?.0;
+    let mut k1 = f(y).map_err(|e| fail(*t, e))?;
     let min_h = 1e-12 * t_end.abs().max(1.0);
     while *t < t_end {
         let last = *t + *h >= t_end * (1.0 - 1e-14);
@@ -481,8 +556,8 @@ fn dopri(
             let ys: Vec<f64> = (0..m)
                 .map(|i| y[i] + hh * (0..ks.len()).map(|j| arow[j] * ks[j][i]).sum::<f64>())
                 .collect();
-            match sys.eval(&ys) {
-                Ok((k, _)) => ks.push(k),
+            match f(&ys) {
+                Ok(k) => ks.push(k),
                 Err(e) => {
                     stage_err = Some(e);
                     break;

@@ -343,9 +343,9 @@ fn resmlp_theory<'py>(
     Ok(out)
 }
 
-/// Pre-activation ResNet (spec resnets.md, paper (a)): dict with layers, t, K0, K1, E2 (M, N, N),
-/// V4 (M, N, N, N, N), accepted, rejected.  `method` is "ode" or "discrete"; `closure` is
-/// "g_only" or "connected".
+/// Pre-activation ResNet (spec resnets.md, paper (a)): dict with layers, t, K0, K1, E2, U1 (M, N, N),
+/// V4, V_GS, V_SS (M, N, N, N, N), accepted, rejected.  `method` is "ode" or "discrete"; `closure` is
+/// "g_only", "connected" or "sigma".
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn preresnet_theory<'py>(
@@ -383,9 +383,10 @@ fn preresnet_theory<'py>(
     let cl = match closure {
         "g_only" => K1Closure::GOnly,
         "connected" => K1Closure::Connected,
+        "sigma" => K1Closure::Sigma,
         other => {
             return Err(PyValueError::new_err(format!(
-                "closure must be 'g_only' or 'connected', got {other:?}"
+                "closure must be 'g_only', 'connected' or 'sigma', got {other:?}"
             )))
         }
     };
@@ -416,6 +417,9 @@ fn preresnet_theory<'py>(
     out.set_item("K1", stack(py, &t.k1, &[n, n])?)?;
     out.set_item("E2", stack(py, &t.e2, &[n, n])?)?;
     out.set_item("V4", stack(py, &t.v4, &[n, n, n, n])?)?;
+    out.set_item("U1", stack(py, &t.u1, &[n, n])?)?;
+    out.set_item("V_GS", stack(py, &t.v_gs, &[n, n, n, n])?)?;
+    out.set_item("V_SS", stack(py, &t.v_ss, &[n, n, n, n])?)?;
     out.set_item("accepted", t.accepted)?;
     out.set_item("rejected", t.rejected)?;
     Ok(out)
