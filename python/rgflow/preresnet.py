@@ -31,6 +31,9 @@ default rules; the published figures used an under-resolved 32-point rule, spec 
 from __future__ import annotations
 
 import math
+import time
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,7 +96,19 @@ class PreResNet:
                 raise ValueError(f"kernel must be a square (N, N) array, got shape {k.shape}")
             if not np.all(np.isfinite(k)):
                 raise ValueError("kernel contains NaN or inf; pass a finite PSD matrix")
-            return np.ascontiguousarray(k)
+            scale = max(1.0, float(np.abs(k).max()))
+            if np.abs(k - k.T).max() > 1e-12 * scale:
+                i, j = np.unravel_index(int(np.argmax(np.abs(k - k.T))), k.shape)
+                raise ValueError(
+                    f"kernel must be symmetric: kernel[{i},{j}] = {k[i, j]} but kernel[{j},{i}] = {k[j, i]}"
+                )
+            wmin = float(np.linalg.eigvalsh(k).min())
+            if wmin < -1e-9 * scale:
+                raise ValueError(
+                    f"kernel is not positive semi-definite (smallest eigenvalue {wmin:.3g}); "
+                    "pass a covariance matrix, e.g. a Gram matrix x·xᵀ/n0"
+                )
+            return np.ascontiguousarray((k + k.T) / 2)
         xs = check_inputs(x)
         return self.C_b + self.C_W * (xs @ xs.T) / xs.shape[1]
 
@@ -199,10 +214,65 @@ class PreResEnsemble:
         return self.width * (self.Sigma - theory.E2), self.width * self.Sigma_err
 
 
-def _sqrtm_psd(q: np.ndarray) -> np.ndarray:
-    """R with R Rᵀ = q for a (batch of) symmetric PSD matrices."""
-    w, u = np.linalg.eigh(q)
-    return u * np.sqrt(np.clip(w, 0.0, None))[..., None, :]
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+BACKENDS = ("numpy", "jax")
+SAMPLERS = ("block", "weights")
+
+
+def _sqrtm_psd(xp: Any, q: Any) -> Any:
+    """The principal square root R = U √w Uᵀ (symmetric, R R = q) of a batch of symmetric PSD
+    matrices; negative rounding-level eigenvalues are clipped to 0.  Unique, so the numpy and
+    JAX backends turn the same noise into the same step."""
+    w, u = xp.linalg.eigh(q)
+    return (u * xp.sqrt(xp.clip(w, 0.0, None))[..., None, :]) @ xp.swapaxes(u, -1, -2)
+
+
+def _block_step(xp: Any, phi: Any, s: Any, Z: Any, eps: float, C_W: float) -> Any:
+    """One block of the exact block law (spec a.2): ``φ' = φ + ε Z R`` with ``R R = C_W Σ̂``,
+    ``Σ̂ = σ(φ)ᵀσ(φ)/n``; ``Z`` (B, n, N) standard normal.  Same law as ``φ + ε W σ(φ)``."""
+    n = phi.shape[-2]
+    sig = xp.einsum("bia,bic->bac", s, s) / n
+    return phi + eps * (Z @ _sqrtm_psd(xp, C_W * sig))
+
+
+def _weights_step(xp: Any, phi: Any, s: Any, W: Any, eps: float) -> Any:
+    """One block with explicit weights ``W`` (B, n, n), already scaled to variance C_W/n."""
+    return phi + eps * (W @ s)
+
+
+def _pre_sums(xp: Any, phi: Any, s: Any, w: Any = None) -> tuple[Any, Any, Any]:
+    """float64 sums over a batch (weights ``w`` (B,) or None) of ``G = φᵀφ/n`` (N, N), of
+    ``vec G vec Gᵀ`` (N², N²) and of ``Σ̂ = σᵀσ/n`` (N, N)."""
+    B, n, N = phi.shape
+    G = (xp.einsum("bia,bic->bac", phi, phi) / n).astype(xp.float64)
+    S = (xp.einsum("bia,bic->bac", s, s) / n).astype(xp.float64)
+    Gf = G.reshape(B, N * N)
+    if w is not None:
+        G, S, Gw = G * w[:, None, None], S * w[:, None, None], Gf * w[:, None]
+    else:
+        Gw = Gf
+    return G.sum(0), Gw.T @ Gf, S.sum(0)
+
+
+def _check_sampling_args(
+    networks: Any, groups: Any, batch: Any, seed: Any, backend: Any, dtype: Any, devices: Any
+) -> None:
+    for name, v, lo in (("networks", networks, 2), ("groups", groups, 2), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if networks < 2 * groups:
+        raise ValueError(
+            f"need networks >= 2*groups for batch-means errors, got networks={networks}, groups={groups}; "
+            f"use groups <= {networks // 2}"
+        )
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+        raise ValueError(f"batch must be a positive int or None (automatic), got {batch!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float64' (recommended) or 'float32', got {dtype!r}")
+    if devices is not None and backend != "jax":
+        raise ValueError("devices= is for backend='jax' only; leave it None with backend='numpy'")
 
 
 def sample_preresnet(
@@ -214,62 +284,60 @@ def sample_preresnet(
     seed: int = 0,
     groups: int = 32,
     every: int = 1,
-    batch: int = 1000,
+    batch: int | None = None,
     sampler: str = "block",
+    backend: str = "numpy",
+    dtype: str = "float64",
+    devices: Sequence[Any] | None = None,
 ) -> PreResEnsemble:
-    """Sample ``networks`` independent pre-activation ResNets (float64, numpy) and estimate Ḡ,
-    n·Cov(G) and mean Σ̂ at layers ``0, every, …, L`` with batch-means errors over ``groups`` groups.
+    """Sample ``networks`` independent pre-activation ResNets and estimate Ḡ, n·Cov(G) and mean Σ̂
+    at layers ``0, every, …, L`` with batch-means errors over ``groups`` groups of
+    ``networks // groups`` networks each (the remainder is not sampled).
 
     ``sampler="weights"`` draws every ``W^ℓ`` (n×n) explicitly; ``sampler="block"`` (default, same
     law, ~n/N times cheaper) uses the exact block law of spec a.2: given φ, the rows of ``Wσ(φ)``
     are i.i.d. ``N(0, C_W Σ̂)``.
+
+    ``backend="numpy"`` (batch k of the run uses ``default_rng(SeedSequence(seed, spawn_key=(k,)))``;
+    default batch 1000) or ``"jax"`` (``pip install rgflow[jax]``: jit, ``lax.scan`` over batches
+    and blocks, network i drawn from ``fold_in(key(seed), i)`` whatever the batch size or device
+    count, batches sharded over ``devices``, default all).  ``dtype="float32"`` runs the forward
+    pass in single precision; every sum is accumulated in float64 either way.
     """
     if not isinstance(net, PreResNet):
         raise TypeError(f"net must be an rgflow.preresnet.PreResNet, got {type(net).__name__}")
-    if sampler not in ("block", "weights"):
+    if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be 'block' or 'weights', got {sampler!r}")
-    if groups < 2 or networks < 2 * groups:
-        raise ValueError(f"need groups >= 2 and networks >= 2*groups, got networks={networks}, groups={groups}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    _check_sampling_args(networks, groups, batch, seed, backend, dtype, devices)
+    networks, groups, seed = int(networks), int(groups), int(seed)
+    if dtype == "float32":
+        warnings.warn(
+            "dtype='float32': the forward pass runs in single precision (sums are still float64); "
+            "V4 = n·Cov(G) and K1 = n(Ḡ − K0) are 1/n effects, so use float64 for quantitative checks",
+            UserWarning,
+            stacklevel=2,
+        )
     layers = _layers(net.depth, every)
-    rec = {ell: i for i, ell in enumerate(layers)}
     k0 = net.input_kernel(x, kernel)
-    if np.linalg.eigvalsh((k0 + k0.T) / 2).min() < -1e-9 * max(1.0, np.abs(k0).max()):
-        raise ValueError("the input kernel is not positive semi-definite")
-    r0 = _sqrtm_psd((k0 + k0.T) / 2)
+    r0 = _sqrtm_psd(np, (k0 + k0.T) / 2)
     N, n, M = k0.shape[0], net.width, len(layers)
-    act = net.activation
-    rng = np.random.default_rng(seed)
     per = networks // groups
+    t0 = time.perf_counter()
+    if backend == "jax":
+        from . import _jax_residual
+
+        gen, used_batch = _jax_residual.run_preresnet(
+            net, r0, layers, sampler, per, groups, batch, seed, dtype, devices
+        )
+    else:
+        used_batch = int(min(batch or 1000, per))
+        gen = _run_preresnet_numpy(net, r0, layers, sampler, per, groups, used_batch, seed, _DTYPES[dtype])
     sg = np.zeros((groups, M, N, N))
     sgg = np.zeros((groups, M, N * N, N * N))
     ss = np.zeros((groups, M, N, N))
-    eps, cw = net.eps, net.C_W
-    for g in range(groups):
-        done = 0
-        while done < per:
-            b = min(batch, per - done)
-            phi = rng.standard_normal((b, n, N)) @ r0.T
-            for ell in range(net.depth + 1):
-                s = act.numpy(phi)
-                if ell in rec:
-                    i = rec[ell]
-                    G = np.einsum("bia,bic->bac", phi, phi) / n
-                    Gf = G.reshape(b, N * N)
-                    sg[g, i] += G.sum(0)
-                    sgg[g, i] += Gf.T @ Gf
-                    ss[g, i] += np.einsum("bia,bic->ac", s, s) / n
-                if ell == net.depth:
-                    break
-                if sampler == "block":
-                    sig = np.einsum("bia,bic->bac", s, s) / n
-                    R = _sqrtm_psd(cw * sig)
-                    phi = phi + eps * (rng.standard_normal((b, n, N)) @ np.swapaxes(R, 1, 2))
-                else:
-                    W = rng.standard_normal((b, n, n)) * math.sqrt(cw / n)
-                    phi = phi + eps * (W @ s)
-            done += b
+    for g, (a, b, c) in enumerate(gen):
+        sg[g], sgg[g], ss[g] = a, b, c
+    elapsed = time.perf_counter() - t0
 
     def est(sg_: np.ndarray, sgg_: np.ndarray, ss_: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
         mg = sg_ / m
@@ -287,11 +355,64 @@ def sample_preresnet(
         networks=per * groups,
         width=n,
         layers=np.array(layers),
-        t=eps**2 * np.array(layers, dtype=float),
+        t=net.eps**2 * np.array(layers, dtype=float),
         G=G,
         G_err=se(Gg),
         V4=V,
         V4_err=se(Vg),
         Sigma=S,
         Sigma_err=se(Sg),
+        backend=backend,
+        sampler=sampler,
+        dtype=dtype,
+        batch=used_batch,
+        elapsed=elapsed,
+        networks_per_second=per * groups / elapsed if elapsed > 0 else float("inf"),
     )
+
+
+def _run_preresnet_numpy(
+    net: PreResNet,
+    r0: np.ndarray,
+    layers: list[int],
+    sampler: str,
+    per: int,
+    groups: int,
+    batch: int,
+    seed: int,
+    dt: Any,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per group: the float64 sums (G (M, N, N), vec G vec Gᵀ (M, N², N²), Σ̂ (M, N, N))."""
+    rec = {ell: i for i, ell in enumerate(layers)}
+    N, n, M = r0.shape[0], net.width, len(layers)
+    act = net.activation
+    eps, cw = net.eps, net.C_W
+    r0 = r0.astype(dt)
+    bidx = 0
+    for _g in range(groups):
+        sg = np.zeros((M, N, N))
+        sgg = np.zeros((M, N * N, N * N))
+        ss = np.zeros((M, N, N))
+        done = 0
+        while done < per:
+            b = min(batch, per - done)
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(bidx,)))
+            bidx += 1
+            phi = rng.standard_normal((b, n, N), dtype=dt) @ r0
+            for ell in range(net.depth + 1):
+                s = act.numpy(phi).astype(dt, copy=False)
+                if ell in rec:
+                    i = rec[ell]
+                    a, bb, c = _pre_sums(np, phi, s)
+                    sg[i] += a
+                    sgg[i] += bb
+                    ss[i] += c
+                if ell == net.depth:
+                    break
+                if sampler == "block":
+                    phi = _block_step(np, phi, s, rng.standard_normal((b, n, N), dtype=dt), eps, cw)
+                else:
+                    W = rng.standard_normal((b, n, n), dtype=dt) * dt(math.sqrt(cw / n))
+                    phi = _weights_step(np, phi, s, W, eps)
+            done += b
+        yield sg, sgg, ss
