@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rgflow.preresnet import PreResNet, preresnet_theory, sample_preresnet
+from rgflow.preresnet import PreResNet, preresnet_theory, preresnet_theory_gh, sample_preresnet
 
 K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 
@@ -99,6 +99,44 @@ def test_quadrature_converged():
     b = preresnet_theory(net, kernel=K_PAPER, every=20, method="discrete", quad_order=48)
     for x, y in [(a.K0, b.K0), (a.V4, b.V4), (a.K1, b.K1)]:
         np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-9)
+
+
+def test_published_scheme_reproduces_the_paper_numbers():
+    # spec a.3/a.3b: forward Euler with a plain 32-point Gauss-Hermite rule gives the published theory
+    # numbers.  The diagonal entries involve only the 1-D rule, so a single input reproduces them.
+    net = PreResNet("tanh", depth=800, width=64, eps=0.05, C_W=2.0)
+    gh = preresnet_theory_gh(net, kernel=[[2.0]], every=200)
+    assert gh.method == "euler-gh32" and gh.K0.shape == (5, 1, 1)
+    assert abs(gh.K0[-1, 0, 0] - 4.3730) < 1e-4
+    np.testing.assert_allclose(gh.V4[:, 0, 0, 0, 0], [8, 14.447, 22.663, 32.313, 42.878], atol=1.5e-3)
+    assert abs(gh.K1[-1, 0, 0] + 0.9011) < 2e-4
+    # U1_model(0) = K1 after one block / (ε² C_W): (−0.1975, −0.0520) with the paper's 4 inputs
+    one = preresnet_theory_gh(PreResNet("tanh", depth=1, width=64, eps=0.05, C_W=2.0), kernel=K_PAPER)
+    np.testing.assert_allclose(one.K1[1, 0, :2] / (0.05**2 * 2.0), [-0.1975, -0.0520], atol=1e-4)
+    # with a converged rule the same scheme is the discrete recursion up to the O(ε⁴) terms per block
+    # that forward Euler drops (K0: the same recursion, so only the quadrature differs)
+    c = preresnet_theory_gh(net, kernel=[[2.0]], every=200, gh_order=120)
+    d = preresnet_theory(net, kernel=[[2.0]], every=200, method="discrete")
+    np.testing.assert_allclose(c.K0, d.K0, rtol=1e-6)  # 120-point Gauss-Hermite: ~4e-7
+    np.testing.assert_allclose(c.V4, d.V4, rtol=1.5e-3)
+    np.testing.assert_allclose(c.K1, d.K1, rtol=3e-3, atol=1e-12)
+    assert abs(c.V4[-1, 0, 0, 0, 0] - 47.782) < 0.01  # the spec's converged (120-point) Euler value
+    with pytest.raises(ValueError, match="gh_order"):
+        preresnet_theory_gh(net, kernel=[[2.0]], gh_order=1)
+    with pytest.raises(ValueError, match="closure"):
+        preresnet_theory_gh(net, kernel=[[2.0]], closure="exact")
+
+
+@pytest.mark.slow
+def test_published_scheme_off_diagonal():
+    # 4 inputs: V4[0101](T=2) "about 42.2" and K1_EFT(T=2) = (−0.9011, −0.2126) (spec a.3, a.3b)
+    net = PreResNet("tanh", depth=800, width=64, eps=0.05, C_W=2.0)
+    gh = preresnet_theory_gh(net, kernel=K_PAPER, every=400)
+    assert abs(gh.K0[-1, 0, 0] - 4.3730) < 1e-4
+    assert abs(gh.V4[-1, 0, 1, 0, 1] - 42.2) < 0.1
+    np.testing.assert_allclose(gh.K1[-1, 0, :2], [-0.9011, -0.2126], atol=3e-4)
+    v = gh.V4[-1]
+    np.testing.assert_allclose(v, v.transpose(2, 3, 0, 1), atol=1e-10)
 
 
 def test_connected_closure_source_vanishes_at_t0():
