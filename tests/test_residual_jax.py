@@ -24,6 +24,7 @@ import pytest
 from rgflow.preresnet import (
     PreResNet,
     _block_step,
+    _factor,
     _pre_sums,
     _sqrtm_psd,
     _weights_step,
@@ -69,6 +70,13 @@ def test_shared_kernels_are_the_same_functions():
         r_np, r_j = _sqrtm_psd(np, q), np.asarray(_sqrtm_psd(jnp, J(q)))
         np.testing.assert_allclose(r_np @ r_np, q, atol=1e-13)
         np.testing.assert_allclose(r_j, r_np, atol=1e-13)
+        # F Fᵀ = q: Cholesky (positive definite), or the principal root for a singular batch (repeated input)
+        qs = q.copy()
+        qs[1] = np.einsum("ia,ic->ac", s[1][:, [0, 0, 2]], s[1][:, [0, 0, 2]]) / n
+        for qq in (q, qs):
+            f_np, f_j = _factor(np, qq), np.asarray(_factor(jnp, J(qq)))
+            np.testing.assert_allclose(f_np @ np.swapaxes(f_np, 1, 2), qq, atol=1e-13)
+            np.testing.assert_allclose(f_j, f_np, atol=1e-12)
         np.testing.assert_allclose(
             np.asarray(_block_step(jnp, J(phi), J(s), J(Z), 0.1, 2.0)), _block_step(np, phi, s, Z, 0.1, 2.0), atol=1e-13
         )
@@ -83,8 +91,6 @@ def test_shared_kernels_are_the_same_functions():
         )
         for got, want in zip(_res_sums(jnp, J(z2), J(w)), _res_sums(np, z2[[0, 2]]), strict=True):
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
-    # the block law has the law of the dense step: E[ΔφΔφᵀ | φ] rows ~ N(0, ε² C_W Σ̂) -- via R R = C_W Σ̂
-    np.testing.assert_allclose(_sqrtm_psd(np, 2.0 * q) @ _sqrtm_psd(np, 2.0 * q), 2.0 * q, atol=1e-13)
 
 
 @needs_jax

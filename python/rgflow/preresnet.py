@@ -383,12 +383,27 @@ def _sqrtm_psd(xp: Any, q: Any) -> Any:
     return (u * xp.sqrt(xp.clip(w, 0.0, None))[..., None, :]) @ xp.swapaxes(u, -1, -2)
 
 
+def _factor(xp: Any, q: Any) -> Any:
+    """F with F Fᵀ = q for a batch of symmetric PSD matrices: the Cholesky factor when every
+    matrix of the batch is positive definite, else (a singular Σ̂: repeated inputs, n < N) the
+    principal square root.  Both are unique, so the numpy and JAX backends agree."""
+    if xp is np:
+        try:
+            return np.linalg.cholesky(q)
+        except np.linalg.LinAlgError:
+            return _sqrtm_psd(np, q)
+    import jax
+
+    L = xp.linalg.cholesky(q)
+    return jax.lax.cond(xp.all(xp.isfinite(L)), lambda: L, lambda: _sqrtm_psd(xp, q))
+
+
 def _block_step(xp: Any, phi: Any, s: Any, Z: Any, eps: float, C_W: float) -> Any:
-    """One block of the exact block law (spec a.2): ``φ' = φ + ε Z R`` with ``R R = C_W Σ̂``,
+    """One block of the exact block law (spec a.2): ``φ' = φ + ε Z Fᵀ`` with ``F Fᵀ = C_W Σ̂``,
     ``Σ̂ = σ(φ)ᵀσ(φ)/n``; ``Z`` (B, n, N) standard normal.  Same law as ``φ + ε W σ(φ)``."""
     n = phi.shape[-2]
-    sig = xp.einsum("bia,bic->bac", s, s) / n
-    return phi + eps * (Z @ _sqrtm_psd(xp, C_W * sig))
+    sig = (xp.swapaxes(s, -1, -2) @ s) * (C_W / n)
+    return phi + eps * (Z @ xp.swapaxes(_factor(xp, sig), -1, -2))
 
 
 def _weights_step(xp: Any, phi: Any, s: Any, W: Any, eps: float) -> Any:
@@ -400,8 +415,8 @@ def _pre_sums(xp: Any, phi: Any, s: Any, w: Any = None) -> tuple[Any, Any, Any]:
     """float64 sums over a batch (weights ``w`` (B,) or None) of ``G = φᵀφ/n`` (N, N), of
     ``vec G vec Gᵀ`` (N², N²) and of ``Σ̂ = σᵀσ/n`` (N, N)."""
     B, n, N = phi.shape
-    G = (xp.einsum("bia,bic->bac", phi, phi) / n).astype(xp.float64)
-    S = (xp.einsum("bia,bic->bac", s, s) / n).astype(xp.float64)
+    G = ((xp.swapaxes(phi, -1, -2) @ phi) / n).astype(xp.float64)
+    S = ((xp.swapaxes(s, -1, -2) @ s) / n).astype(xp.float64)
     Gf = G.reshape(B, N * N)
     if w is not None:
         G, S, Gw = G * w[:, None, None], S * w[:, None, None], Gf * w[:, None]
