@@ -179,6 +179,71 @@ def test_bad_inputs():
         preresnet_theory(blow, kernel=[[1.0]])
 
 
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        ({"eps": 0.0}, ValueError, "eps must be finite and > 0"),
+        ({"eps": -0.05}, ValueError, "eps must be finite and > 0"),
+        ({"eps": float("nan")}, ValueError, "eps"),
+        ({"eps": "0.05"}, TypeError, "eps must be a real number"),
+        ({"depth": 0}, ValueError, "depth must be >= 1"),
+        ({"depth": -3}, ValueError, "depth must be >= 1"),
+        ({"depth": 8.0}, TypeError, "depth must be an int"),
+        ({"width": 0}, ValueError, "width must be >= 1"),
+        ({"width": -64}, ValueError, "width must be >= 1"),
+        ({"width": 64.5}, TypeError, "width must be an int"),
+        ({"C_W": -2.0}, ValueError, "C_W must be finite and > 0"),
+        ({"C_W": None}, TypeError, "C_W must be a real number"),
+        ({"C_b": -0.1}, ValueError, "C_b must be finite and >= 0"),
+    ],
+)
+def test_bad_network_arguments_name_the_argument(kw, exc, match):
+    args = {"depth": 8, "width": 16, "eps": 0.1, "C_W": 2.0} | kw
+    with pytest.raises(exc, match=match):
+        PreResNet("tanh", **args)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "match"),
+    [
+        ([[1.0, 3.0], [3.0, 1.0]], "kernel is not positive semi-definite"),
+        ([[-1.0]], "kernel is not positive semi-definite"),
+        ([[1.0, 0.5], [0.2, 1.0]], r"kernel must be symmetric: kernel\[0,1\]"),
+        ([[1.0, 0.5]], r"kernel must be a square"),
+        ([[1.0, np.inf], [np.inf, 1.0]], "NaN or inf"),
+    ],
+)
+def test_bad_kernel_is_named_by_every_entry_point(kernel, match):
+    net = PreResNet("tanh", depth=4, width=8, eps=0.1, C_W=2.0)
+    for call in (
+        lambda: preresnet_theory(net, kernel=kernel),
+        lambda: preresnet_theory(net, kernel=kernel, method="discrete"),
+        lambda: preresnet_theory_gh(net, kernel=kernel),
+        lambda: sample_preresnet(net, kernel=kernel, networks=64),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"networks": 1}, "networks must be an int >= 2"),
+        ({"networks": 100.0}, "networks must be an int"),
+        ({"groups": 1}, "groups must be an int >= 2"),
+        ({"networks": 60, "groups": 32}, "networks >= 2\\*groups"),
+        ({"batch": 0}, "batch must be a positive int"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+        ({"every": 0}, "every must be a positive integer"),
+        ({"sampler": "dense"}, "sampler must be 'block' or 'weights'"),
+    ],
+)
+def test_bad_sampling_arguments(kw, match):
+    net = PreResNet("tanh", depth=4, width=8, eps=0.1, C_W=2.0)
+    with pytest.raises(ValueError, match=match):
+        sample_preresnet(net, kernel=K_PAPER[:2, :2], **({"networks": 64} | kw))
+
+
 def test_inputs_from_x():
     x = np.array([[1.0, 0.5], [0.2, -1.0]])
     net = PreResNet("tanh", depth=5, eps=0.1, C_W=2.0, C_b=0.1)

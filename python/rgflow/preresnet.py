@@ -45,6 +45,13 @@ from .activations import Activation, as_activation
 from .network import check_inputs, check_int
 
 
+def _real(name: str, v: Any) -> float:
+    """A real number (not bool) as float; TypeError naming ``name`` otherwise."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
 class PreResNet:
     """A pre-activation ResNet ``φ' = φ + ε W σ(φ)`` with L blocks of width n.
 
@@ -70,10 +77,9 @@ class PreResNet:
         self.activation = as_activation(activation)
         depth = check_int("depth", depth, hint=" (the number of residual blocks L)")
         width = check_int("width", width)
-        eps = float(eps)
+        eps, C_W, C_b = (_real(k, v) for k, v in (("eps", eps), ("C_W", C_W), ("C_b", C_b)))
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"eps must be finite and > 0 (use eps = sqrt(T/L)), got {eps}")
-        C_W, C_b = float(C_W), float(C_b)
         if not (math.isfinite(C_W) and C_W > 0):
             raise ValueError(f"C_W must be finite and > 0, got {C_W}")
         if not (math.isfinite(C_b) and C_b >= 0):
