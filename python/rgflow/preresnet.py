@@ -466,6 +466,7 @@ def sample_preresnet(
     backend: str = "numpy",
     dtype: str = "float64",
     devices: Sequence[Any] | None = None,
+    progress: bool = False,
 ) -> PreResEnsemble:
     """Sample ``networks`` independent pre-activation ResNets and estimate Ḡ, n·Cov(G) and mean Σ̂
     at layers ``0, every, …, L`` with batch-means errors over ``groups`` groups of
@@ -479,7 +480,8 @@ def sample_preresnet(
     default batch 1000) or ``"jax"`` (``pip install rgflow[jax]``: jit, ``lax.scan`` over batches
     and blocks, network i drawn from ``fold_in(key(seed), i)`` whatever the batch size or device
     count, batches sharded over ``devices``, default all).  ``dtype="float32"`` runs the forward
-    pass in single precision; every sum is accumulated in float64 either way.
+    pass in single precision; every sum is accumulated in float64 either way.  ``progress=True``
+    shows a progress line on stderr (after 2 s, updated per group).
     """
     if not isinstance(net, PreResNet):
         raise TypeError(f"net must be an rgflow.preresnet.PreResNet, got {type(net).__name__}")
@@ -512,8 +514,15 @@ def sample_preresnet(
     sg = np.zeros((groups, M, N, N))
     sgg = np.zeros((groups, M, N * N, N * N))
     ss = np.zeros((groups, M, N, N))
-    for g, (a, b, c) in enumerate(gen):
-        sg[g], sgg[g], ss[g] = a, b, c
+    from .ensemble import _Progress
+
+    prog = _Progress(per * groups, progress, f"rgflow.sample_preresnet[{backend}, {sampler}]")
+    try:
+        for g, (a, b, c) in enumerate(gen):
+            sg[g], sgg[g], ss[g] = a, b, c
+            prog.update((g + 1) * per)
+    finally:
+        prog.close()
     elapsed = time.perf_counter() - t0
 
     def est(sg_: np.ndarray, sgg_: np.ndarray, ss_: np.ndarray, m: int) -> tuple[np.ndarray, ...]:

@@ -203,6 +203,7 @@ def sample_resmlp(
     *,
     backend: str = "numpy",
     devices: Sequence[Any] | None = None,
+    progress: bool = False,
 ) -> ResEnsemble:
     """Sample residual MLPs by drawing every weight (float64; numpy or JAX).
 
@@ -217,7 +218,8 @@ def sample_resmlp(
     Standard errors are batch means over ``groups`` groups of networks.  ``backend="numpy"``
     (default batch 256, batch k from ``default_rng(SeedSequence(seed, spawn_key=(k,)))``) or
     ``"jax"`` (jit + ``lax.scan``; network i from ``fold_in(key(seed), i)``, independent of the
-    batch size and of the devices the batches are sharded over).
+    batch size and of the devices the batches are sharded over).  ``progress=True`` shows a
+    progress line on stderr (after 2 s, updated per group).
     """
     if not isinstance(net, ResMLP):
         raise TypeError(f"net must be an rgflow.resnet.ResMLP, got {type(net).__name__}")
@@ -246,9 +248,16 @@ def sample_resmlp(
         used_batch = int(batch or 256)
         gen = _run_resmlp_numpy(net, x, bounds, used_batch, int(seed))
     sums = {k: np.zeros((groups, L) + (N,) * r) for k, r in (("G", 2), ("P", 4), ("R", 3))}
-    for g, out in enumerate(gen):
-        for k in sums:
-            sums[k][g] = out[k]
+    from .ensemble import _Progress
+
+    prog = _Progress(networks, progress, f"rgflow.sample_resmlp[{backend}]")
+    try:
+        for g, out in enumerate(gen):
+            for k in sums:
+                sums[k][g] = out[k]
+            prog.update(int(bounds[g + 1]))
+    finally:
+        prog.close()
     elapsed = time.perf_counter() - t0
     counts = np.diff(bounds).astype(float)
 
