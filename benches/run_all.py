@@ -7,7 +7,7 @@ numpy/scipy/jax versions) and each benchmark's wall time, replace the part of
 
 Usage::
 
-    python benches/run_all.py                  # all four, about 10 minutes on 2 busy cores
+    python benches/run_all.py                  # all five, about 15 minutes on 2 busy cores
     python benches/run_all.py --only expect theory
     python benches/run_all.py --quick          # small sizes: a smoke test of the scripts (~2 min)
     python benches/run_all.py --no-readme      # print only
@@ -38,12 +38,18 @@ BENCHES = {
     "theory": ("bench_theory.py", [], ["--depth", "4", "--sizes", "3", "4"]),
     "ensemble": ("bench_ensemble.py", [], ["--networks", "32", "--groups", "4"]),
     "neural_tangents": ("bench_neural_tangents.py", [], ["--n", "20"]),
+    "residual": (
+        "bench_residual.py",
+        [],
+        ["--depth", "80", "--networks", "64", "--weights-networks", "32", "--res-depth", "3", "--groups", "4"],
+    ),
 }
 TITLES = {
     "expect": "1. Batched Gaussian expectations (`bench_expect.py`)",
     "theory": "2. First-order theory: Rust core vs numpy reference (`bench_theory.py`)",
     "ensemble": "3. Ensemble sampling: numpy vs JAX on CPU (`bench_ensemble.py`)",
     "neural_tangents": "4. Infinite-width kernels vs neural-tangents (`bench_neural_tangents.py`)",
+    "residual": "5. Residual networks (`bench_residual.py`)",
 }
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -77,6 +83,13 @@ def _notes(name: str, data: dict) -> list[str]:
         return [
             f"max |numpy − jax| / combined stderr over all ~10^5 tensor entries: {data['max_z_numpy_vs_jax']:.2f} "
             "(different random streams; batch-means errors from few groups have heavy tails)"
+        ]
+    if name == "residual":
+        return [
+            "theory rows: the paper setup of spec resnets.md (tanh, C_W = 2, N = 4, ε = 0.05, L = 800, T = 2), "
+            "K0, V4 and K1 together; the 32-point Euler scheme is the published one (its V4 is 10 % low, spec a.3b)",
+            "sampler rows: networks per second; JAX first run includes tracing and XLA compilation; "
+            "max|np−jax|/σ compares the two backends' estimates entry by entry (different random streams)",
         ]
     if name == "theory":
         return [

@@ -169,3 +169,22 @@ def test_sampled_two_inputs_slow(act):
         assert np.all(np.abs(ens.S[i] - th.S[i]) <= tol_s), (i, ens.S[i], th.S[i])
         if act == "gelu" and i == L - 1:
             assert abs(ens.V[i, 0, 0, 0, 0] - book.V[i, 0, 0, 0, 0]) > tol_v[0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"networks": 1}, "networks must be an int >= 2"),
+        ({"groups": 1}, "groups must be an int >= 2"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+        ({"batch": 0}, "batch must be a positive int"),
+        ({"backend": "torch"}, "backend must be 'numpy' or 'jax'"),
+    ],
+)
+def test_bad_sampling_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        sample_resmlp(ResMLP("relu", 2, 8), X1, **({"networks": 64} | kw))
+    with pytest.raises(ValueError, match="width >= 2"):
+        sample_resmlp(ResMLP("relu", 2, 1), X1, networks=64)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        ResMLP("relu", 2, -4)

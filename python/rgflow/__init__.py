@@ -23,7 +23,7 @@ from .criticality import (
 from .ensemble import Ensemble, compare, sample
 from .expectations import expect, expect_with_error, sigma, zpow
 from .network import MLP
-from .preresnet import PreResNet, preresnet_theory, sample_preresnet
+from .preresnet import PreResNet, preresnet_theory, preresnet_theory_gh, sample_preresnet
 from .resnet import ResEnsemble, ResMLP, ResTheory, resmlp_theory, sample_resmlp
 from .theory import Theory, theory
 
@@ -50,6 +50,7 @@ __all__ = [
     "fixed_point",
     "plot",
     "preresnet_theory",
+    "preresnet_theory_gh",
     "resmlp_theory",
     "sample",
     "sample_preresnet",

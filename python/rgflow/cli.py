@@ -52,6 +52,35 @@ configuration file (``inputs.file``) or to the current directory (``report.out``
     out = "rgflow-report"                 # output folder (--out overrides)
     plots = true                          # PNG plots (needs matplotlib)
     layer = 0                             # layer of the printed table (0: the last)
+
+    # ---- residual architectures: network.architecture = "resmlp" or "preresnet" -------------------
+    # Keys above that do not apply to an architecture are errors (lambda_b, lambda_W, out_width,
+    # theory.ntk and ensemble.estimator are for "mlp" only).  ensemble.widths are plain ints (every
+    # layer has that width).  See examples/preresnet_paper.toml.
+    #
+    # [network]
+    # architecture = "mlp"                # "mlp" (default) | "resmlp" | "preresnet"
+    # gamma = 0.7                         # resmlp (required): residual weight γ (B.3), a number or one per layer;
+    #                                     #   C_b, C_W as above; critical = true takes C_W = (1 - γ²)/A₂ (B.19)-(B.21)
+    # epsilon = 0.05                      # preresnet: branch scale ε > 0 of φ' = φ + εWσ(φ) ...
+    # T = 2.0                             # ... or the total time T = ε²L instead (exactly one of the two);
+    #                                     #   depth = L blocks, C_W > 0 required, C_b (>= 0) enters only
+    #                                     #   through inputs x: K0(0) = C_b + C_W x·xᵀ/n0
+    # [inputs]
+    # kernel = [[2.0, 0.6], [0.6, 2.0]]   # preresnet: the input kernel K0(0) itself (symmetric PSD), or
+    # kernel = {n = 4, diagonal = 2.0, off_diagonal = 0.6}   # (instead of generate / file)
+    # [theory]
+    # corrected = true                    # resmlp: S-corrected vertex (false: the book's B.25); order = 0 | 1
+    # method = "ode"                      # preresnet: "ode" (Dormand-Prince) | "discrete" (block by block)
+    # closure = "g_only"                  # preresnet: K1 closure, "g_only" (the spec's K1,EFT) | "connected"
+    # every = 100                         # preresnet: checkpoints ℓ = 0, every, 2·every, ..., L (default L/8)
+    # rtol = 1e-8                         # preresnet, method = "ode": tolerances
+    # atol = 1e-10
+    # paper_gh_order = 32                 # preresnet: also the published scheme (forward Euler, plain
+    #                                     #   32-point Gauss-Hermite; 0 = off), reported next to the converged one
+    # [ensemble]
+    # sampler = "block"                   # preresnet: "block" (exact block law) | "weights" (dense W) | both, a list
+    # dtype = "float32"                   # preresnet: float32 forward pass (sums in float64); resmlp: float64 only
 """
 
 from __future__ import annotations
@@ -88,13 +117,75 @@ class _Parser(argparse.ArgumentParser):
 
 _SCHEMA: dict[str, set[str]] = {
     "": {"title", "network", "inputs", "theory", "ensemble", "report"},
-    "network": {"activation", "depth", "critical", "C_b", "C_W", "lambda_b", "lambda_W", "out_width"},
-    "inputs": {"generate", "file"},
+    "network": {
+        "architecture",
+        "activation",
+        "depth",
+        "critical",
+        "C_b",
+        "C_W",
+        "lambda_b",
+        "lambda_W",
+        "out_width",
+        "gamma",
+        "epsilon",
+        "T",
+    },
+    "inputs": {"generate", "file", "kernel"},
     "inputs.generate": {"n", "dim", "seed", "scale", "mean_square"},
-    "theory": {"ntk", "order", "quad_order"},
-    "ensemble": {"widths", "networks", "backend", "dtype", "groups", "batch", "seed", "estimator"},
+    "inputs.kernel": {"n", "diagonal", "off_diagonal"},
+    "theory": {
+        "ntk",
+        "order",
+        "quad_order",
+        "corrected",
+        "method",
+        "closure",
+        "every",
+        "rtol",
+        "atol",
+        "paper_gh_order",
+    },
+    "ensemble": {"widths", "networks", "backend", "dtype", "groups", "batch", "seed", "estimator", "sampler"},
     "report": {"out", "plots", "layer"},
 }
+
+ARCHITECTURES = ("mlp", "resmlp", "preresnet")
+#: Keys that only one or two architectures accept (section.key -> architectures).
+_ONLY: dict[str, tuple[str, ...]] = {
+    "network.lambda_b": ("mlp",),
+    "network.lambda_W": ("mlp",),
+    "network.out_width": ("mlp",),
+    "network.critical": ("mlp", "resmlp"),
+    "network.gamma": ("resmlp",),
+    "network.epsilon": ("preresnet",),
+    "network.T": ("preresnet",),
+    "inputs.kernel": ("preresnet",),
+    "theory.ntk": ("mlp",),
+    "theory.order": ("mlp", "resmlp"),
+    "theory.corrected": ("resmlp",),
+    "theory.method": ("preresnet",),
+    "theory.closure": ("preresnet",),
+    "theory.every": ("preresnet",),
+    "theory.rtol": ("preresnet",),
+    "theory.atol": ("preresnet",),
+    "theory.paper_gh_order": ("preresnet",),
+    "ensemble.estimator": ("mlp",),
+    "ensemble.sampler": ("preresnet",),
+    "report.layer": ("mlp", "resmlp"),
+}
+
+
+def _check_architecture(raw: dict[str, Any], arch: str) -> None:
+    """A key that does not apply to ``arch`` is an error naming it and the architectures it is for."""
+    for key, archs in _ONLY.items():
+        sec, _, k = key.partition(".")
+        tbl = raw.get(sec)
+        if isinstance(tbl, dict) and k in tbl and arch not in archs:
+            raise ConfigError(
+                f"'{key}' applies to network.architecture = {' or '.join(repr(a) for a in archs)} only, "
+                f"not {arch!r}; remove it"
+            )
 
 
 def _check_keys(table: Any, where: str) -> dict[str, Any]:
@@ -264,6 +355,11 @@ def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks:
         if sec not in raw:
             raise ConfigError(f"missing section [{sec}]")
     title = _str(raw.get("title", "rgflow report"), "title")
+    nw0 = _check_keys(raw["network"], "network")
+    arch = _str(nw0.get("architecture", "mlp"), "network.architecture", ARCHITECTURES)
+    _check_architecture(raw, arch)
+    if arch != "mlp":
+        return _residual_config(raw, arch, title, base, networks)
 
     # ---------------------------------------------------------------- network
     nw = _check_keys(raw["network"], "network")
@@ -419,6 +515,242 @@ def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks:
     return spec
 
 
+def _kernel_input(v: Any) -> tuple[Any, dict[str, Any]]:
+    """``inputs.kernel``: an (N, N) list of lists, or {n, diagonal, off_diagonal} (``d·I + o·(11ᵀ − I)``)."""
+    import numpy as np
+
+    if isinstance(v, dict):
+        t = _check_keys(v, "inputs.kernel")
+        for k in ("n", "diagonal", "off_diagonal"):
+            if k not in t:
+                raise ConfigError(f"missing key 'inputs.kernel.{k}' (or give the matrix as a list of rows)")
+        n = _int(t["n"], "inputs.kernel.n", 1)
+        d = _num(t["diagonal"], "inputs.kernel.diagonal")
+        o = _num(t["off_diagonal"], "inputs.kernel.off_diagonal")
+        k = np.full((n, n), o)
+        np.fill_diagonal(k, d)
+        desc: dict[str, Any] = {"kernel": {"n": n, "diagonal": d, "off_diagonal": o}}
+    elif isinstance(v, list) and v and all(isinstance(r, list) for r in v):
+        N = len(v)
+        for i, r in enumerate(v):
+            if len(r) != N:
+                raise ConfigError(f"'inputs.kernel' must be square: row {i} has {len(r)} entries, expected {N}")
+        k = np.array([[_num(e, f"inputs.kernel[{i}][{j}]") for j, e in enumerate(r)] for i, r in enumerate(v)])
+        desc = {"kernel": k.tolist()}
+    else:
+        raise ConfigError(
+            f"'inputs.kernel' must be a list of rows [[...], ...] or {{n = ..., diagonal = ..., off_diagonal = ...}}, "
+            f"got {v!r}"
+        )
+    if np.abs(k - k.T).max() > 1e-12 * max(1.0, float(np.abs(k).max())):
+        raise ConfigError("'inputs.kernel' must be symmetric")
+    wmin = float(np.linalg.eigvalsh(k).min())
+    if wmin < -1e-9 * max(1.0, float(np.abs(k).max())):
+        raise ConfigError(
+            f"'inputs.kernel' is not positive semi-definite (smallest eigenvalue {wmin:.3g}); "
+            "for the {n, diagonal, off_diagonal} form use -diagonal/(n-1) <= off_diagonal <= diagonal"
+        )
+    return k, desc
+
+
+def _residual_config(raw: dict[str, Any], arch: str, title: str, base: Path, networks: int | None) -> Any:
+    """Validate a configuration of a residual architecture into a :class:`rgflow.report_residual.ResidualRunSpec`."""
+    from .report_residual import ResidualEnsembleSpec, ResidualRunSpec
+
+    nw = raw["network"]
+    for k in ("activation", "depth"):
+        if k not in nw:
+            raise ConfigError(f"missing key 'network.{k}'")
+    act = parse_activation(nw["activation"], "network.activation")
+    depth = _int(nw["depth"], "network.depth", 1)
+    resolved: dict[str, Any] = {
+        "architecture": arch,
+        "activation": act.to_dict() if not act.is_custom else str(act),
+        "depth": depth,
+    }
+    kw: dict[str, Any] = {}
+    if arch == "preresnet":
+        if ("epsilon" in nw) == ("T" in nw):
+            raise ConfigError(
+                "[network] of architecture = 'preresnet' needs exactly one of 'network.epsilon' (the branch scale ε) "
+                "or 'network.T' (the total time T = ε²L)"
+            )
+        if "epsilon" in nw:
+            eps = _num(nw["epsilon"], "network.epsilon")
+            if eps <= 0:
+                raise ConfigError(f"'network.epsilon' must be > 0 (ε = sqrt(T/L)), got {eps}")
+        else:
+            T = _num(nw["T"], "network.T")
+            if T <= 0:
+                raise ConfigError(f"'network.T' must be > 0 (T = ε²L), got {T}")
+            eps = math.sqrt(T / depth)
+        if "C_W" not in nw:
+            raise ConfigError("missing key 'network.C_W'")
+        C_W = _num(nw["C_W"], "network.C_W")
+        if C_W <= 0:
+            raise ConfigError(f"'network.C_W' must be > 0, got {C_W}")
+        C_b = _num(nw.get("C_b", 0.0), "network.C_b")
+        if C_b < 0:
+            raise ConfigError(f"'network.C_b' must be >= 0 (a variance), got {C_b}")
+        kw.update(eps=eps, C_W=C_W, C_b=C_b)
+        resolved.update(epsilon=eps, T=eps * eps * depth, C_W=C_W, C_b=C_b)
+    else:
+        if "gamma" not in nw:
+            raise ConfigError("missing key 'network.gamma' (the residual weight γ of architecture = 'resmlp')")
+        gamma = _num_or_list(nw["gamma"], "network.gamma", depth)
+        if _bool(nw.get("critical", False), "network.critical"):
+            for k in ("C_b", "C_W"):
+                if k in nw:
+                    raise ConfigError(
+                        f"'network.{k}' conflicts with 'network.critical = true' (which sets C_b and C_W)"
+                    )
+            if isinstance(gamma, list):
+                raise ConfigError("'network.gamma' must be one number with 'network.critical = true' (B.19)-(B.21)")
+            from .resnet import ResMLP
+
+            try:
+                crit = ResMLP.critical(act, depth, 2, gamma)
+            except ValueError as exc:
+                raise ConfigError(f"'network.critical': {exc}") from None
+            C_b, C_W = crit.C_b[0], crit.C_W[0]
+        else:
+            if "C_W" not in nw:
+                raise ConfigError("missing key 'network.C_W' (or set 'network.critical = true')")
+            C_W = _num_or_list(nw["C_W"], "network.C_W", depth)
+            C_b = _num_or_list(nw.get("C_b", 0.0), "network.C_b", depth)
+        kw.update(gamma=gamma, C_W=C_W, C_b=C_b)
+        resolved.update(critical=bool(nw.get("critical", False)), gamma=gamma, C_W=C_W, C_b=C_b)
+
+    # ---------------------------------------------------------------- inputs
+    inp = _check_keys(raw["inputs"], "inputs")
+    x = kernel = None
+    if "kernel" in inp:
+        if "generate" in inp or "file" in inp:
+            raise ConfigError("[inputs] needs exactly one of 'inputs.kernel', 'inputs.generate' or 'inputs.file'")
+        kernel, inputs_desc = _kernel_input(inp["kernel"])
+    else:
+        x, inputs_desc = _inputs(inp, base)
+
+    # ---------------------------------------------------------------- theory
+    tt = _check_keys(raw.get("theory", {}), "theory")
+    qo = _int(tt.get("quad_order", 0), "theory.quad_order", 0)
+    theory_desc: dict[str, Any] = {"quad_order": qo}
+    if arch == "resmlp":
+        order = _int(tt.get("order", 1), "theory.order", 0)
+        if order not in (0, 1):
+            raise ConfigError(f"'theory.order' must be 0 or 1, got {order}")
+        corrected = _bool(tt.get("corrected", True), "theory.corrected")
+        kw.update(order=order, corrected=corrected)
+        theory_desc.update(order=order, corrected=corrected)
+    else:
+        method = _str(tt.get("method", "ode"), "theory.method", ("ode", "discrete"))
+        closure = _str(tt.get("closure", "g_only"), "theory.closure", ("g_only", "connected"))
+        every = _int(tt.get("every", max(1, depth // 8)), "theory.every", 1)
+        if every > depth:
+            raise ConfigError(f"'theory.every' = {every} exceeds network.depth = {depth}")
+        rtol = _num(tt.get("rtol", 1e-8), "theory.rtol")
+        atol = _num(tt.get("atol", 1e-10), "theory.atol")
+        if rtol <= 0 or atol <= 0:
+            raise ConfigError("'theory.rtol' and 'theory.atol' must be > 0")
+        gh = _int(tt.get("paper_gh_order", 0), "theory.paper_gh_order", 0)
+        if gh == 1:
+            raise ConfigError("'theory.paper_gh_order' must be 0 (off) or >= 2 Gauss-Hermite points, e.g. 32")
+        kw.update(method=method, closure=closure, every=every, rtol=rtol, atol=atol, paper_gh_order=gh)
+        theory_desc.update(method=method, closure=closure, every=every, rtol=rtol, atol=atol, paper_gh_order=gh)
+
+    # ---------------------------------------------------------------- ensemble
+    en = _check_keys(raw["ensemble"], "ensemble")
+    if "widths" not in en:
+        raise ConfigError("missing key 'ensemble.widths' (a list of widths to sample)")
+    ws = en["widths"]
+    if not isinstance(ws, list) or not ws:
+        raise ConfigError(f"'ensemble.widths' must be a non-empty list, got {ws!r}")
+    lo = 2 if arch == "resmlp" else 1
+    widths = [_int(w, f"ensemble.widths[{i}]", lo) for i, w in enumerate(ws)]
+    nets = en.get("networks", 4000) if networks is None else networks
+    if isinstance(nets, list):
+        if len(nets) != len(widths):
+            raise ConfigError(f"'ensemble.networks' has {len(nets)} entries but there are {len(widths)} widths")
+        nets_l = [_int(v, f"ensemble.networks[{i}]", 2) for i, v in enumerate(nets)]
+    else:
+        nets_l = [_int(nets, "ensemble.networks", 2)] * len(widths)
+    be = en.get("backend", "numpy")
+    backends = [_str(b, "ensemble.backend", ("numpy", "jax")) for b in (be if isinstance(be, list) else [be])]
+    if not backends:
+        raise ConfigError("'ensemble.backend' is an empty list")
+    sm = en.get("sampler", "block")
+    samplers = [_str(v, "ensemble.sampler", ("block", "weights")) for v in (sm if isinstance(sm, list) else [sm])]
+    if not samplers:
+        raise ConfigError("'ensemble.sampler' is an empty list")
+    dtype = _str(en.get("dtype", "float64"), "ensemble.dtype", ("float64", "float32"))
+    if arch == "resmlp" and dtype != "float64":
+        raise ConfigError("'ensemble.dtype' must be 'float64' for architecture = 'resmlp'")
+    groups = _int(en.get("groups", 32), "ensemble.groups", 2)
+    batch = _int(en.get("batch", 0), "ensemble.batch", 0) or None
+    seed = _int(en.get("seed", 0), "ensemble.seed", 0)
+    for i, nn in enumerate(nets_l):
+        if nn < 2 * groups:
+            key = "ensemble.networks" + (f"[{i}]" if isinstance(nets, list) else "")
+            raise ConfigError(f"'{key}' = {nn} is too small for ensemble.groups = {groups} (need >= {2 * groups})")
+    ensembles = [
+        ResidualEnsembleSpec(w, nn, b, dtype, groups, batch, seed, smp)
+        for w, nn in zip(widths, nets_l, strict=True)
+        for b in backends
+        for smp in samplers
+    ]
+
+    # ---------------------------------------------------------------- report
+    rp = _check_keys(raw.get("report", {}), "report")
+    out = _str(rp.get("out", "rgflow-report"), "report.out")
+    plots = _bool(rp.get("plots", True), "report.plots")
+    layer = None
+    if arch == "resmlp":
+        layer = _int(rp.get("layer", 0), "report.layer", 0) or None
+        if layer is not None and layer > depth:
+            raise ConfigError(f"'report.layer' = {layer} exceeds network.depth = {depth}")
+
+    spec = ResidualRunSpec(
+        architecture=arch,
+        activation=act,
+        depth=depth,
+        ensembles=ensembles,
+        x=x,
+        kernel=kernel,
+        title=title,
+        quad_order=qo or None,
+        layer=layer,
+        inputs=inputs_desc,
+        **kw,
+    )
+    try:  # the networks themselves and the input kernel (PSD, from x or given)
+        for es in ensembles:
+            net = spec.net(es.width)
+        if arch == "preresnet":
+            net.input_kernel(x, kernel)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[network]: {exc}") from None
+    spec.config = {
+        "title": title,
+        "network": resolved,
+        "inputs": inputs_desc,
+        "theory": theory_desc,
+        "ensemble": {
+            "widths": widths,
+            "networks": nets_l,
+            "backend": backends,
+            "sampler": samplers,
+            "dtype": dtype,
+            "groups": groups,
+            "batch": batch or 0,
+            "seed": seed,
+        },
+        "report": {"out": out, "plots": plots, "layer": layer or 0},
+        "_out": out,
+        "_plots": plots,
+    }
+    return spec
+
+
 # ============================================================================ demo
 
 
@@ -482,6 +814,9 @@ def demo_spec(networks: int | None = None, quick: bool = False) -> Any:
 
 def _report(spec: Any, out: str, args: argparse.Namespace, command: str) -> int:
     from .report import format_table, run_report
+    from .report_residual import ResidualRunSpec, format_residual_table, run_residual_report
+
+    residual = isinstance(spec, ResidualRunSpec)
 
     plots = not args.no_plots and spec.config.get("_plots", True)
     spec.config.pop("_plots", None)
@@ -494,7 +829,7 @@ def _report(spec: Any, out: str, args: argparse.Namespace, command: str) -> int:
         except ImportError as exc:
             raise _Failure(str(exc)) from None
     t0 = time.perf_counter()
-    res = run_report(
+    res = (run_residual_report if residual else run_report)(
         spec,
         out,
         plots=plots,
@@ -502,7 +837,7 @@ def _report(spec: Any, out: str, args: argparse.Namespace, command: str) -> int:
         log=None if args.quiet else sys.stderr,
         command=command,
     )
-    print(format_table(res))
+    print(format_residual_table(res) if residual else format_table(res))
     print(
         f"\nreport: {out}/ (results.json, theory.npz, ensemble_*.npz{', *.png' if res['plots'] else ''}); "
         f"total {time.perf_counter() - t0:.1f} s"

@@ -186,7 +186,9 @@ class _Gauss:
             self._core_act = _core_activation(self.act)
         its = [_terms(self._core_act, factors, 1, self.act.max_derivative)]
         worst = int(np.argmax(K[:, 0, 0]))
-        vals, _err, used = _core.expect_adaptive(self._core_act, np.ascontiguousarray(K[worst]), its, tol, _MAX_ORDER, False)
+        vals, _err, used = _core.expect_adaptive(
+            self._core_act, np.ascontiguousarray(K[worst]), its, tol, _MAX_ORDER, False
+        )
         if K.shape[0] == 1:
             return float(vals[0])
         return np.asarray(_core.expect_batch(self._core_act, np.ascontiguousarray(K), its, int(used), False))

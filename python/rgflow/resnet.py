@@ -23,7 +23,8 @@ Tensors (layer axis first, ``[layer-1, α1, ...]``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,10 +170,42 @@ class ResEnsemble:
         return f"ResEnsemble(networks={self.networks}, width={self.width}, L={self.G.shape[0]}, N={self.G.shape[1]})"
 
 
+def _res_sums(xp: Any, z: Any, w: Any = None) -> tuple[Any, Any, Any]:
+    """float64 sums over a batch of networks (weights ``w`` (B,) or None) of the per-network pair
+    estimators of one layer, ``z`` (B, n, N):  ``Ĝ_ab = Σ_i z_ia z_ib / n``,
+    ``P_abcd = Σ_{i≠j} z_ia z_ib z_jc z_jd / (n(n−1))``, ``R_abc = Σ_{i≠j} z_ia z_ib z_jc / (n(n−1))``."""
+    B, n, N = z.shape
+    z = z.astype(xp.float64)
+    zz = (z[:, :, :, None] * z[:, :, None, :]).reshape(B, n, N * N)  # z_ia z_ib
+    Gh = zz.sum(axis=1).reshape(B, N, N) / n
+    q4 = (xp.swapaxes(zz, 1, 2) @ zz).reshape(B, N, N, N, N)  # Σ_i z_ia z_ib z_ic z_id
+    q3 = (xp.swapaxes(zz, 1, 2) @ z).reshape(B, N, N, N)  # Σ_i z_ia z_ib z_ic
+    m1 = z.sum(axis=1)
+    P = (n * n * Gh[:, :, :, None, None] * Gh[:, None, None, :, :] - q4) / (n * (n - 1))
+    R = (n * Gh[:, :, :, None] * m1[:, None, None, :] - q3) / (n * (n - 1))
+    if w is not None:
+        Gh, P, R = (a * w.reshape((-1,) + (1,) * (a.ndim - 1)) for a in (Gh, P, R))
+    return Gh.sum(0), P.sum(0), R.sum(0)
+
+
+def _res_forward(xp: Any, sig: Any, z: Any, W: Any, b: Any, gamma: float) -> Any:
+    """Residual layer (B.3) with ξ = 1: ``z' = b + W σ(z) + γ z`` (W, b already scaled)."""
+    return b + W @ sig(z) + gamma * z
+
+
 def sample_resmlp(
-    net: ResMLP, x: Any, networks: int = 10_000, seed: int = 0, groups: int = 32, batch: int = 256
+    net: ResMLP,
+    x: Any,
+    networks: int = 10_000,
+    seed: int = 0,
+    groups: int = 32,
+    batch: int | None = None,
+    *,
+    backend: str = "numpy",
+    devices: Sequence[Any] | None = None,
+    progress: bool = False,
 ) -> ResEnsemble:
-    """Sample residual MLPs by drawing every weight (numpy, float64).
+    """Sample residual MLPs by drawing every weight (float64; numpy or JAX).
 
     A residual net is *not* conditionally Gaussian given the previous layer's metric alone (the
     identity branch carries z itself), so weights are drawn directly.  Estimators, over
@@ -182,44 +215,50 @@ def sample_resmlp(
     * ``V[a,b,c,d] = n (E_{i≠j}[z_{i;a} z_{i;b} z_{j;c} z_{j;d}] − G_ab G_cd)``
     * ``S[a,b,c] = n E_{i≠j}[z_{i;a} z_{i;b} z_{j;c}]``
 
-    Standard errors are batch means over ``groups`` groups of networks.
+    Standard errors are batch means over ``groups`` groups of networks.  ``backend="numpy"``
+    (default batch 256, batch k from ``default_rng(SeedSequence(seed, spawn_key=(k,)))``) or
+    ``"jax"`` (jit + ``lax.scan``; network i from ``fold_in(key(seed), i)``, independent of the
+    batch size and of the devices the batches are sharded over).  ``progress=True`` shows a
+    progress line on stderr (after 2 s, updated per group).
     """
     if not isinstance(net, ResMLP):
         raise TypeError(f"net must be an rgflow.resnet.ResMLP, got {type(net).__name__}")
     x = check_inputs(x)
-    for name, v, lo in (("networks", networks, 2), ("groups", groups, 2), ("batch", batch, 1)):
+    for name, v, lo in (("networks", networks, 2), ("groups", groups, 2), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+        raise ValueError(f"batch must be a positive int or None (automatic), got {batch!r}")
     if groups > networks:
         raise ValueError(f"groups ({groups}) must not exceed networks ({networks})")
+    if backend not in ("numpy", "jax"):
+        raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
+    if devices is not None and backend != "jax":
+        raise ValueError("devices= is for backend='jax' only; leave it None with backend='numpy'")
     if net.width < 2:
         raise ValueError("sampling the pair estimators needs width >= 2")
-    n, L, (N, n0) = net.width, net.depth, x.shape
-    sig = net.activation.numpy
-    rng = np.random.default_rng(seed)
+    n, L, N = net.width, net.depth, x.shape[0]
     bounds = np.linspace(0, networks, groups + 1).astype(int)
+    t0 = time.perf_counter()
+    if backend == "jax":
+        from . import _jax_residual
+
+        gen, used_batch = _jax_residual.run_resmlp(net, x, bounds, batch, int(seed), devices)
+    else:
+        used_batch = int(batch or 256)
+        gen = _run_resmlp_numpy(net, x, bounds, used_batch, int(seed))
     sums = {k: np.zeros((groups, L) + (N,) * r) for k, r in (("G", 2), ("P", 4), ("R", 3))}
-    for g in range(groups):
-        done = bounds[g]
-        while done < bounds[g + 1]:
-            B = min(batch, bounds[g + 1] - done)
-            done += B
-            z = np.sqrt(net.C_b[0]) * rng.standard_normal((B, n, 1))
-            z = z + np.sqrt(net.C_W[0] / n0) * rng.standard_normal((B, n, n0)) @ x.T
-            for l in range(L):
-                if l > 0:
-                    W = np.sqrt(net.C_W[l] / n) * rng.standard_normal((B, n, n))
-                    b = np.sqrt(net.C_b[l]) * rng.standard_normal((B, n, 1))
-                    z = b + W @ sig(z) + net.gamma[l] * z
-                Gh = np.einsum("nia,nic->nac", z, z) / n
-                q4 = np.einsum("nia,nib,nic,nid->nabcd", z, z, z, z)
-                q3 = np.einsum("nia,nib,nic->nabc", z, z, z)
-                m1 = z.sum(axis=1)
-                P = (n * n * Gh[:, :, :, None, None] * Gh[:, None, None, :, :] - q4) / (n * (n - 1))
-                R = (n * Gh[:, :, :, None] * m1[:, None, None, :] - q3) / (n * (n - 1))
-                sums["G"][g, l] += Gh.sum(0)
-                sums["P"][g, l] += P.sum(0)
-                sums["R"][g, l] += R.sum(0)
+    from .ensemble import _Progress
+
+    prog = _Progress(networks, progress, f"rgflow.sample_resmlp[{backend}]")
+    try:
+        for g, out in enumerate(gen):
+            for k in sums:
+                sums[k][g] = out[k]
+            prog.update(int(bounds[g + 1]))
+    finally:
+        prog.close()
+    elapsed = time.perf_counter() - t0
     counts = np.diff(bounds).astype(float)
 
     def est(G: np.ndarray, P: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -230,8 +269,46 @@ def sample_resmlp(
     per = est(*(sums[k] / counts.reshape((-1,) + (1,) * (sums[k].ndim - 1)) for k in ("G", "P", "R")))
     errs = [p.std(axis=0, ddof=1) / math.sqrt(groups) for p in per]
     return ResEnsemble(
-        networks=int(networks), width=n, G=tot[0], V=tot[1], S=tot[2], G_err=errs[0], V_err=errs[1], S_err=errs[2]
+        networks=int(networks),
+        width=n,
+        G=tot[0],
+        V=tot[1],
+        S=tot[2],
+        G_err=errs[0],
+        V_err=errs[1],
+        S_err=errs[2],
+        backend=backend,
+        batch=used_batch,
+        elapsed=elapsed,
+        networks_per_second=networks / elapsed if elapsed > 0 else float("inf"),
     )
+
+
+def _run_resmlp_numpy(
+    net: ResMLP, x: np.ndarray, bounds: np.ndarray, batch: int, seed: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per group of networks: float64 sums of the pair estimators, every layer stacked."""
+    n, L, (N, n0) = net.width, net.depth, x.shape
+    sig = net.activation.numpy
+    bidx = 0
+    for g in range(len(bounds) - 1):
+        acc = {k: np.zeros((L,) + (N,) * r) for k, r in (("G", 2), ("P", 4), ("R", 3))}
+        done = bounds[g]
+        while done < bounds[g + 1]:
+            B = min(batch, bounds[g + 1] - done)
+            done += B
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(bidx,)))
+            bidx += 1
+            z = np.sqrt(net.C_b[0]) * rng.standard_normal((B, n, 1))
+            z = z + np.sqrt(net.C_W[0] / n0) * rng.standard_normal((B, n, n0)) @ x.T
+            for l in range(L):
+                if l > 0:
+                    W = np.sqrt(net.C_W[l] / n) * rng.standard_normal((B, n, n))
+                    b = np.sqrt(net.C_b[l]) * rng.standard_normal((B, n, 1))
+                    z = _res_forward(np, sig, z, W, b, net.gamma[l])
+                for k, v in zip(("G", "P", "R"), _res_sums(np, z), strict=True):
+                    acc[k][l] += v
+        yield acc
 
 
 def nu_scale_invariant(gamma: float, A2: float, A4: float) -> float:
