@@ -530,24 +530,59 @@ pub fn mlp_theory(
             let k1_new: Vec<f64> = (0..n2)
                 .map(|i| rho * cw * nlo(i / n, i % n, false))
                 .collect();
-            // V'
-            let v_new = fill4(n, |a, b, c, d| {
-                let (gab, nab) = distinct(a, b);
-                let (gcd, ncd) = distinct(c, d);
-                let mut inter = 0.0;
-                for &g1 in &gab[..nab] {
-                    for &g2 in &gab[..nab] {
-                        let cab = ly.c2(a, b, g1, g2, false);
-                        for &g3 in &gcd[..ncd] {
-                            for &g4_ in &gcd[..ncd] {
-                                inter += v_at(g1, g2, g3, g4_) * cab * ly.c2(c, d, g3, g4_, false);
+            // Second-derivative weights per pair, over the distinct samples (g1, g2) of (a, b):
+            // c2s = ⟨∂_{g1}∂_{g2}(σ_aσ_b)⟩, c2p = the same for σ'_aσ'_b.
+            let pair_table = |prime: bool| -> Vec<[[f64; 2]; 2]> {
+                (0..n2)
+                    .map(|i| {
+                        let (a, b) = (i / n, i % n);
+                        let (gab, nab) = distinct(a, b);
+                        let mut m = [[0.0; 2]; 2];
+                        for x in 0..nab {
+                            for y in 0..nab {
+                                m[x][y] = ly.c2(a, b, gab[x], gab[y], prime);
                             }
                         }
+                        m
+                    })
+                    .collect()
+            };
+            let c2s = pair_table(false);
+            // W[g1, g2, c, d] = Σ_{g3,g4 ∈ {c,d}} V[g1, g2, g3, g4] w_cd[g3][g4]: the inner
+            // contraction shared by every (a, b) with g1, g2 ∈ {a, b}.
+            let contract = |w: &[[[f64; 2]; 2]]| {
+                fill4(n, |g1, g2, c, d| {
+                    let (gcd, ncd) = distinct(c, d);
+                    let m = &w[c * n + d];
+                    let mut acc = 0.0;
+                    for x in 0..ncd {
+                        for y in 0..ncd {
+                            acc += v_at(g1, g2, gcd[x], gcd[y]) * m[x][y];
+                        }
                     }
-                }
+                    acc
+                })
+            };
+            // Σ_{g1,g2 ∈ {a,b}} m_ab[g1][g2] T[g1, g2, c, d]
+            let outer =
+                |m: &[[f64; 2]; 2], t: &[f64], a: usize, b: usize, c: usize, d: usize| -> f64 {
+                    let (gab, nab) = distinct(a, b);
+                    let mut acc = 0.0;
+                    for x in 0..nab {
+                        for y in 0..nab {
+                            acc += m[x][y] * t[((gab[x] * n + gab[y]) * n + c) * n + d];
+                        }
+                    }
+                    acc
+                };
+            let w_s = contract(&c2s);
+            // V'
+            let v_new = fill4(n, |a, b, c, d| {
+                let inter = outer(&c2s[a * n + b], &w_s, a, b, c, d);
                 cw * cw * (g4.ssss(a, b, c, d) - ly.s(a, b) * ly.s(c, d))
                     + 0.25 * cw * cw * rho * inter
             });
+            drop(w_s);
             if ntk {
                 let dt = &dss[l - 1];
                 let ft = &fs[l - 1];
@@ -556,29 +591,27 @@ pub fn mlp_theory(
                 let th1 = &th1s[l - 1];
                 let idx = |a: usize, b: usize, c: usize, d: usize| ((a * n + b) * n + c) * n + d;
                 let omega = |c: usize, d: usize| lw * ly.s(c, d) + cw * thl[c * n + d] * ly.p(c, d);
-                let d2omega = |c: usize, d: usize, g1: usize, g2: usize| {
-                    lw * ly.c2(c, d, g1, g2, false)
-                        + cw * thl[c * n + d] * ly.c2(c, d, g1, g2, true)
-                };
-                // D'
-                let d_new = fill4(n, |a, b, c, d| {
-                    let (gab, nab) = distinct(a, b);
-                    let (gcd, ncd) = distinct(c, d);
-                    let s_omega =
-                        lw * g4.ssss(a, b, c, d) + cw * thl[c * n + d] * g4.sspp(a, b, c, d);
-                    let mut tv = 0.0;
-                    let mut td = 0.0;
-                    for &g1 in &gab[..nab] {
-                        for &g2 in &gab[..nab] {
-                            let cab = ly.c2(a, b, g1, g2, false);
-                            td += dt[idx(g1, g2, c, d)] * cab;
-                            for &g3 in &gcd[..ncd] {
-                                for &g4_ in &gcd[..ncd] {
-                                    tv += v_at(g1, g2, g3, g4_) * cab * d2omega(c, d, g3, g4_);
-                                }
+                // d2omega as a per-pair table, and V contracted with it over the second pair
+                let c2p = pair_table(true);
+                let om2: Vec<[[f64; 2]; 2]> = (0..n2)
+                    .map(|i| {
+                        let mut m = [[0.0; 2]; 2];
+                        for x in 0..2 {
+                            for y in 0..2 {
+                                m[x][y] = lw * c2s[i][x][y] + cw * thl[i] * c2p[i][x][y];
                             }
                         }
-                    }
+                        m
+                    })
+                    .collect();
+                let w_o = contract(&om2);
+                // D'
+                let d_new = fill4(n, |a, b, c, d| {
+                    let s_omega =
+                        lw * g4.ssss(a, b, c, d) + cw * thl[c * n + d] * g4.sspp(a, b, c, d);
+                    let cab = &c2s[a * n + b];
+                    let tv = outer(cab, &w_o, a, b, c, d);
+                    let td = outer(cab, dt, a, b, c, d);
                     cw * (s_omega - ly.s(a, b) * omega(c, d))
                         + 0.25 * cw * rho * tv
                         + 0.5 * cw * cw * rho * td * ly.p(c, d)
@@ -604,37 +637,21 @@ pub fn mlp_theory(
                 });
                 // A'
                 let a_new = fill4(n, |a, b, c, d| {
-                    let (gab, nab) = distinct(a, b);
-                    let (gcd, ncd) = distinct(c, d);
                     let (tab, tcd) = (thl[a * n + b], thl[c * n + d]);
                     let oo = lw * lw * g4.ssss(a, b, c, d)
                         + lw * cw * tcd * g4.sspp(a, b, c, d)
                         + lw * cw * tab * g4.sspp(c, d, a, b)
                         + cw * cw * tab * tcd * g4.pppp(a, b, c, d);
-                    let mut tv = 0.0;
-                    let mut td1 = 0.0;
-                    for &g1 in &gab[..nab] {
-                        for &g2 in &gab[..nab] {
-                            let o12 = d2omega(a, b, g1, g2);
-                            td1 += o12 * dt[idx(g1, g2, c, d)];
-                            for &g3 in &gcd[..ncd] {
-                                for &g4_ in &gcd[..ncd] {
-                                    tv += v_at(g1, g2, g3, g4_) * o12 * d2omega(c, d, g3, g4_);
-                                }
-                            }
-                        }
-                    }
-                    let mut td2 = 0.0;
-                    for &g3 in &gcd[..ncd] {
-                        for &g4_ in &gcd[..ncd] {
-                            td2 += d2omega(c, d, g3, g4_) * dt[idx(g3, g4_, a, b)];
-                        }
-                    }
+                    let oab = &om2[a * n + b];
+                    let tv = outer(oab, &w_o, a, b, c, d);
+                    let td1 = outer(oab, dt, a, b, c, d);
+                    let td2 = outer(&om2[c * n + d], dt, c, d, a, b);
                     oo - omega(a, b) * omega(c, d)
                         + 0.25 * rho * tv
                         + rho * cw * cw * ly.p(a, b) * ly.p(c, d) * at[idx(a, b, c, d)]
                         + rho * 0.5 * cw * (td1 * ly.p(c, d) + td2 * ly.p(a, b))
                 });
+                drop(w_o);
                 // Θ1'
                 let th1_new: Vec<f64> = (0..n2)
                     .map(|i| {

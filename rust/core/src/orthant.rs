@@ -66,7 +66,7 @@ pub fn orthant(cov: &[f64], d: usize) -> Option<f64> {
 }
 
 /// Largest |ρ_ij| for which [`orthant4`] integrates all pairs on shared nodes in t.
-const SHARED_T_MAX_RHO: f64 = 0.75;
+const SHARED_T_MAX_RHO: f64 = 0.98;
 
 /// Four-dimensional orthant probability of a correlation matrix (Plackett's reduction).
 pub fn orthant4(r: &[[f64; 4]; 4]) -> f64 {
@@ -81,9 +81,9 @@ pub fn orthant4(r: &[[f64; 4]; 4]) -> f64 {
     }
 }
 
-/// Moderate correlations: the Plackett integrand `Σ_ij ρ_ij φ₂(tρ_ij) P(kl | ij; R(t))` is
-/// analytic on a neighbourhood of [0, 1]; one inverse of R(t) per node gives all six partial
-/// correlations `ρ_kl·ij = −Q_kl/√(Q_kk Q_ll)` (Q = R(t)⁻¹).
+/// |ρ_ij| ≤ 0.98: the Plackett integrand `Σ_ij ρ_ij φ₂(tρ_ij) P(kl | ij; R(t))` is analytic on a
+/// neighbourhood of [0, 1] (after `t = 1 − v²`, also near t = 1); one inverse of R(t) per node
+/// gives all six partial correlations `ρ_kl·ij = −Q_kl/√(Q_kk Q_ll)` (Q = R(t)⁻¹).
 fn orthant4_shared_t(r: &[[f64; 4]; 4]) -> f64 {
     const PAIRS: [(usize, usize, usize, usize); 6] = [
         (0, 1, 2, 3),
@@ -113,12 +113,13 @@ fn orthant4_shared_t(r: &[[f64; 4]; 4]) -> f64 {
         }
         acc
     };
+    // t = 1 − v²: smooths the square-root behaviour at t = 1 of strongly correlated matrices.
     let rs = rules();
     let integrate = |rule: &(Vec<f64>, Vec<f64>)| -> f64 {
         rule.0
             .iter()
             .zip(&rule.1)
-            .map(|(&t, &w)| w * integrand(t))
+            .map(|(&v, &w)| w * 2.0 * v * integrand(1.0 - v * v))
             .sum()
     };
     let mut prev = integrate(&rs[0]);
@@ -333,10 +334,21 @@ mod tests {
 
     #[test]
     fn shared_and_per_pair_integrations_agree() {
+        let a = [0.98, 0.97, 0.96, 0.95];
+        let one_factor = [
+            a[0] * a[1],
+            a[0] * a[2],
+            a[0] * a[3],
+            a[1] * a[2],
+            a[1] * a[3],
+            a[2] * a[3],
+        ];
         for rho in [
             [0.3, -0.2, 0.2, 0.25, -0.1, 0.5],
             [0.7, 0.7, 0.7, 0.7, 0.7, 0.7],
             [-0.3, -0.3, -0.3, -0.3, -0.3, -0.3],
+            [0.98, 0.97, 0.98, 0.97, 0.98, 0.98],
+            one_factor,
         ] {
             let r = corr(&rho);
             let (a, b) = (orthant4_shared_t(&r), orthant4_per_pair(&r));
