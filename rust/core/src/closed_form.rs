@@ -32,6 +32,11 @@ const MAX_AUX: usize = 24;
 /// Conditional variances below this fraction of the unconditional one count as degenerate.
 const DEGENERATE: f64 = 1e-12;
 
+/// A conditional variance that vanishes (or is NaN) relative to the unconditional one.
+fn degenerate(v: f64, base: f64) -> bool {
+    v.is_nan() || v <= DEGENERATE * base
+}
+
 /// Univariate polynomial, ascending coefficients.
 type Poly1 = Vec<f64>;
 
@@ -206,7 +211,7 @@ impl Engine {
         let n = self.dim;
         let ia = self.d + a;
         let v = self.arena[po + ia * n + ia];
-        if !(v > DEGENERATE * self.base_var[ia] && v > 0.0) {
+        if degenerate(v, self.base_var[ia]) || v <= 0.0 {
             self.cond.insert(mask, NONE);
             return None;
         }
@@ -241,7 +246,7 @@ impl Engine {
             let off = self.ensure(done)?;
             let ia = self.d + a;
             let v = self.arena[off + ia * self.dim + ia];
-            if !(v > DEGENERATE * self.base_var[ia]) {
+            if degenerate(v, self.base_var[ia]) {
                 return None;
             }
             dens /= (2.0 * PI * v).sqrt();
@@ -270,7 +275,7 @@ impl Engine {
         let mut sub = [0.0f64; 16];
         for x in 0..s {
             let i = idx[x];
-            if !(c[i * self.dim + i] > DEGENERATE * self.base_var[i]) {
+            if degenerate(c[i * self.dim + i], self.base_var[i]) {
                 return None;
             }
             for y in 0..s {
@@ -309,12 +314,12 @@ impl Engine {
             }
         }
         let mut sum = 0.0;
-        for j in 0..self.d {
+        for (j, &cij) in row.iter().enumerate().take(self.d) {
             let ej = exp_get(e1, j);
-            if ej == 0 || row[j] == 0.0 {
+            if ej == 0 || cij == 0.0 {
                 continue;
             }
-            sum += row[j] * ej as f64 * self.moment(cmask, smask, e1 - (1u64 << (8 * j)))?;
+            sum += cij * ej as f64 * self.moment(cmask, smask, e1 - (1u64 << (8 * j)))?;
         }
         let mut rest = smask;
         while rest != 0 {
@@ -325,7 +330,7 @@ impl Engine {
                 continue;
             }
             let v = auxvar[a];
-            if !(v > DEGENERATE * self.base_var[self.d + a]) {
+            if degenerate(v, self.base_var[self.d + a]) {
                 return None;
             }
             let bit = 1u32 << a;

@@ -1212,8 +1212,8 @@ mod tests {
         assert!((v[1] - 1.0).abs() < 1e-13);
         // D^4[σ'σ'] (=δ''' relu) at 2 samples vs finite-difference-free check: ⟨σ'''(z1)σ'(z2)⟩ analytic
         // = ∂²/∂K12² ⟨σ'σ'⟩ with ⟨σ'σ'⟩ = 1/2 - acos(ρ)/(2π)
-        let (k11, k22) = (1.0, 1.0);
-        let f = |k12: f64| 0.5 - (k12 / (k11 * k22 as f64).sqrt()).acos() / (2.0 * PI);
+        let (k11, k22): (f64, f64) = (1.0, 1.0);
+        let f = |k12: f64| 0.5 - (k12 / (k11 * k22).sqrt()).acos() / (2.0 * PI);
         let k12 = 0.4;
         let h = 1e-3;
         let d2 = (f(k12 + h) - 2.0 * f(k12) + f(k12 - h)) / (h * h);

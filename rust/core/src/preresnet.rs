@@ -657,10 +657,10 @@ mod tests {
         for (i, &ll) in d.layers.iter().enumerate() {
             let t = eps * eps * ll as f64;
             let u = 1.0 + ll as f64 * (1.0 - 1.0 / (s * s));
-            for a in 0..16 {
-                let kd = s.powi(ll as i32) * k[a];
+            for (a, &ka) in k.iter().enumerate() {
+                let kd = s.powi(ll as i32) * ka;
                 assert!((d.k0[i][a] - kd).abs() < 1e-12 * kd.abs().max(1.0));
-                let kc = (cw * t).exp() * k[a];
+                let kc = (cw * t).exp() * ka;
                 assert!((c.k0[i][a] - kc).abs() < 1e-8 * kc.abs().max(1.0));
                 assert!(d.k1[i][a].abs() < 1e-12 && c.k1[i][a].abs() < 1e-12);
             }
