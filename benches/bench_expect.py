@@ -4,8 +4,11 @@ Integrands: ``<σ(z1)σ(z2)>`` and ``<σ'(z1)σ'(z2)>`` over random 2×2 covaria
 default), and ``<σ(z1)σ(z2)σ(z3)σ(z4)>`` over random 4×4 blocks (fewer: a 4-D block costs
 up to (3·order)^4 nodes), for relu and gelu.
 
-* **rgflow**: ``rgflow.expect(K_batch, factors, act, order=...)`` at the core's default orders
-  (32 nodes per piece for 2-D, 12 for 4-D), Rust, parallel over blocks.
+* **rgflow closed**: ``rgflow.expect(K_batch, factors, act)`` (default ``method="auto"``): relu
+  and gelu in closed form (Stein's identity down to centred orthant probabilities,
+  ``rust/core/src/closed_form.rs``), exact to rounding; 4-D also on 10,000 blocks.
+* **rgflow quad**: ``rgflow.expect(..., order=..., method="quadrature")`` at the core's default
+  orders (32 nodes per piece for 2-D, 12 for 4-D), Rust, parallel over blocks.
 * **numpy**: a vectorised numpy implementation of the *same* rule as the core
   (``rust/core/src/expect.rs``): greedy pivoted Cholesky ``z = L u``; levels integrated one by one;
   at each level, if the kink/split point z = 0 lies within ±9 standard deviations of the
@@ -329,6 +332,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--blocks2", type=int, default=10_000, help="2-D covariance blocks (default 10000)")
     ap.add_argument("--blocks4", type=int, default=24, help="4-D covariance blocks (default 24)")
+    ap.add_argument("--closed-blocks4", type=int, default=10_000, help="4-D blocks for the closed form (default 10000)")
     ap.add_argument("--scipy-blocks", type=int, default=4, help="2-D blocks integrated with scipy (default 4)")
     ap.add_argument("--ref-blocks2", type=int, default=1000, help="2-D blocks for the high-order gelu reference")
     ap.add_argument("--ref-blocks4", type=int, default=4, help="4-D blocks for the high-order gelu reference")
@@ -338,6 +342,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(2024)
     K2 = random_blocks(rng, args.blocks2, 2)
     K4 = random_blocks(rng, args.blocks4, 4)
+    K4big = random_blocks(rng, args.closed_blocks4, 4)
     K4f, K2a, K2b = factorised_blocks(rng, max(8, args.blocks4 // 8))
     rows, results = [], []
     acts = {"relu": Activation("relu"), "gelu": Activation("gelu")}
@@ -347,8 +352,11 @@ def main(argv=None) -> int:
             sym = "<σσ>" if deriv == 0 else "<σ'σ'>"
             f = functools.partial(act.numpy, deriv=deriv)
             log(f"{name} 2-D {sym}: {len(K2)} blocks")
-            rgflow.expect(K2[:2], [(0, deriv), (1, deriv)], name, order=ORDER[2])  # warm-up (rule caches)
-            r_v, r_t = timed(rgflow.expect, K2, [(0, deriv), (1, deriv)], name, order=ORDER[2])
+            quad = functools.partial(rgflow.expect, order=ORDER[2], method="quadrature")
+            quad(K2[:2], [(0, deriv), (1, deriv)], name)  # warm-up (rule caches)
+            r_v, r_t = timed(quad, K2, [(0, deriv), (1, deriv)], name)
+            rgflow.expect(K2[:2], [(0, deriv), (1, deriv)], name)  # warm-up
+            c_v, c_t = timed(rgflow.expect, K2, [(0, deriv), (1, deriv)], name)
             last = relu_last_level(deriv) if name == "relu" else None
             nested_expect(K2[:2], f, ORDER[2], last)  # warm-up (rule tables)
             n_v, n_t = timed(nested_expect, K2, f, ORDER[2], last)
@@ -368,6 +376,10 @@ def main(argv=None) -> int:
                 "rgflow_s": r_t,
                 "numpy_s": n_t,
                 "ratio_rgflow_numpy": r_t / n_t,
+                "closed_s": c_t,
+                "closed_blocks": len(K2),
+                "speedup_numpy_closed": n_t / c_t,
+                "err_closed": rel_err(c_v[:m], ref, sc),
                 "scipy_s_per_block": s_t / len(Ks),
                 "scipy_s_extrapolated": s_t / len(Ks) * len(K2),
                 "scipy_blocks": len(Ks),
@@ -382,21 +394,26 @@ def main(argv=None) -> int:
         f = functools.partial(act.numpy, deriv=0)
         fac = [(0, 0), (1, 0), (2, 0), (3, 0)]
         log(f"{name} 4-D <σσσσ>: {len(K4)} blocks")
-        r_v, r_t = timed(rgflow.expect, K4, fac, name, order=ORDER[4])
+        quad = functools.partial(rgflow.expect, order=ORDER[4], method="quadrature")
+        r_v, r_t = timed(quad, K4, fac, name)
+        c_v, _ = timed(rgflow.expect, K4, fac, name)
+        c_big, c_t = timed(rgflow.expect, K4big, fac, name)
         last = relu_last_level(0) if name == "relu" else None
         nested_expect(K4[:1], f, ORDER[4], last)  # warm-up
         n_v, n_t = timed(nested_expect, K4, f, ORDER[4], last)
         if name == "relu":
             ref_f = arccos_relu(K2a, 0) * arccos_relu(K2b, 0)
             sc = block_scale(K4f, 0)
-            err_r = rel_err(rgflow.expect(K4f, fac, name, order=ORDER[4]), ref_f, sc)
+            err_r = rel_err(quad(K4f, fac, name), ref_f, sc)
             err_n = rel_err(nested_expect(K4f, f, ORDER[4], last), ref_f, sc)
+            err_c = rel_err(rgflow.expect(K4f, fac, name), ref_f, sc)
             ref_name = f"closed form on {len(K4f)} factorised blocks"
         else:
             m = min(args.ref_blocks4, len(K4))
             ref = nested_expect(K4[:m], f, 3 * ORDER[4] // 2)
             sc = block_scale(K4, 0)
             err_r, err_n = rel_err(r_v[:m], ref, sc), rel_err(n_v[:m], ref, sc)
+            err_c = rel_err(c_v[:m], ref, sc)
             ref_name = f"numpy rule, order {3 * ORDER[4] // 2}, {m} blocks"
         results.append(
             {
@@ -406,6 +423,11 @@ def main(argv=None) -> int:
                 "rgflow_s": r_t,
                 "numpy_s": n_t,
                 "ratio_rgflow_numpy": r_t / n_t,
+                "closed_s": c_t,
+                "closed_blocks": len(K4big),
+                # per-block times: numpy on len(K4) blocks, closed form on len(K4big)
+                "speedup_numpy_closed": (n_t / len(K4)) / (c_t / len(K4big)),
+                "err_closed": err_c,
                 "scipy_s_per_block": None,
                 "scipy_s_extrapolated": None,
                 "err_rgflow": err_r,
@@ -420,14 +442,17 @@ def main(argv=None) -> int:
         "case",
         "blocks",
         "order",
-        "rgflow s",
+        "rgflow quad s",
         "numpy s",
-        "rgflow/numpy",
+        "quad/numpy",
+        "rgflow closed s (blocks)",
+        "numpy/closed per block",
         "scipy s (extrap.)",
-        "err rgflow",
+        "err quad",
         "err numpy",
+        "err closed",
         "err scipy",
-        "|rgflow-numpy|",
+        "|quad-numpy|",
         "reference",
     ]
     for r in results:
@@ -439,11 +464,14 @@ def main(argv=None) -> int:
                 fmt(r["rgflow_s"]),
                 fmt(r["numpy_s"]),
                 fmt(r["ratio_rgflow_numpy"], ".2f"),
+                f"{r['closed_s']:.3g} ({r['closed_blocks']})",
+                f"{r['speedup_numpy_closed']:.0f}×",
                 "—"
                 if r["scipy_s_extrapolated"] is None
                 else f"{r['scipy_s_extrapolated']:.3g} ({r['scipy_blocks']} blk)",
                 fmt(r["err_rgflow"], ".1e"),
                 fmt(r["err_numpy"], ".1e"),
+                fmt(r["err_closed"], ".1e"),
                 fmt(r["err_scipy"], ".1e"),
                 fmt(r["rgflow_vs_numpy"], ".1e"),
                 r["reference"],

@@ -93,8 +93,11 @@ def _notes(name: str, data: dict) -> list[str]:
         ]
     if name == "theory":
         return [
-            f"above N = 8, runs whose estimated time exceeds the cap ({data.get('cap_s')} s) are skipped "
-            "(per implementation)",
+            f"above N = 8, when the reference's estimated time exceeds {data.get('cap_s')} s, both implementations "
+            "run at the largest depth that fits (column depth; compare s/layer), or the reference is skipped with "
+            "its estimate; the last column is rgflow at the full depth",
+            "rgflow uses the closed-form expectations (relu, gelu: method='auto'); the reference is the independent "
+            "numpy implementation (inverse-kernel form, quadrature)",
             "s/layer = total / depth; max|Δ|/max|T|: largest difference over all tensors and layers, relative to the "
             "tensor's largest entry",
         ]
