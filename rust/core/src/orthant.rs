@@ -33,6 +33,27 @@ fn rules() -> &'static [(Vec<f64>, Vec<f64>)] {
     })
 }
 
+/// `∫_0^1 f`: Gauss–Legendre doubled (8, 16, …, 1024 nodes) until two successive rules agree
+/// to 1e-9.  On these (analytic, after the substitutions) integrands the error roughly squares
+/// per doubling, so the accepted, finer value is good to ~1e-14 (tested against nearly singular
+/// cases).
+fn integrate_01(f: impl Fn(f64) -> f64) -> f64 {
+    let rs = rules();
+    let apply = |rule: &(Vec<f64>, Vec<f64>)| -> f64 {
+        rule.0.iter().zip(&rule.1).map(|(&v, &w)| w * f(v)).sum()
+    };
+    let mut prev = apply(&rs[0]);
+    let mut val = prev;
+    for rule in &rs[1..] {
+        val = apply(rule);
+        if (val - prev).abs() <= 1e-9 {
+            break;
+        }
+        prev = val;
+    }
+    val
+}
+
 /// `P(z > 0)` for `z ~ N(0, cov)` with `cov` d×d row-major (d ≤ 4); `None` when a variance
 /// vanishes (the indicator at 0 is then undefined) or d > 4.
 pub fn orthant(cov: &[f64], d: usize) -> Option<f64> {
@@ -65,6 +86,16 @@ pub fn orthant(cov: &[f64], d: usize) -> Option<f64> {
     })
 }
 
+/// The six pairs (i, j) of four coordinates with their complements (k, l).
+const PAIRS: [(usize, usize, usize, usize); 6] = [
+    (0, 1, 2, 3),
+    (0, 2, 1, 3),
+    (0, 3, 1, 2),
+    (1, 2, 0, 3),
+    (1, 3, 0, 2),
+    (2, 3, 0, 1),
+];
+
 /// Largest |ρ_ij| for which [`orthant4`] integrates all pairs on shared nodes in t.
 const SHARED_T_MAX_RHO: f64 = 0.98;
 
@@ -85,14 +116,6 @@ pub fn orthant4(r: &[[f64; 4]; 4]) -> f64 {
 /// neighbourhood of [0, 1] (after `t = 1 − v²`, also near t = 1); one inverse of R(t) per node
 /// gives all six partial correlations `ρ_kl·ij = −Q_kl/√(Q_kk Q_ll)` (Q = R(t)⁻¹).
 fn orthant4_shared_t(r: &[[f64; 4]; 4]) -> f64 {
-    const PAIRS: [(usize, usize, usize, usize); 6] = [
-        (0, 1, 2, 3),
-        (0, 2, 1, 3),
-        (0, 3, 1, 2),
-        (1, 2, 0, 3),
-        (1, 3, 0, 2),
-        (2, 3, 0, 1),
-    ];
     let integrand = |t: f64| -> f64 {
         let mut m = [[0.0f64; 4]; 4];
         for i in 0..4 {
@@ -114,23 +137,7 @@ fn orthant4_shared_t(r: &[[f64; 4]; 4]) -> f64 {
         acc
     };
     // t = 1 − v²: smooths the square-root behaviour at t = 1 of strongly correlated matrices.
-    let rs = rules();
-    let integrate = |rule: &(Vec<f64>, Vec<f64>)| -> f64 {
-        rule.0
-            .iter()
-            .zip(&rule.1)
-            .map(|(&v, &w)| w * 2.0 * v * integrand(1.0 - v * v))
-            .sum()
-    };
-    let mut prev = integrate(&rs[0]);
-    let mut val = prev;
-    for rule in &rs[1..] {
-        val = integrate(rule);
-        if (val - prev).abs() <= 1e-9 {
-            break;
-        }
-        prev = val;
-    }
+    let val = integrate_01(|v| 2.0 * v * integrand(1.0 - v * v));
     (1.0 / 16.0 + val).clamp(0.0, 1.0)
 }
 
@@ -164,14 +171,6 @@ fn inverse4(a: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
 
 /// Strong correlations: per pair, `θ = asin(tρ_ij)` and `θ = Θ(1 − v²)`.
 fn orthant4_per_pair(r: &[[f64; 4]; 4]) -> f64 {
-    const PAIRS: [(usize, usize, usize, usize); 6] = [
-        (0, 1, 2, 3),
-        (0, 2, 1, 3),
-        (0, 3, 1, 2),
-        (1, 2, 0, 3),
-        (1, 3, 0, 2),
-        (2, 3, 0, 1),
-    ];
     let mut total = 1.0 / 16.0;
     for &(i, j, k, l) in &PAIRS {
         let rij = r[i][j];
@@ -202,23 +201,7 @@ fn orthant4_per_pair(r: &[[f64; 4]; 4]) -> f64 {
             };
             (0.25 + pc.asin() / (2.0 * PI)) * 2.0 * big_theta * v
         };
-        let integrate = |rule: &(Vec<f64>, Vec<f64>)| -> f64 {
-            rule.0.iter().zip(&rule.1).map(|(&v, &w)| w * cond(v)).sum()
-        };
-        // Doubling until two successive rules agree to 1e-9: Gauss–Legendre on this (analytic,
-        // after the substitution) integrand roughly squares the error per doubling, so the
-        // accepted, finer value is good to ~1e-14 (tested against nearly singular cases).
-        let rs = rules();
-        let mut prev = integrate(&rs[0]);
-        let mut val = prev;
-        for rule in &rs[1..] {
-            val = integrate(rule);
-            if (val - prev).abs() <= 1e-9 {
-                break;
-            }
-            prev = val;
-        }
-        total += val / (2.0 * PI);
+        total += integrate_01(cond) / (2.0 * PI);
     }
     total.clamp(0.0, 1.0)
 }
