@@ -13,16 +13,16 @@
 //! `E[z_i G] = Σ_j C_ij E[∂_j G] + Σ_{a∈S} C_ia p_{w_a}(0) E[G|_{H(w_a)=1} | w_a = 0]`,
 //!
 //! down to centred orthant probabilities `P(w_S > 0)` ([`crate::orthant`], |S| ≤ 4).
-//! Derivatives `D^m` of smooth factors are taken in closed form; for kinked factors in a
-//! one-sample block they are moved onto the density (`E[∂^r g] = E[g H_r(z/K)]`); kinked
-//! blocks of two or more samples with derivative terms go to quadrature.  Blocks this engine cannot do (other activations, more than four
+//! Derivatives `D^m` of smooth factors are taken in closed form; terms with distributional
+//! derivatives of kinked factors (delta functions) go to quadrature, which integrates them
+//! exactly.  Blocks this engine cannot do (other activations, more than four
 //! indicators, singular kinked blocks) return `None` and go to quadrature.
 
 use std::f64::consts::PI;
 
 use crate::activations::{ActivationFn, GaussClass};
-use crate::expect::{hermite_poly, Poly, Term};
-use crate::linalg::{invert, pivoted_cholesky};
+use crate::expect::Term;
+use crate::linalg::pivoted_cholesky;
 use crate::orthant::orthant;
 use crate::FastMap;
 
@@ -347,15 +347,14 @@ struct PlanTerm {
     monomials: Vec<(Exps, f64)>,
 }
 
-/// The covariance-independent part of a block evaluation: per integrand, its expanded terms and
-/// (kinked, one sample) the derivative directions moved onto the density.
+/// The covariance-independent part of a block evaluation: per integrand, its expanded terms.
 struct Plan {
     kinked: bool,
     c: f64,
     tau2: f64,
     /// `owner[a]` = sample of aux variable a.
     owner: Vec<usize>,
-    integrands: Vec<(Vec<PlanTerm>, Vec<usize>)>,
+    integrands: Vec<Vec<PlanTerm>>,
 }
 
 fn build_plan(class: &GaussClass, d: usize, integrands: &[Vec<Term>]) -> Option<Plan> {
@@ -364,12 +363,11 @@ fn build_plan(class: &GaussClass, d: usize, integrands: &[Vec<Term>]) -> Option<
         GaussClass::Kinked { .. } => (true, 1.0, 0.0),
     };
     // Per integrand: per-sample expansions and the derivative directions moved onto the density.
-    let mut expanded: Vec<(Vec<Expansion>, Vec<usize>)> = Vec::with_capacity(integrands.len());
+    let mut expanded: Vec<Vec<Expansion>> = Vec::with_capacity(integrands.len());
     let mut jets: Vec<Option<Expansion>> = vec![];
     for it in integrands {
         let mut per = Vec::with_capacity(d);
-        let mut dirs = vec![];
-        for (k, term) in it.iter().enumerate() {
+        for term in it {
             // D^m σ^{(j)} with j + m ≤ 1 is the regular jet σ^{(j+m)} (relu: σ' = H).
             let regular;
             let term =
@@ -392,26 +390,24 @@ fn build_plan(class: &GaussClass, d: usize, integrands: &[Vec<Term>]) -> Option<
                 e = e.mul(jets[j].as_ref().unwrap(), kinked);
             }
             e = e.times_zpow(term.zpow);
-            if kinked {
-                dirs.extend(std::iter::repeat_n(k, term.deriv as usize));
-            } else {
-                for _ in 0..term.deriv {
-                    e = e.derivative(c);
-                }
+            if kinked && term.deriv > 0 {
+                // Distributional derivatives of relu-type factors (delta functions at the kink):
+                // quadrature integrates them exactly; moving them onto the density with the
+                // block precision's Hermite polynomials cancels catastrophically for correlated
+                // blocks (ρ = 0.999 loses all digits at fourth order) and leaves rounding where
+                // scale invariance makes single-input K1 exactly 0.
+                return None;
+            }
+            for _ in 0..term.deriv {
+                e = e.derivative(c);
             }
             per.push(e);
         }
-        // Derivatives of kinked factors go onto the density only in one dimension: for d ≥ 2
-        // the Hermite polynomials of a correlated block's precision cancel catastrophically
-        // (ρ = 0.999 loses all digits at fourth order); quadrature does those (cheap) blocks.
-        if d > 1 && !dirs.is_empty() {
-            return None;
-        }
-        expanded.push((per, dirs));
+        expanded.push(per);
     }
     // Aux variables: per sample, as many as the largest Φ/φ count of any product there.
     let mut n_aux = vec![0usize; d];
-    for (per, _) in &expanded {
+    for per in &expanded {
         for (k, e) in per.iter().enumerate() {
             for (a, b, _) in &e.0 {
                 n_aux[k] = n_aux[k].max((a + b) as usize);
@@ -428,10 +424,10 @@ fn build_plan(class: &GaussClass, d: usize, integrands: &[Vec<Term>]) -> Option<
         owner.extend(std::iter::repeat_n(k, n_aux[k]));
     }
     let mut plans = Vec::with_capacity(expanded.len());
-    for (per, dirs) in expanded {
+    for per in expanded {
         let mut terms = vec![];
         if per.iter().any(|e| e.0.is_empty()) {
-            plans.push((terms, dirs));
+            plans.push(terms);
             continue;
         }
         // Cartesian product over the per-sample expansion terms.
@@ -477,7 +473,7 @@ fn build_plan(class: &GaussClass, d: usize, integrands: &[Vec<Term>]) -> Option<
             }
             break;
         }
-        plans.push((terms, dirs));
+        plans.push(terms);
     }
     Some(Plan {
         kinked,
@@ -592,21 +588,7 @@ pub fn expect_block(
                 ci * cj * cov[ki * d + kj] + if i == j && i >= d { plan.tau2 } else { 0.0 };
         }
     }
-    let precision = if plan.integrands.iter().any(|(_, dirs)| !dirs.is_empty()) {
-        Some(invert(cov, d)?.0)
-    } else {
-        None
-    };
-    ENGINE.with(|cell| {
-        evaluate(
-            &plan,
-            &mut cell.borrow_mut(),
-            &joint,
-            d,
-            dim,
-            precision.as_deref(),
-        )
-    })
+    ENGINE.with(|cell| evaluate(&plan, &mut cell.borrow_mut(), &joint, d, dim))
 }
 
 thread_local! {
@@ -619,38 +601,16 @@ fn evaluate(
     joint: &[f64],
     d: usize,
     dim: usize,
-    precision: Option<&[f64]>,
 ) -> Option<Vec<f64>> {
     eng.reset(joint, d, dim);
     let mut out = Vec::with_capacity(plan.integrands.len());
-    for (terms, dirs) in &plan.integrands {
-        // The density weight of the derivatives (one sample): H_r(z/K) as a polynomial in z.
-        let weight: Vec<(Exps, f64)> = if dirs.is_empty() {
-            vec![]
-        } else {
-            let p = precision.unwrap();
-            let hy = hermite_poly(dirs, p, d);
-            let mut hz = vec![];
-            for (ey, cy) in &hy {
-                let pw = ey[0] as i32;
-                let mut e = [0u8; 8];
-                e[0] = ey[0];
-                let t: Poly = vec![(e, cy * p[0].powi(pw))];
-                hz.extend(t.into_iter().map(|(e, c)| (e[0] as u64, c)));
-            }
-            hz
-        };
+    for terms in &plan.integrands {
         let mut total = 0.0;
         for t in terms {
             let dens = eng.density(t.dmask)?;
             let mut acc = 0.0;
             for &(e, cf) in &t.monomials {
-                if weight.is_empty() {
-                    acc += cf * eng.moment(t.dmask, t.smask, e)?;
-                }
-                for &(ew, cw) in &weight {
-                    acc += cf * cw * eng.moment(t.dmask, t.smask, e + ew)?;
-                }
+                acc += cf * eng.moment(t.dmask, t.smask, e)?;
             }
             total += dens * acc;
         }
@@ -785,12 +745,9 @@ mod tests {
         check(&Builtin::Erf, &cov, 2, &its, 64, 1e-11);
         check(&Builtin::Relu, &cov, 2, &its[..2], 64, 1e-11);
         assert!(expect_block(&Builtin::Relu, &cov, 2, &its[2..3]).is_none());
-        let single = vec![
-            vec![Term::deriv_of(4, &[1, 1])],
-            vec![Term::deriv_of(2, &[0, 0])],
-            vec![Term::sigma(3)],
-        ];
-        check(&Builtin::Relu, &[1.7], 1, &single, 64, 1e-12);
+        // distributional derivatives of relu go to quadrature (exact there)
+        let single = vec![vec![Term::deriv_of(2, &[0, 0])]];
+        assert!(expect_block(&Builtin::Relu, &[1.7], 1, &single).is_none());
         let single = vec![
             vec![Term::prod(&[0, 0, 0, 0])],
             vec![Term::prod(&[1, 1, 0, 0])],

@@ -621,7 +621,7 @@ fn nested(
 }
 
 /// Sparse polynomial over up to 8 variables: (exponents, coefficient).
-pub(crate) type Poly = Vec<([u8; 8], f64)>;
+type Poly = Vec<([u8; 8], f64)>;
 
 fn poly_add(p: &mut Poly, e: [u8; 8], c: f64) {
     if c == 0.0 {
@@ -634,7 +634,7 @@ fn poly_add(p: &mut Poly, e: [u8; 8], c: f64) {
     }
 }
 
-pub(crate) fn poly_mul(a: &Poly, b: &Poly) -> Poly {
+fn poly_mul(a: &Poly, b: &Poly) -> Poly {
     let mut out = Poly::new();
     for (ea, ca) in a {
         for (eb, cb) in b {
@@ -650,7 +650,7 @@ pub(crate) fn poly_mul(a: &Poly, b: &Poly) -> Poly {
 
 /// Hermite polynomial H with `(-∂_{k1})…(-∂_{ks}) p = p·H(y)`, `y = P z`, in the variables y
 /// (one per delta sample); `pdd` is the precision restricted to the delta samples.
-pub(crate) fn hermite_poly(dirs: &[usize], pdd: &[f64], nd: usize) -> Poly {
+fn hermite_poly(dirs: &[usize], pdd: &[f64], nd: usize) -> Poly {
     let mut h: Poly = vec![([0u8; 8], 1.0)];
     for &k in dirs {
         let mut next = Poly::new();
