@@ -1,8 +1,11 @@
 """Gaussian expectations ⟨Π_k f_k(z_{a_k})⟩ for z ~ N(0, K) (book eq. 1.68 / 4.25).
 
-Each factor is an activation derivative σ^(m)(z_a) or a power z_a^p.  Kinked activations
-(relu, leaky_relu, elu) are integrated exactly: the integration line is split at the kink
-and the delta functions in their higher derivatives are integrated analytically.
+Each factor is an activation derivative σ^(m)(z_a) or a power z_a^p.  For relu, leaky_relu,
+gelu, erf, linear and monomials the expectation is computed in closed form (Stein's identity
+down to centred orthant probabilities, ``rust/core/src/closed_form.rs``); otherwise (and with
+``method="quadrature"``) by nested quadrature, where kinked activations (relu, leaky_relu, elu)
+are integrated exactly: the line is split at the kink and the delta functions in their higher
+derivatives are integrated analytically.
 Degenerate covariances (repeated samples, rank deficiency, zero variance) are handled by
 exact marginalisation, not jitter.
 """
