@@ -162,6 +162,7 @@ def test_module_entry_point():
         (("plots = false", "layer = 5"), "report.layer"),
         (("[inputs]", "[inputs]\nfile = 'x.npy'"), "inputs"),
         (("[ensemble]", "[theory]\norder = 2\n[ensemble]"), "theory.order"),
+        (("[ensemble]", "[theory]\nexpectations = 'exact'\n[ensemble]"), "theory.expectations"),
         (("C_W = 2.0", "C_W = 2.0\ncritical = true"), "network.C_W"),
         (("[network]", "[netwrok]"), "netwrok"),
         (("depth = 2", "depth = 2\n[[bad]]"), "bad"),
@@ -315,6 +316,23 @@ def test_run_theory_order0_with_plots(tmp_path, capsys):
     assert {e["tensor"] for e in res["entries"]} == {"K"}
     for f in res["plots"]:
         assert (tmp_path / "r" / f).stat().st_size > 1000
+
+
+def test_run_expectations_quadrature_matches_closed_form(tmp_path, capsys):
+    """``theory.expectations = "quadrature"`` forces the quadrature engine; relu theory agrees with
+    the default closed forms to the quadrature's accuracy."""
+    res = {}
+    for method in ("auto", "quadrature"):
+        cfg = TINY.replace("[ensemble]", f"[theory]\nexpectations = '{method}'\n[ensemble]")
+        out_dir = tmp_path / method
+        code, out, err = run_main(["run", str(write(tmp_path, cfg)), "--out", str(out_dir)], capsys)
+        assert code == 0, err
+        res[method] = json.loads((out_dir / "results.json").read_text())
+        assert res[method]["theory"]["expectations"] == method
+    for a, b in zip(res["auto"]["entries"], res["quadrature"]["entries"], strict=True):
+        for key in ("theory_infinite", "theory_first_order"):
+            if a[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-8, abs=1e-10)
 
 
 def test_run_critical_and_depth_one(tmp_path, capsys):

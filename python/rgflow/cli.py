@@ -37,6 +37,8 @@ configuration file (``inputs.file``) or to the current directory (``report.out``
     ntk = true                            # also the NTK family (Theta, Theta1, D, F, A, B)
     order = 1                             # 0: infinite width only (K, Theta), 1: first order in 1/n
     quad_order = 0                        # quadrature nodes per piece (0: the core's default)
+    expectations = "auto"                 # "auto": closed forms (relu, leaky_relu, gelu, erf, linear,
+                                          # monomial), quadrature otherwise; "quadrature": always
 
     [ensemble]                            # required
     widths = [16, 64]                     # hidden widths to sample: ints, or lists of L-1 ints
@@ -145,6 +147,7 @@ _SCHEMA: dict[str, set[str]] = {
         "rtol",
         "atol",
         "paper_gh_order",
+        "expectations",
     },
     "ensemble": {"widths", "networks", "backend", "dtype", "groups", "batch", "seed", "estimator", "sampler"},
     "report": {"out", "plots", "layer"},
@@ -162,6 +165,7 @@ _ONLY: dict[str, tuple[str, ...]] = {
     "network.T": ("preresnet",),
     "inputs.kernel": ("preresnet",),
     "theory.ntk": ("mlp",),
+    "theory.expectations": ("mlp",),
     "theory.order": ("mlp", "resmlp"),
     "theory.corrected": ("resmlp",),
     "theory.method": ("preresnet",),
@@ -416,6 +420,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks:
         raise ConfigError(f"'theory.order' must be 0 or 1, got {order}")
     qo = _int(tt.get("quad_order", 0), "theory.quad_order", 0)
     quad_order = qo or None
+    method = _str(tt.get("expectations", "auto"), "theory.expectations", ("auto", "quadrature"))
 
     # ---------------------------------------------------------------- ensemble
     en = _check_keys(raw["ensemble"], "ensemble")
@@ -485,6 +490,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks:
         ntk=ntk,
         order=order,
         quad_order=quad_order,
+        method=method,
         layer=layer,
         inputs=inputs_desc,
     )
@@ -497,7 +503,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks:
         "title": title,
         "network": resolved_net,
         "inputs": inputs_desc,
-        "theory": {"ntk": ntk, "order": order, "quad_order": qo},
+        "theory": {"ntk": ntk, "order": order, "quad_order": qo, "expectations": method},
         "ensemble": {
             "widths": widths,
             "networks": nets_l,

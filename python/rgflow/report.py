@@ -87,6 +87,7 @@ class RunSpec:
     ntk: bool = True
     order: int = 1
     quad_order: int | None = None
+    method: str = "auto"  # expectations: closed forms where available ("auto") or "quadrature"
     layer: int | None = None  # layer of the printed table; None = last
     inputs: dict[str, Any] = field(default_factory=dict)  # how x was obtained (for results.json)
     config: dict[str, Any] = field(default_factory=dict)  # the resolved configuration
@@ -256,7 +257,7 @@ def run_report(
     net0 = spec.net()
     say(f"theory: {net0!r} on {N} inputs of dimension {x.shape[1]} (order={spec.order}, ntk={spec.ntk})")
     t0 = time.perf_counter()
-    th = _theory(net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order)
+    th = _theory(net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order, method=spec.method)
     t_theory = time.perf_counter() - t0
     say(f"theory done in {t_theory:.2f} s")
 
@@ -338,6 +339,7 @@ def run_report(
             "order": spec.order,
             "ntk": spec.ntk,
             "quad_order": spec.quad_order,
+            "expectations": spec.method,
             "seconds": t_theory,
             "tensors": list(th.tensors()),
         },
