@@ -297,6 +297,21 @@ impl FourPoint {
     }
 }
 
+/// The multisets of four of `n` samples, as sorted index quadruples a ≤ b ≤ c ≤ d.
+pub(crate) fn multisets4(n: usize) -> Vec<[usize; 4]> {
+    let mut sets = vec![];
+    for a in 0..n {
+        for b in a..n {
+            for c in b..n {
+                for d in c..n {
+                    sets.push([a, b, c, d]);
+                }
+            }
+        }
+    }
+    sets
+}
+
 /// All permutations of four positions.
 fn perms4() -> Vec<[usize; 4]> {
     let mut out = vec![];
@@ -324,16 +339,7 @@ pub(crate) fn four_point_expectations(
     ntk: bool,
     opts: &QuadOpts,
 ) -> Result<FourPoint, RgError> {
-    let mut sets = vec![];
-    for a in 0..n {
-        for b in a..n {
-            for c in b..n {
-                for d in c..n {
-                    sets.push([a, b, c, d]);
-                }
-            }
-        }
-    }
+    let sets = multisets4(n);
     let masks: Vec<u32> = (0u32..16)
         .filter(|m| m.count_ones() % 2 == 0 && (ntk || *m == 0))
         .collect();

@@ -127,16 +127,7 @@ fn four_table(
         p[i] = 2;
         patterns.push(p);
     }
-    let mut sets = vec![];
-    for a in 0..n {
-        for b in a..n {
-            for c in b..n {
-                for d in c..n {
-                    sets.push([a, b, c, d]);
-                }
-            }
-        }
-    }
+    let sets = crate::mlp::multisets4(n);
     let chunks: Vec<Vec<(u64, f64)>> = sets
         .par_iter()
         .map(|s| -> Result<Vec<(u64, f64)>, RgError> {
