@@ -411,6 +411,29 @@ fn mat_mul_t(a: &[f64], b: &[f64], m: usize) -> Vec<f64> {
     out
 }
 
+/// `M` (an n2×n2 pair-space operator) applied to pair slot `slot` (0: first, 1: second) of a
+/// pair-pair tensor `v` (n2×n2, row-major): `(M·v)[x, y] = Σ_g M[x, g] v[g, y]` for slot 0,
+/// `Σ_g M[y, g] v[x, g]` for slot 1.
+fn apply_on_pair(m: &impl Fn(usize, usize) -> f64, v: &[f64], n2: usize, slot: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n2 * n2];
+    for x in 0..n2 {
+        for g in 0..n2 {
+            let mxg = m(x, g);
+            if mxg == 0.0 {
+                continue;
+            }
+            for y in 0..n2 {
+                if slot == 0 {
+                    out[x * n2 + y] += mxg * v[g * n2 + y];
+                } else {
+                    out[y * n2 + x] += mxg * v[y * n2 + g];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// One block of the discrete recursion.
 fn discrete_step(sys: &System, y: &[f64], h2: f64) -> Result<Vec<f64>, RgError> {
     let (n2, n4) = sys.sizes();
@@ -422,28 +445,9 @@ fn discrete_step(sys: &System, y: &[f64], h2: f64) -> Result<Vec<f64>, RgError> 
     let mut out = Vec::with_capacity(y.len());
     out.extend(k0.iter().zip(&r.q).map(|(k, q)| k + h2 * q));
     // M V4 Mᵀ with M = 1 + h2 χ: first apply on the first pair, then on the second.
-    let mut w = vec![0.0; n4];
-    for ab in 0..n2 {
-        for gh in 0..n2 {
-            let m = h2 * r.chi[ab * n2 + gh] + if ab == gh { 1.0 } else { 0.0 };
-            if m != 0.0 {
-                for cd in 0..n2 {
-                    w[ab * n2 + cd] += m * v4[gh * n2 + cd];
-                }
-            }
-        }
-    }
-    let mut v_new = vec![0.0; n4];
-    for cd in 0..n2 {
-        for gh in 0..n2 {
-            let m = h2 * r.chi[cd * n2 + gh] + if cd == gh { 1.0 } else { 0.0 };
-            if m != 0.0 {
-                for ab in 0..n2 {
-                    v_new[ab * n2 + cd] += m * w[ab * n2 + gh];
-                }
-            }
-        }
-    }
+    let m = |x: usize, g: usize| h2 * r.chi[x * n2 + g] + if x == g { 1.0 } else { 0.0 };
+    let w = apply_on_pair(&m, v4, n2, 0);
+    let mut v_new = apply_on_pair(&m, &w, n2, 1);
     let q = &r.q;
     for (i, v) in v_new.iter_mut().enumerate() {
         let (a, b, c, d) = (i / (n2 * n), (i / n2) % n, (i / n) % n, i % n);
