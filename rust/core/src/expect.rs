@@ -997,16 +997,13 @@ pub fn expect_adaptive(
     max_order: usize,
     quadrature_only: bool,
 ) -> Result<(Vec<f64>, f64, usize), RgError> {
+    validate_covariance(cov, d)?;
     if !quadrature_only {
-        validate_covariance(cov, d)?;
         if let Some(v) = crate::closed_form::expect_block(act, cov, d, integrands) {
             return Ok((v, 0.0, 0));
         }
     }
-    let rank = {
-        validate_covariance(cov, d)?;
-        pivoted_cholesky(cov, d).rank
-    };
+    let rank = pivoted_cholesky(cov, d).rank;
     let mut n = (default_order(rank) / 2).clamp(4, max_order.clamp(4, MAX_ORDER_PER_PIECE));
     let mut prev = expect_block(
         act,
