@@ -863,16 +863,24 @@ def _smooth_product_block(
         tabv = np.stack(tabs)  # (T, G)
         J = _lagrange(tabv, c0, _TABLE_STEP, c)  # (T, P)
     for q, key in enumerate(keys):
-        prod = Wt * J[tinv[q]] if tab else Wt.copy()
-        for i in range(rows):
-            v = perm[i]
-            e0, e1 = key[2 * v], key[2 * v + 1]
-            if e0:
-                prod = prod * s0[:, i] ** e0
-            if e1:
-                prod = prod * s1[:, i] ** e1
-        out[q] = prod.sum()
+        out[q] = _weighted_sum(Wt * J[tinv[q]] if tab else Wt, key, perm, s0, s1, rows)
     return out
+
+
+def _weighted_sum(
+    weights: np.ndarray, key: np.ndarray, perm: np.ndarray, s0: np.ndarray, s1: np.ndarray, rows: int
+) -> float:
+    """Σ_nodes weights · Π_{i < rows} σ(z_i)^{e0} σ'(z_i)^{e1}, the powers (e0, e1) of block variable
+    perm[i] read from ``key`` (pairs per variable), σ and σ' on the nodes in ``s0``, ``s1``."""
+    prod = weights
+    for i in range(rows):
+        v = perm[i]
+        e0, e1 = key[2 * v], key[2 * v + 1]
+        if e0:
+            prod = prod * s0[:, i] ** e0
+        if e1:
+            prod = prod * s1[:, i] ** e1
+    return float(prod.sum())
 
 
 def _split_rule_1d(c: np.ndarray, slope: float, nl: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -939,15 +947,7 @@ def _kinked_product_block(
     J = _lagrange(tabv, c0, step, c)
     out = np.empty(keys.shape[0])
     for q, key in enumerate(keys):
-        prod = W * J[tinv[q]]
-        for i in range(d - 1):
-            v = perm[i]
-            e0, e1 = key[2 * v], key[2 * v + 1]
-            if e0:
-                prod = prod * s0[:, i] ** e0
-            if e1:
-                prod = prod * s1[:, i] ** e1
-        out[q] = prod.sum()
+        out[q] = _weighted_sum(W * J[tinv[q]], key, perm, s0, s1, d - 1)
     return out
 
 
