@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rgflow  # noqa: E402
 from _common import fmt, log, machine, table, timed, write_json  # noqa: E402
-from rgflow import ensemble  # noqa: E402
+from rgflow import ensembles as ensemble  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -32,8 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, log, machine, table, timed, write_json  # noqa: E402
-from rgflow.preresnet import PreResNet, preresnet_theory, preresnet_theory_gh, sample_preresnet  # noqa: E402
-from rgflow.resnet import ResMLP, resmlp_theory, sample_resmlp  # noqa: E402
+from rgflow import PreResNet, ResMLP
+from rgflow.ensembles import sample_preresnet, sample_resmlp
+from rgflow.recursions import (  # noqa: E402
+    preresnet_theory,
+    preresnet_theory_gh,
+    resmlp_theory,  # noqa: E402
+)
 
 K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 

@@ -4,7 +4,7 @@
 
 tanh, C_W = 2, K⁰ diagonal 2 / off-diagonal 0.6 (N = 4), ε = 0.05, L = 800 (T = 2), n = 64.  The exact
 block-law sampler takes ~10-40 min for 32 000 networks on 2 CPU cores; ``--ensemble`` reuses a saved one
-(keys of :class:`rgflow.preresnet.PreResEnsemble`, written by ``--save``).
+(keys of :class:`rgflow.PreResEnsemble`, written by ``--save``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import argparse
 
 import numpy as np
 
-from rgflow.preresnet import PreResNet, preresnet_theory, sample_preresnet
+from rgflow import PreResNet
+from rgflow.ensembles import sample_preresnet
+from rgflow.recursions import preresnet_theory
 
 K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 KEYS = ["layers", "t", "G", "G_err", "V4", "V4_err", "Sigma", "Sigma_err", "V_GS", "V_GS_err", "V_SS", "V_SS_err"]

@@ -208,12 +208,12 @@ def test_debug_shows_traceback(tmp_path, capsys):
 
 
 def test_runtime_failure_exit_1(tmp_path, capsys, monkeypatch):
-    import rgflow.report
+    import rgflow.cli._main
 
     def boom(*a, **k):
         raise RuntimeError("simulated failure\nsecond line")
 
-    monkeypatch.setattr(rgflow.report, "run_report", boom)
+    monkeypatch.setattr(rgflow.cli._main, "run_report", boom)
     cfg = write(tmp_path, TINY)
     code, _, err = run_main(["run", str(cfg)], capsys)
     assert code == 1

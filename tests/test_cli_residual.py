@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rgflow import cli
-from rgflow.preresnet import PreResNet, preresnet_theory, preresnet_theory_gh
+from rgflow import PreResNet, cli
+from rgflow.recursions import preresnet_theory, preresnet_theory_gh
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "preresnet_paper.toml"

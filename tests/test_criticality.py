@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 
 import rgflow
-from rgflow import MLP, Activation
+from rgflow import MLP, Activation, critical_mlp
 from rgflow.criticality import (
     Criticality,
     FixedPoint,
     critical,
-    critical_mlp,
     fixed_point,
     learning_rates,
     susceptibilities,

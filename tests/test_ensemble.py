@@ -3,7 +3,7 @@
 Fast tests use exact finite-width results that need no theory engine: layer 1, layer 2 (exact
 Gaussian expectations, checked by an independent brute-force Gaussian MC), deep linear
 networks (PDLT ch. 3), the scale-invariance of the ReLU diagonal, and the ntk.md §1.7 table.
-``-m slow`` adds the comparison with ``rgflow.reference`` (skipped if it does not exist).
+``-m slow`` adds the comparison with ``rgflow.testing.reference`` (skipped if it does not exist).
 All thresholds are in units of the reported standard errors; seeds are fixed.
 """
 
@@ -20,10 +20,11 @@ import warnings
 import numpy as np
 import pytest
 
+from rgflow import MLP
+from rgflow._util.progress import Progress as _Progress
 from rgflow.activations import Activation
-from rgflow.ensemble import Comparison, Ensemble, _Progress, compare, sample
-from rgflow.network import MLP
-from rgflow.theory import ALL_TENSORS, Theory
+from rgflow.ensembles import Comparison, Ensemble, compare, sample
+from rgflow.recursions import ALL_TENSORS, Theory
 
 HAVE_JAX = importlib.util.find_spec("jax") is not None
 needs_jax = pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")
@@ -106,15 +107,12 @@ def test_float32_warns_and_agrees():
 
 
 def test_no_infinite_width_warns_and_leaves_k1_none(monkeypatch):
-    theory_mod = importlib.import_module("rgflow.theory")  # the module (the package attribute is the function)
+    sampler_mod = importlib.import_module("rgflow.ensembles._mlp")
 
     def missing(*a, **k):
         raise ImportError("no _core")
 
-    monkeypatch.setattr(theory_mod, "theory", missing)
-    monkeypatch.setitem(sys.modules, "rgflow.reference", None)
-    # an earlier import leaves the submodule as a package attribute, which `from . import` finds first
-    monkeypatch.delattr(importlib.import_module("rgflow"), "reference", raising=False)
+    monkeypatch.setattr(sampler_mod, "mlp_theory", missing)
     net = MLP("tanh", depth=2, width=3)
     with pytest.warns(RuntimeWarning, match="K1 and Theta1 are left None"):
         e = sample(net, X3, networks=8, groups=2, progress=False)
@@ -428,8 +426,8 @@ def test_jax_sharded_equals_unsharded():
     code = textwrap.dedent(
         """
         import numpy as np, jax
-        from rgflow.network import MLP
-        from rgflow.ensemble import sample
+        from rgflow import MLP
+        from rgflow.ensembles import sample
         assert len(jax.devices()) == 2, jax.devices()
         x = np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.7]])
         net = MLP("tanh", depth=3, width=4, C_b=0.1, C_W=1.2)
@@ -515,9 +513,9 @@ CRITICAL = {
 
 def _reference():
     try:
-        from rgflow import reference  # noqa: F401
+        from rgflow.testing import reference  # noqa: F401
     except ImportError:
-        pytest.skip("rgflow.reference is not available yet")
+        pytest.skip("rgflow.testing.reference is not available yet")
     return reference
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rgflow.preresnet import PreResNet, preresnet_theory, preresnet_theory_gh, sample_preresnet
+from rgflow import PreResNet
+from rgflow.ensembles import sample_preresnet
+from rgflow.recursions import preresnet_theory, preresnet_theory_gh
 
 K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 

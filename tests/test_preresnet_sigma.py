@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import rgflow
-from rgflow.preresnet import PreResNet, preresnet_theory, sample_preresnet
+from rgflow import PreResNet
+from rgflow.ensembles import sample_preresnet
+from rgflow.recursions import preresnet_theory
 
 K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rgflow import MLP, Activation
-from rgflow import reference as ref
+from rgflow.testing import reference as ref
 
 SQ2 = math.sqrt(2.0)
 X_TABLE = SQ2 * np.array([[1.3, 0.4], [0.2, -1.1]])  # ntk.md §1.7 inputs
@@ -89,15 +89,26 @@ def single_input(net: MLP, x0: np.ndarray) -> dict[str, np.ndarray]:
         Thn = lb + lW * g + chi_perp * Th
         Vn = CW**2 * (E(lambda z: s0(z) ** 4) - g * g) + rho * chi_par**2 * V  # (5.109)
         K1n = rho * (chi_par * K1 + CW * n_ss)  # (5.110)
-        Th1n = rho * (chi_perp * Th1 + lW * (chi_par / CW * K1 + n_ss) + Th * (2 * h * K1 + CW * n_pp)
-                      + h * (2 * D + 4 * F))
-        Dn = (CW * (E(lambda z, Om=Om: s0(z) ** 2 * Om(z)) - g * Om_m)
-              + CW / 4 * rho * V / Kc**4 * s2h * Om_h + rho * chi_par * chi_perp * D)
-        Fn = (CW**2 * E(lambda z: s0(z) ** 2 * s1(z) ** 2) * Th
-              + rho * CW**2 * (E(lambda z: s0(z) * s1(z) * z) / Kc) ** 2 * F)
+        Th1n = rho * (
+            chi_perp * Th1 + lW * (chi_par / CW * K1 + n_ss) + Th * (2 * h * K1 + CW * n_pp) + h * (2 * D + 4 * F)
+        )
+        Dn = (
+            CW * (E(lambda z, Om=Om: s0(z) ** 2 * Om(z)) - g * Om_m)
+            + CW / 4 * rho * V / Kc**4 * s2h * Om_h
+            + rho * chi_par * chi_perp * D
+        )
+        Fn = (
+            CW**2 * E(lambda z: s0(z) ** 2 * s1(z) ** 2) * Th
+            + rho * CW**2 * (E(lambda z: s0(z) * s1(z) * z) / Kc) ** 2 * F
+        )
         Bn = CW**2 * E(lambda z: s1(z) ** 4) * Th**2 + rho * chi_perp**2 * B
-        An = (E(lambda z, Om=Om: Om(z) ** 2) - Om_m**2 + rho / 4 * V / Kc**4 * Om_h**2 + rho * chi_perp**2 * A
-              + rho * CW / Kc**2 * Om_h * (chi_perp / CW) * D)
+        An = (
+            E(lambda z, Om=Om: Om(z) ** 2)
+            - Om_m**2
+            + rho / 4 * V / Kc**4 * Om_h**2
+            + rho * chi_perp**2 * A
+            + rho * CW / Kc**2 * Om_h * (chi_perp / CW) * D
+        )
         K, Th, V, K1, Th1, D, F, A, B = Kn, Thn, Vn, K1n, Th1n, Dn, Fn, An, Bn
         push()
     return {k: np.array(v) for k, v in out.items()}
@@ -131,7 +142,8 @@ def test_relu_two_point_closed_forms(K12):
     # Hermite form of <d1 d1 (s1 s2)> = <s1 s2 ((K^-1 z)_1^2 - K^11)> and of <d1 d2 (s1 s2)> = P12
     c11 = ref.gaussian_expectation(lambda z, s0, s1: s0[:, 0] * s0[:, 1] * ((z @ Ki)[:, 0] ** 2 - Ki[0, 0]), K, "relu")
     c12 = ref.gaussian_expectation(
-        lambda z, s0, s1: s0[:, 0] * s0[:, 1] * ((z @ Ki)[:, 0] * (z @ Ki)[:, 1] - Ki[0, 1]), K, "relu")
+        lambda z, s0, s1: s0[:, 0] * s0[:, 1] * ((z @ Ki)[:, 0] * (z @ Ki)[:, 1] - Ki[0, 1]), K, "relu"
+    )
     tol = 1e-13 if abs(c) < 0.99 else 1e-9  # Hermite form is ill-conditioned for nearly equal inputs
     assert abs(got_ss - ss) < 1e-13 and abs(got_pp - pp) < 1e-13
     assert abs(c11 - q12) < tol and abs(c12 - pp) < tol
@@ -325,8 +337,12 @@ def test_ntk_table_layer4(act, Cb, CW, theta01, theta00, t1_01, t1_00):
     """ntk.md §1.7 (inputs sqrt2 (1.3, 0.4), sqrt2 (0.2, -1.1); lambda_b = lambda_W = 1), layer 4."""
     th = ref.theory(MLP(act, depth=4, width=16, C_b=Cb, C_W=CW), X_TABLE)
     digits = lambda v: len(str(v).split(".")[1])  # noqa: E731
-    for got, want in ((th.Theta[3, 0, 1], theta01), (th.Theta[3, 0, 0], theta00),
-                      (th.Theta1[3, 0, 1], t1_01), (th.Theta1[3, 0, 0], t1_00)):
+    for got, want in (
+        (th.Theta[3, 0, 1], theta01),
+        (th.Theta[3, 0, 0], theta00),
+        (th.Theta1[3, 0, 1], t1_01),
+        (th.Theta1[3, 0, 0], t1_00),
+    ):
         assert round(float(got), digits(want)) == pytest.approx(want, abs=1e-12), (got, want)
     if act.name == "relu":
         assert round(float(th.K1[3, 0, 1]), 2) == -2.26  # ntk.md §1.6
@@ -346,14 +362,22 @@ def test_ntk_single_input_A_B_values():
 # ---------------------------------------------------------------------------------------------
 # single-input reductions and the derivative form
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("act", [Activation("tanh"), Activation("gelu"), Activation("elu", alpha=0.7),
-                                 Activation("swish")])
+@pytest.mark.parametrize(
+    "act", [Activation("tanh"), Activation("gelu"), Activation("elu", alpha=0.7), Activation("swish")]
+)
 def test_single_input_reductions_match_diagonal(act):
     """(5.109)/(5.110) and the single-input forms of Theta1, D, F, A, B equal the multi-input code
     on the diagonal (unequal widths and per-layer hyperparameters)."""
     x = np.array([[0.8, -1.1], [0.3, 0.5], [-1.4, 0.2]])
-    net = MLP(act, depth=4, widths=[6, 9, 5], C_b=[0.1, 0.2, 0.05, 0.3], C_W=[1.4, 1.1, 1.3, 0.9],
-              lambda_b=[0.5, 1.0, 0.2, 0.7], lambda_W=[1.2, 0.8, 1.0, 1.5])
+    net = MLP(
+        act,
+        depth=4,
+        widths=[6, 9, 5],
+        C_b=[0.1, 0.2, 0.05, 0.3],
+        C_W=[1.4, 1.1, 1.3, 0.9],
+        lambda_b=[0.5, 1.0, 0.2, 0.7],
+        lambda_W=[1.2, 0.8, 1.0, 1.5],
+    )
     th = ref.theory(net, x)
     for a in range(3):
         si = single_input(net, x[a])
@@ -397,16 +421,24 @@ def test_derivative_form_of_V_and_K1():
 
     idx = range(2)
     C = {(a, b): np.array([[deriv_pair(a, b, (g1, g2)) for g2 in idx] for g1 in idx]) for a in idx for b in idx}
-    C4 = {(a, b): np.array([[[[deriv_pair(a, b, (g1, g2, g3, g4)) for g4 in idx] for g3 in idx] for g2 in idx]
-                            for g1 in idx]) for a in idx for b in idx}
+    C4 = {
+        (a, b): np.array(
+            [[[[deriv_pair(a, b, (g1, g2, g3, g4)) for g4 in idx] for g3 in idx] for g2 in idx] for g1 in idx]
+        )
+        for a in idx
+        for b in idx
+    }
     for a in idx:
         for b in idx:
             k1 = CW * (0.5 * np.sum(K1 * C[(a, b)]) + 0.125 * np.sum(V * C4[(a, b)]))
             assert abs(th.K1[3][a, b] - k1) < 1e-10
             for c in idx:
                 for d in idx:
-                    ss = E(lambda z, a=a, b=b, c=c, d=d: np.tanh(z[:, a]) * np.tanh(z[:, b]) * np.tanh(z[:, c])
-                           * np.tanh(z[:, d]))
+                    ss = E(
+                        lambda z, a=a, b=b, c=c, d=d: (
+                            np.tanh(z[:, a]) * np.tanh(z[:, b]) * np.tanh(z[:, c]) * np.tanh(z[:, d])
+                        )
+                    )
                     g_ab = E(lambda z, a=a, b=b: np.tanh(z[:, a]) * np.tanh(z[:, b]))
                     g_cd = E(lambda z, c=c, d=d: np.tanh(z[:, c]) * np.tanh(z[:, d]))
                     v = CW**2 * (ss - g_ab * g_cd) + CW**2 / 4 * np.einsum("ij,ijkl,kl->", C[(a, b)], V, C[(c, d)])
@@ -502,8 +534,9 @@ def test_custom_callable_matches_builtin():
 # slow: convergence of the 3-/4-sample quadrature against high fixed orders
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("act, Cb, CW", [("tanh", 0.0, 1.5), ("gelu", 0.17292239, 1.98305826), ("relu", 0.0, 2.0),
-                                         ("elu", 0.1, 1.5)])
+@pytest.mark.parametrize(
+    "act, Cb, CW", [("tanh", 0.0, 1.5), ("gelu", 0.17292239, 1.98305826), ("relu", 0.0, 2.0), ("elu", 0.1, 1.5)]
+)
 def test_four_sample_quadrature_converged(act, Cb, CW):
     """The default (adaptive / tabulated) 3-D and 4-D rules agree with plain high-order
     tensor-product rules on all four-point tensors (N = 4 inputs, depth 3), and with

@@ -21,17 +21,16 @@ import textwrap
 import numpy as np
 import pytest
 
-from rgflow.preresnet import (
-    PreResNet,
-    _block_step,
-    _factor,
-    _pre_sums,
-    _sqrtm_psd,
-    _weights_step,
-    preresnet_theory,
-    sample_preresnet,
-)
-from rgflow.resnet import ResMLP, _res_forward, _res_sums, resmlp_theory, sample_resmlp
+from rgflow import PreResNet, ResMLP
+from rgflow.ensembles import sample_preresnet, sample_resmlp
+from rgflow.ensembles._residual_kernels import block_step as _block_step
+from rgflow.ensembles._residual_kernels import pre_sums as _pre_sums
+from rgflow.ensembles._residual_kernels import psd_factor as _factor
+from rgflow.ensembles._residual_kernels import res_forward as _res_forward
+from rgflow.ensembles._residual_kernels import res_sums as _res_sums
+from rgflow.ensembles._residual_kernels import sqrtm_psd as _sqrtm_psd
+from rgflow.ensembles._residual_kernels import weights_step as _weights_step
+from rgflow.recursions import preresnet_theory, resmlp_theory
 
 HAVE_JAX = importlib.util.find_spec("jax") is not None
 needs_jax = pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")
@@ -54,7 +53,7 @@ def test_shared_kernels_are_the_same_functions():
     import jax
     import jax.numpy as jnp
 
-    from rgflow._jax_sampler import _x64
+    from rgflow.ensembles._jax_mlp import x64 as _x64
 
     rng = np.random.default_rng(0)
     B, n, N = 3, 7, 3
@@ -174,8 +173,10 @@ def test_jax_batch_and_device_invariance():
     code = textwrap.dedent(
         """
         import numpy as np, jax
-        from rgflow.preresnet import PreResNet, sample_preresnet
-        from rgflow.resnet import ResMLP, sample_resmlp
+        from rgflow import PreResNet
+        from rgflow.ensembles import sample_preresnet
+        from rgflow import ResMLP
+        from rgflow.ensembles import sample_resmlp
         assert len(jax.devices()) == 2, jax.devices()
         K = 2 * (0.7 * np.eye(3) + 0.3)
         pre = PreResNet("tanh", depth=6, width=8, eps=0.2, C_W=2.0)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import rgflow
-from rgflow.resnet import ResMLP, nu_scale_invariant, resmlp_theory, sample_resmlp
+from rgflow import ResMLP
+from rgflow.ensembles import sample_resmlp
+from rgflow.recursions import nu_scale_invariant, resmlp_theory
 
 G_HALF = math.sqrt(0.5)
 X1 = np.array([[1.0, -1.0, 1.0, 1.0]])  # |x|²/n0 = 1, so K = 1 with C_W = 1 at every layer

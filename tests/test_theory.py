@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import rgflow
 from rgflow import MLP, expect, theory
-from rgflow.theory import Theory
+from rgflow.recursions import Theory
 
 SQ2 = math.sqrt(2.0)
 X_SPEC = np.array([[SQ2 * 1.3, SQ2 * 0.4], [SQ2 * 0.2, -SQ2 * 1.1]])  # ntk.md §1.7 inputs
@@ -262,7 +262,7 @@ def test_bad_inputs():
 )
 def test_rust_engine_equals_numpy_reference(act, cb, cw, quad_order):
     """Derivative form (Rust) vs the book's inverse-kernel form on marginal blocks (numpy): ≤ 1e-9 relative."""
-    from rgflow import reference
+    from rgflow.testing import reference
 
     x = np.array([[0.9, -0.4], [0.3, 1.1], [-0.6, 0.2]])
     net = MLP(act, depth=3, width=16, C_b=cb, C_W=cw, lambda_b=0.5, lambda_W=1.5)

@@ -3,43 +3,49 @@
 Layer-to-layer "representation group flow" of Roberts & Yaida, *The Principles of Deep
 Learning Theory*: Gaussian expectations and the recursions for K, V, K1, Theta, Theta1,
 D, F, A, B (Rust core), checked against ensembles of sampled finite-width networks.
+
+The package is layered, each layer importing only from the ones before it::
+
+    _util → activations → gauss → criticality → models → recursions, ensembles → testing, report, plot → cli
+
+One API for every architecture: ``rgflow.theory(net, x)`` and ``rgflow.sample(net, x)``.
 """
 
 from __future__ import annotations
 
 from . import plot
+from ._deprecated import preresnet_theory, resmlp_theory, sample_preresnet, sample_resmlp
+from ._util.version import VERSION as __version__
 from .activations import Activation
 from .criticality import (
     Criticality,
     CriticalPoint,
     FixedPoint,
     critical,
-    critical_mlp,
     fixed_point,
     susceptibilities,
     taylor_coefficients,
     universality_class,
 )
-from .ensemble import Ensemble, compare, sample
-from .expectations import expect, expect_with_error, sigma, zpow
-from .network import MLP
-from .preresnet import PreResNet, preresnet_theory, preresnet_theory_gh, sample_preresnet
-from .resnet import ResEnsemble, ResMLP, ResTheory, resmlp_theory, sample_resmlp
-from .theory import Theory, theory
-
-__version__ = "0.1.0"
+from .ensembles import Comparison, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
+from .gauss import expect, expect_with_error, sigma, zpow
+from .models import MLP, PreResNet, ResMLP, critical_mlp
+from .recursions import PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
 
 __all__ = [
     "MLP",
     "Activation",
-    "PreResNet",
-    "ResEnsemble",
-    "ResMLP",
-    "ResTheory",
+    "Comparison",
     "CriticalPoint",
     "Criticality",
     "Ensemble",
     "FixedPoint",
+    "PreResEnsemble",
+    "PreResNet",
+    "PreResTheory",
+    "ResEnsemble",
+    "ResMLP",
+    "ResTheory",
     "Theory",
     "__version__",
     "compare",

@@ -18,8 +18,8 @@ import numpy as np
 
 from .activations import Activation, as_activation
 from .criticality import Criticality, critical, learning_rates
-from .network import MLP
-from .theory import Theory, theory
+from .models import MLP
+from .recursions import Theory, theory
 
 __all__ = ["Sweep", "SweepEntry", "flow", "sweep"]
 

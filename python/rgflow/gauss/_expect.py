@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .activations import Activation, as_activation
+from .. import _core
+from ..activations import Activation, as_activation
 
 Factor = tuple[int, int] | tuple[int, str, int]
 
@@ -35,10 +36,10 @@ def zpow(sample: int, power: int) -> tuple[int, str, int]:
     return (int(sample), "z", int(power))
 
 
-def _core_activation(act: Activation) -> tuple[Any, ...]:
+def core_activation(act: Activation) -> tuple[Any, ...]:
     """The activation as the tuple the Rust core understands."""
     if act.is_custom:
-        return ("custom", act._label, [act.function, *act.derivatives])
+        return ("custom", act.label, [act.function, *act.derivatives])
     name, params = act.spec()
     return ("builtin", name, params)
 
@@ -46,8 +47,6 @@ def _core_activation(act: Activation) -> tuple[Any, ...]:
 def _terms(
     core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int
 ) -> list[tuple[int, int, list[int]]]:
-    from . import _core
-
     orders: list[list[int]] = [[] for _ in range(d)]
     zp = [0] * d
     if len(factors) == 0:
@@ -90,6 +89,14 @@ def quadrature_only(method: str) -> bool:
     return method == "quadrature"
 
 
+def _order_cap(d: int, max_order: int | None) -> int:
+    if max_order is None:
+        return MAX_ADAPTIVE_ORDER.get(d, 24)
+    if isinstance(max_order, bool) or not 1 <= int(max_order) <= 480:
+        raise ValueError(f"max_order must be an int in 1..480 or None (default per dimension), got {max_order!r}")
+    return int(max_order)
+
+
 def expect(
     K: Any,
     factors: Sequence[Factor],
@@ -98,6 +105,7 @@ def expect(
     order: int | None = None,
     tol: float = 1e-12,
     method: str = "auto",
+    max_order: int | None = None,
 ) -> float | np.ndarray:
     """⟨Π_k f_k⟩ under z ~ N(0, K).
 
@@ -120,10 +128,8 @@ def expect(
 
     Returns a float for one block, an array of shape (B,) for a batch.
     """
-    from . import _core
-
     act = as_activation(activation)
-    core_act = _core_activation(act)
+    core_act = core_activation(act)
     arr = np.asarray(K, dtype=float)
     single = arr.ndim == 2
     if arr.ndim not in (2, 3) or arr.shape[-1] != arr.shape[-2] or arr.shape[-1] == 0:
@@ -144,9 +150,7 @@ def expect(
     batch = np.ascontiguousarray(batch)
     if order is None:
         worst = int(np.argmax(np.einsum("bii->b", batch)))
-        vals, _err, used = _core.expect_adaptive(
-            core_act, batch[worst], its, tol, MAX_ADAPTIVE_ORDER.get(d, 24), qonly
-        )
+        vals, _err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, _order_cap(d, max_order), qonly)
         if single:
             return float(vals[0])
         order = used
@@ -164,10 +168,8 @@ def expect_with_error(
 ) -> tuple[float, float, int]:
     """Adaptive :func:`expect` for one block returning (value, error estimate, order used);
     a block done in closed form reports error 0.0 and order 0."""
-    from . import _core
-
     act = as_activation(activation)
-    core_act = _core_activation(act)
+    core_act = core_activation(act)
     arr = np.asarray(K, dtype=float)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
         raise ValueError(f"K must have shape (d, d), got {arr.shape}")

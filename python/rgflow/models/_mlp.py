@@ -9,45 +9,15 @@ output width (used by samplers only: the theory does not depend on it).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .activations import Activation, as_activation
-
-
-def check_int(name: str, value: Any, *, minimum: int = 1, hint: str = "") -> int:
-    """An int (not bool) >= ``minimum``: TypeError / ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}{hint}, got {value}")
-    return int(value)
-
-
-def _per_layer(name: str, value: float | Sequence[float], depth: int, *, positive: bool) -> tuple[float, ...]:
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        vals = (float(value),) * depth
-    else:
-        try:
-            vals = tuple(float(v) for v in value)
-        except TypeError as exc:
-            raise TypeError(f"{name} must be a number or a sequence of {depth} numbers") from exc
-        if len(vals) != depth:
-            raise ValueError(
-                f"{name} has {len(vals)} entries but depth={depth}; give one value per layer "
-                f"(layers 1..{depth}) or a single scalar"
-            )
-    for i, v in enumerate(vals):
-        if not math.isfinite(v):
-            raise ValueError(f"{name}[layer {i + 1}] = {v} is not finite")
-        if positive and v <= 0:
-            raise ValueError(f"{name}[layer {i + 1}] = {v} must be > 0")
-        if not positive and v < 0:
-            raise ValueError(f"{name}[layer {i + 1}] = {v} must be >= 0 (it is a variance)")
-    return vals
+from .._util.validation import check_int, per_layer
+from ..activations import Activation, as_activation
+from ..criticality import critical
+from ..criticality import learning_rates as equivalence_learning_rates
 
 
 class MLP:
@@ -103,10 +73,10 @@ class MLP:
         if int(out_width) < 1:
             raise ValueError(f"out_width must be >= 1, got {out_width}")
         self.out_width = int(out_width)
-        self.C_b = _per_layer("C_b", C_b, depth, positive=False)
-        self.C_W = _per_layer("C_W", C_W, depth, positive=True)
-        self.lambda_b = _per_layer("lambda_b", lambda_b, depth, positive=False)
-        self.lambda_W = _per_layer("lambda_W", lambda_W, depth, positive=False)
+        self.C_b = per_layer("C_b", C_b, depth, positive=False)
+        self.C_W = per_layer("C_W", C_W, depth, positive=True)
+        self.lambda_b = per_layer("lambda_b", lambda_b, depth, positive=False)
+        self.lambda_W = per_layer("lambda_W", lambda_W, depth, positive=False)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -126,8 +96,6 @@ class MLP:
     @classmethod
     def critical(cls, activation: str | Activation, depth: int, width: int | None = None, **kw: Any) -> MLP:
         """A network tuned to criticality (see :func:`rgflow.critical`)."""
-        from .criticality import critical_mlp
-
         return critical_mlp(activation, depth, width, **kw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,19 +134,42 @@ class MLP:
         )
 
 
-def check_inputs(x: Any) -> np.ndarray:
-    """Validate inputs: a finite float array of shape (N, n0) with N >= 1 (ValueError otherwise)."""
-    arr = np.asarray(x, dtype=float)
-    if arr.ndim == 1:
+def critical_mlp(
+    activation: str | Activation,
+    depth: int,
+    width: int | None = None,
+    *,
+    widths: Sequence[int] | None = None,
+    out_width: int | None = None,
+    lambda_b: float = 1.0,
+    lambda_W: float = 1.0,
+    learning_rates: str = "equivalence",
+) -> MLP:
+    """An :class:`~rgflow.MLP` at criticality (C_b, C_W from :func:`critical`).
+
+    ``learning_rates="equivalence"`` (default) scales the NTK learning rates per layer by the
+    book's learning-rate equivalence principle, (9.94) for the scale-invariant (and, our
+    extension, half-stable) class and (9.95)/(9.96) for the K* = 0 class, with ``lambda_b``,
+    ``lambda_W`` the order-one λ̃_b, λ̃_W (see :func:`rgflow.criticality.learning_rates`).
+    ``learning_rates="constant"`` uses ``lambda_b``, ``lambda_W`` unchanged in every layer (the
+    book's (9.44) convention, Θ^(ℓ) = (λ_b + λ_W A₂K*) ℓ for scale-invariant σ).
+
+    Raises ``ValueError`` (with the reason) for activations without criticality.  For the
+    half-stable class, inputs should have K^(1) = C_b + C_W |x|²/n₀ near K* (see ``.K_star``).
+    """
+    crit = critical(activation)
+    if not crit.is_critical:
         raise ValueError(
-            f"x must have shape (N, n0); got a 1-D array of shape {arr.shape} (use x[None, :] for one input)"
+            f"{crit.activation!r} has no critical initialisation ({crit.reason}); "
+            "choose e.g. 'tanh' (K*=0 class) or 'relu' (scale-invariant)"
         )
-    if arr.ndim != 2:
-        raise ValueError(f"x must have shape (N, n0), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError("x has no inputs (N = 0); give at least one row")
-    if arr.shape[1] == 0:
-        raise ValueError("x has zero input dimension (n0 = 0)")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("x contains NaN or inf; clean the inputs first")
-    return np.ascontiguousarray(arr)
+    if learning_rates == "equivalence":
+        lb, lw = equivalence_learning_rates(crit, depth, lambda_b, lambda_W)
+    elif learning_rates == "constant":
+        lb, lw = (float(lambda_b),) * depth, (float(lambda_W),) * depth
+    else:
+        raise ValueError(f"learning_rates must be 'equivalence' or 'constant', got {learning_rates!r}")
+    return MLP(
+        crit.activation, depth, width=width, widths=widths, C_b=crit.C_b, C_W=crit.C_W,
+        lambda_b=list(lb), lambda_W=list(lw), out_width=out_width,
+    )  # fmt: skip

@@ -96,6 +96,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .._util.version import VERSION as __version__
+from ..activations import Activation
+from ..criticality import critical as find_critical
+from ..models import ResMLP
+from ..report import (
+    EnsembleSpec,
+    ResidualEnsembleSpec,
+    ResidualRunSpec,
+    RunSpec,
+    format_residual_table,
+    format_table,
+    pyplot,
+    run_report,
+    run_residual_report,
+)
+
 __all__ = ["main", "load_config", "ConfigError", "DEMO_CRITICAL"]
 
 #: GELU criticality (PDLT eq. 5.105): K* = (3 + sqrt 17)/2.
@@ -245,7 +261,6 @@ def _str(v: Any, key: str, choices: Sequence[str] | None = None) -> str:
 
 def parse_activation(spec: Any, key: str = "activation") -> Any:
     """An Activation from a name, ``name:param=value,...`` or a TOML table {name = ..., param = ...}."""
-    from .activations import Activation
 
     try:
         if isinstance(spec, dict):
@@ -351,7 +366,6 @@ def load_config(path: str | Path, *, networks: int | None = None) -> Any:
 
 def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks: int | None = None) -> Any:
     """Validate a configuration dictionary (the parsed TOML) into a :class:`rgflow.report.RunSpec`."""
-    from .report import EnsembleSpec, RunSpec
 
     base = base or Path.cwd()
     _check_keys(raw, "")
@@ -380,13 +394,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks:
             if k in nw:
                 raise ConfigError(f"'network.{k}' conflicts with 'network.critical = true' (which sets C_b and C_W)")
         try:
-            from .criticality import critical as _critical
-        except ImportError as exc:
-            raise ConfigError(
-                f"'network.critical': rgflow.criticality is not available ({exc}); give C_b and C_W"
-            ) from None
-        try:
-            crit = _critical(act)
+            crit = find_critical(act)
         except ValueError as exc:
             raise ConfigError(f"'network.critical': {exc}") from None
         C_b, C_W = float(crit.C_b), float(crit.C_W)
@@ -561,7 +569,6 @@ def _kernel_input(v: Any) -> tuple[Any, dict[str, Any]]:
 
 def _residual_config(raw: dict[str, Any], arch: str, title: str, base: Path, networks: int | None) -> Any:
     """Validate a configuration of a residual architecture into a :class:`rgflow.report_residual.ResidualRunSpec`."""
-    from .report_residual import ResidualEnsembleSpec, ResidualRunSpec
 
     nw = raw["network"]
     for k in ("activation", "depth"):
@@ -612,7 +619,6 @@ def _residual_config(raw: dict[str, Any], arch: str, title: str, base: Path, net
                     )
             if isinstance(gamma, list):
                 raise ConfigError("'network.gamma' must be one number with 'network.critical = true' (B.19)-(B.21)")
-            from .resnet import ResMLP
 
             try:
                 crit = ResMLP.critical(act, depth, 2, gamma)
@@ -763,9 +769,6 @@ def _residual_config(raw: dict[str, Any], arch: str, title: str, base: Path, net
 def demo_spec(networks: int | None = None, quick: bool = False) -> Any:
     """The demo: a GELU MLP at criticality, depth 4, sampled at widths 16 and 64 (numpy)."""
 
-    from .activations import Activation
-    from .report import EnsembleSpec, RunSpec
-
     if quick:
         n_inputs, widths, nets, groups = 3, (16, 32), 1000 if networks is None else networks, 16
     else:
@@ -819,8 +822,6 @@ def demo_spec(networks: int | None = None, quick: bool = False) -> Any:
 
 
 def _report(spec: Any, out: str, args: argparse.Namespace, command: str) -> int:
-    from .report import format_table, run_report
-    from .report_residual import ResidualRunSpec, format_residual_table, run_residual_report
 
     residual = isinstance(spec, ResidualRunSpec)
 
@@ -829,9 +830,7 @@ def _report(spec: Any, out: str, args: argparse.Namespace, command: str) -> int:
     spec.config.pop("_out", None)
     if plots:
         try:
-            from .report import _pyplot
-
-            _pyplot()
+            pyplot()
         except ImportError as exc:
             raise _Failure(str(exc)) from None
     t0 = time.perf_counter()
@@ -897,11 +896,6 @@ BUILTIN_TABLE = (
 
 def _cmd_critical(args: argparse.Namespace) -> int:
     acts = [parse_activation(a, "ACTIVATION") for a in args.activation] if args.activation else None
-    try:
-        from .criticality import critical
-    except ImportError as exc:
-        raise _Failure(f"rgflow.criticality is not available: {exc}") from None
-    from .activations import Activation
 
     if acts is None:
         acts = [Activation(n) for n in BUILTIN_TABLE]
@@ -919,7 +913,7 @@ def _cmd_critical(args: argparse.Namespace) -> int:
     for act in acts:
         name = act.name + ("(" + ", ".join(f"{k}={v:g}" for k, v in act.params.items()) + ")" if act.params else "")
         try:
-            c = critical(act)
+            c = find_critical(act)
         except (ValueError, ArithmeticError, NotImplementedError) as exc:
             print(f"{name:<24}{'none':<17}  {' '.join(str(exc).split())}")
             continue
@@ -968,7 +962,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    from . import __version__
 
     p.add_argument("--version", action="version", version=f"rgflow {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

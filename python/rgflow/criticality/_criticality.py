@@ -37,15 +37,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import Activation, as_activation
-from .expectations import expect
+from ..activations import Activation, as_activation
+from ..gauss import expect
 
 __all__ = [
     "CriticalPoint",
     "Criticality",
     "FixedPoint",
     "critical",
-    "critical_mlp",
     "fixed_point",
     "learning_rates",
     "susceptibilities",
@@ -161,7 +160,6 @@ class _Gauss:
 
     def __init__(self, act: Activation) -> None:
         self.act = act
-        self._core_act: Any = None
         nd = act.max_derivative
         # derivative (Stein) forms need σ'' (and σ'''' for ã₁); kinked activations carry delta
         # functions in σ'' that may not share a sample with σ, so they use the z-power forms.
@@ -170,28 +168,15 @@ class _Gauss:
         self.smooth4 = nd >= 4 and not act.kinked
 
     def _expect(self, K: np.ndarray, factors: Sequence[Any], order: int | None, tol: float) -> Any:
-        """:func:`rgflow.expect` for 1-D blocks, with the adaptive order capped at ``_MAX_ORDER``.
-
-        (The core's Hermite rule panics for orders >= 727, and its adaptive loop may overshoot
-        the cap by a factor 3/2, so the default 1-D cap of :func:`rgflow.expect` (1024) can hit
-        it on hard integrands; 480 keeps every order tried below 720.)
-        """
-        from . import _core
-        from .expectations import _core_activation, _terms
-
+        """:func:`rgflow.expect` on a batch of 1-D blocks K (B, 1, 1), the adaptive order capped at
+        ``_MAX_ORDER`` (the default 1-D cap of :func:`rgflow.expect`, 320, is too low for the hard
+        integrands met in the K* scan; 480 keeps every order tried below the core's limit)."""
         if order is not None:
             out = np.asarray(expect(K, factors, self.act, order=order))
             return float(out[0]) if K.shape[0] == 1 else out
-        if self._core_act is None:
-            self._core_act = _core_activation(self.act)
-        its = [_terms(self._core_act, factors, 1, self.act.max_derivative)]
-        worst = int(np.argmax(K[:, 0, 0]))
-        vals, _err, used = _core.expect_adaptive(
-            self._core_act, np.ascontiguousarray(K[worst]), its, tol, _MAX_ORDER, False
-        )
         if K.shape[0] == 1:
-            return float(vals[0])
-        return np.asarray(_core.expect_batch(self._core_act, np.ascontiguousarray(K), its, int(used), False))
+            return float(expect(K[0], factors, self.act, tol=tol, max_order=_MAX_ORDER))
+        return np.asarray(expect(K, factors, self.act, tol=tol, max_order=_MAX_ORDER))
 
     def E(self, K: float | np.ndarray, factors: Sequence[Any], order: int | None = None) -> Any:
         arr = np.asarray(K, dtype=float)
@@ -814,49 +799,3 @@ def learning_rates(
     lb = lambda_b * L ** (p - 1) / ls**p
     lw = lambda_W * (L / ls) ** (p - 1)
     return tuple(float(v) for v in lb), tuple(float(v) for v in lw)
-
-
-def critical_mlp(
-    activation: str | Activation,
-    depth: int,
-    width: int | None = None,
-    *,
-    widths: Sequence[int] | None = None,
-    out_width: int | None = None,
-    lambda_b: float = 1.0,
-    lambda_W: float = 1.0,
-    learning_rates: str = "equivalence",
-) -> Any:
-    """An :class:`~rgflow.MLP` at criticality (C_b, C_W from :func:`critical`).
-
-    ``learning_rates="equivalence"`` (default) scales the NTK learning rates per layer by the
-    book's learning-rate equivalence principle, (9.94) for the scale-invariant (and, our
-    extension, half-stable) class and (9.95)/(9.96) for the K* = 0 class, with ``lambda_b``,
-    ``lambda_W`` the order-one λ̃_b, λ̃_W (see :func:`rgflow.criticality.learning_rates`).
-    ``learning_rates="constant"`` uses ``lambda_b``, ``lambda_W`` unchanged in every layer (the
-    book's (9.44) convention, Θ^(ℓ) = (λ_b + λ_W A₂K*) ℓ for scale-invariant σ).
-
-    Raises ``ValueError`` (with the reason) for activations without criticality.  For the
-    half-stable class, inputs should have K^(1) = C_b + C_W |x|²/n₀ near K* (see ``.K_star``).
-    """
-    from .network import MLP
-
-    crit = critical(activation)
-    if not crit.is_critical:
-        raise ValueError(
-            f"{crit.activation!r} has no critical initialisation ({crit.reason}); "
-            "choose e.g. 'tanh' (K*=0 class) or 'relu' (scale-invariant)"
-        )
-    if learning_rates == "equivalence":
-        lb, lw = _learning_rates(crit, depth, lambda_b, lambda_W)
-    elif learning_rates == "constant":
-        lb, lw = (float(lambda_b),) * depth, (float(lambda_W),) * depth
-    else:
-        raise ValueError(f"learning_rates must be 'equivalence' or 'constant', got {learning_rates!r}")
-    return MLP(
-        crit.activation, depth, width=width, widths=widths, C_b=crit.C_b, C_W=crit.C_W,
-        lambda_b=list(lb), lambda_W=list(lw), out_width=out_width,
-    )  # fmt: skip
-
-
-_learning_rates = learning_rates

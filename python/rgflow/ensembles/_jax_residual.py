@@ -2,8 +2,8 @@
 (optional: ``pip install rgflow[jax]``).
 
 The per-block steps and the per-batch statistics are the same functions as the numpy backends
-(``preresnet._block_step``, ``_weights_step``, ``_pre_sums``; ``resnet._res_forward``,
-``_res_sums``), written against an array namespace and traced here with ``jax.numpy``.  Per
+(``preresnet.block_step``, ``weights_step``, ``pre_sums``; ``resnet.res_forward``,
+``res_sums``), written against an array namespace and traced here with ``jax.numpy``.  Per
 group of networks one jitted call runs a ``lax.scan`` over its batches and, inside, a
 ``lax.scan`` over the layers; the float64 sums are the scan carry.  Network i draws all its
 noise from ``fold_in(key(seed), i)`` (then ``fold_in(·, ℓ)`` per layer), so results do not
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ._jax_sampler import ACCEL_BATCH_BYTES, CPU_BATCH_BYTES, _act_key, _x64, jax_activation, require_jax
+from ._jax_mlp import ACCEL_BATCH_BYTES, CPU_BATCH_BYTES, act_key, jax_activation, require_jax, x64
+from ._residual_kernels import block_step, pre_sums, res_forward, res_sums, weights_step
 
 _CACHE: dict[Any, tuple[Any, Any]] = {}
 
@@ -34,7 +35,7 @@ def _remember(key: Any, fn: Any, act: Any) -> Any:
 
 
 def _devices(jax: Any, devices: Sequence[Any] | None) -> tuple[Any, ...]:
-    with _x64(jax):
+    with x64(jax):
         devs = tuple(jax.devices() if devices is None else devices)
     if not devs:
         raise ValueError("devices is empty; give at least one jax device or None for all")
@@ -84,14 +85,12 @@ def _preresnet_fn(
     dtype_name: str,
     devs: tuple[Any, ...],
 ) -> Any:
-    key = ("pre", _act_key(act), n, N, depth, layers, sampler, eps, C_W, dtype_name, devs)
+    key = ("pre", act_key(act), n, N, depth, layers, sampler, eps, C_W, dtype_name, devs)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit[0]
     import jax
     import jax.numpy as jnp
-
-    from .preresnet import _block_step, _pre_sums, _weights_step
 
     sigma, _ = jax_activation(act)
     dt = jnp.dtype(dtype_name)
@@ -119,16 +118,16 @@ def _preresnet_fn(
             phi, acc = carry
             ell, k = xs
             s = sigma(phi)
-            acc = jax.lax.cond(k >= 0, lambda a: add(a, k, _pre_sums(jnp, phi, s, w)), lambda a: a, acc)
+            acc = jax.lax.cond(k >= 0, lambda a: add(a, k, pre_sums(jnp, phi, s, w)), lambda a: a, acc)
             if sampler == "block":
-                phi = _block_step(jnp, phi, s, noise(ell + 1, (n, N)), eps, C_W)
+                phi = block_step(jnp, phi, s, noise(ell + 1, (n, N)), eps, C_W)
             else:
-                phi = _weights_step(jnp, phi, s, noise(ell + 1, (n, n)) * w_scale, eps)
+                phi = weights_step(jnp, phi, s, noise(ell + 1, (n, n)) * w_scale, eps)
             return (phi, acc), None
 
         ells = jnp.arange(depth, dtype=jnp.uint32)
         (phi, acc), _ = jax.lax.scan(block, (phi, acc), (ells, jnp.asarray(slot[:depth])))
-        return add(acc, M - 1, _pre_sums(jnp, phi, sigma(phi), w))
+        return add(acc, M - 1, pre_sums(jnp, phi, sigma(phi), w))
 
     def run_group(idx: Any, mask: Any, base_key: Any, r0: Any, zero: Any) -> Any:
         def body(acc: Any, xs: Any) -> Any:
@@ -165,7 +164,7 @@ def run_preresnet(
     nb, bs = _batching(devs, per, batch, per_net)
 
     def gen() -> Iterator[tuple[np.ndarray, ...]]:
-        with _x64(jax):
+        with x64(jax):
             fn = _preresnet_fn(net.activation, n, N, net.depth, tuple(layers), sampler, net.eps, net.C_W, dtype, devs)
             base_key = jax.random.key(seed)
             r0j = jnp.asarray(r0, dtype=dtype)
@@ -188,14 +187,12 @@ def run_preresnet(
 
 
 def _resmlp_fn(act: Any, n: int, N: int, n0: int, depth: int, devs: tuple[Any, ...]) -> Any:
-    key = ("res", _act_key(act), n, N, n0, depth, devs)
+    key = ("res", act_key(act), n, N, n0, depth, devs)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit[0]
     import jax
     import jax.numpy as jnp
-
-    from .resnet import _res_forward, _res_sums
 
     sigma, _ = jax_activation(act)
     batch_sh, repl, idx_sh = _mesh(devs)
@@ -216,14 +213,14 @@ def _resmlp_fn(act: Any, n: int, N: int, n0: int, depth: int, devs: tuple[Any, .
 
         W, b = draw(0, n0)
         z = hp["sb"][0] * b + (hp["sw"][0] * W) @ x.T
-        acc = add(acc, 0, _res_sums(jnp, z, w))
+        acc = add(acc, 0, res_sums(jnp, z, w))
 
         def layer(carry: Any, xs: Any) -> Any:
             z, acc = carry
             l, sw, sb, g = xs
             W, b = draw(l, n)
-            z = _res_forward(jnp, sigma, z, sw * W, sb * b, g)
-            return (z, add(acc, l, _res_sums(jnp, z, w))), None
+            z = res_forward(jnp, sigma, z, sw * W, sb * b, g)
+            return (z, add(acc, l, res_sums(jnp, z, w))), None
 
         if depth > 1:
             ls = jnp.arange(1, depth, dtype=jnp.int32)
@@ -256,7 +253,7 @@ def run_resmlp(
     w = np.array([x.shape[1]] + [n] * (L - 1), dtype=np.float64)
 
     def gen() -> Iterator[dict[str, np.ndarray]]:
-        with _x64(jax):
+        with x64(jax):
             fn = _resmlp_fn(net.activation, n, N, n0, L, devs)
             base_key = jax.random.key(seed)
             hp = {

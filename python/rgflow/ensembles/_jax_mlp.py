@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ._estimators import batch_sums
+
 _INSTALL = "pip install rgflow[jax]"
 #: Memory budget (bytes) of one batch when ``batch=None``: per device on CPU, and on GPU/TPU.
 CPU_BATCH_BYTES = 96 * 2**20
@@ -39,7 +41,7 @@ def require_jax() -> Any:
     return jax
 
 
-def _x64(jax: Any) -> Any:
+def x64(jax: Any) -> Any:
     """A context manager enabling 64-bit types for the duration of the run."""
     ctx = getattr(jax, "enable_x64", None)
     if ctx is not None:
@@ -122,7 +124,7 @@ def jax_activation(act: Any) -> tuple[Any, Any]:
     raise ValueError(f"activation {name!r} has no JAX implementation; use backend='numpy'")  # pragma: no cover
 
 
-def _act_key(act: Any) -> Any:
+def act_key(act: Any) -> Any:
     return ("custom", id(act)) if act.is_custom else (act.name, tuple(sorted(act.params.items())))
 
 
@@ -142,7 +144,7 @@ def _compiled(
     bs: int,
 ) -> Any:
     """The jitted per-group function, cached on the static structure of the run."""
-    key = (_act_key(act), widths, N, dtype_name, ntk, direct, layers_drawn, devices, nb, bs)
+    key = (act_key(act), widths, N, dtype_name, ntk, direct, layers_drawn, devices, nb, bs)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit[0]
@@ -150,8 +152,6 @@ def _compiled(
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
-
-    from .ensemble import _batch_sums
 
     fns = jax_activation(act)
     dt = jnp.dtype(dtype_name)
@@ -177,7 +177,7 @@ def _compiled(
             keys = jax.vmap(lambda j: jax.random.fold_in(base_key, j))(i)
             Ws, bs_ = jax.vmap(lambda k: draw(k, scales))(keys)
             Ws = [jax.lax.with_sharding_constraint(W, batch_sharding) for W in Ws]
-            s = _batch_sums(
+            s = batch_sums(
                 jnp,
                 fns,
                 x,
@@ -222,7 +222,7 @@ def run(
     jax = require_jax()
     import jax.numpy as jnp
 
-    with _x64(jax):
+    with x64(jax):
         devs = tuple(jax.devices() if devices is None else devices)
         if not devs:
             raise ValueError("devices is empty; give at least one jax device or None for all")
@@ -240,7 +240,7 @@ def run(
     dname = np.dtype(plan.dtype).name
 
     def gen():
-        with _x64(jax):
+        with x64(jax):
             fn = _compiled(
                 plan.net.activation,
                 tuple(plan.widths),

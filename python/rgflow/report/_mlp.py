@@ -25,8 +25,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -36,10 +34,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .activations import Activation
-from .network import MLP, check_inputs
+from .. import ensembles
+from .._util.validation import check_inputs
+from ..activations import Activation
+from ..models import MLP
+from ..recursions import theory as _theory
+from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
 
-__all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "machine_info", "REPORT_TENSORS"]
+__all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "REPORT_TENSORS"]
 
 #: Tensors shown in reports, in order; the two-point ones get a 1/n-corrected theory.
 REPORT_TENSORS = ("K", "Theta", "V", "D", "F", "A", "B")
@@ -110,65 +112,6 @@ class RunSpec:
 # ============================================================================ helpers
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU count, CPU model, OS, Python and library versions."""
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-    try:
-        from . import __version__
-
-        info["rgflow"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        info["affinity"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not on Linux
-        pass
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None."""
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _clean(v.tolist())
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def _z(diff: float, se: float, scale: float) -> float:
-    """|diff| / se; a zero standard error counts only if the values differ."""
-    d = abs(diff)
-    if se > 0:
-        return d / se
-    return 0.0 if d <= 1e-12 * max(scale, 1e-300) else math.inf
-
-
 def representative_indices(N: int) -> dict[str, list[tuple[int, ...]]]:
     """Entries shown in tables and plots: a diagonal and a mixed one per tensor."""
     a, b = 0, min(1, N - 1)
@@ -192,14 +135,6 @@ def _ens_label(spec: RunSpec, es: EnsembleSpec, multi_backend: bool) -> str:
     return f"{lab} {es.backend}" if multi_backend else lab
 
 
-def _save(plt: Any, fig: Any, out: Path, name: str, files: list[str]) -> None:
-    """Lay out, write ``out/name`` as PNG, close the figure and record the file."""
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    files.append(name)
-
-
 def _fmt_entry(name: str, idx: tuple[int, ...]) -> str:
     sym = _LABEL[name]
     if len(idx) == 2:
@@ -207,19 +142,6 @@ def _fmt_entry(name: str, idx: tuple[int, ...]) -> str:
     if name in ("V", "A"):
         return f"{sym}[({idx[0]}{idx[1]})({idx[2]}{idx[3]})]"
     return f"{sym}[{idx[0]}{idx[1]}{idx[2]}{idx[3]}]"
-
-
-class _Log:
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-
-    def __call__(self, msg: str) -> None:
-        if self.stream is not None:
-            self.stream.write(f"[rgflow] {msg}\n")
-            self.stream.flush()
-
-
-# ============================================================================ the run
 
 
 def run_report(
@@ -237,10 +159,8 @@ def run_report(
     written to disk: ``"_theory"`` (the :class:`~rgflow.Theory`) and ``"_ensembles"`` (the
     :class:`~rgflow.ensemble.Ensemble` objects).
     """
-    from . import ensemble as _ensemble
-    from .theory import theory as _theory
 
-    say = _Log(log)
+    say = Log(log)
     t_start = time.perf_counter()
     x = check_inputs(spec.x)
     N = x.shape[0]
@@ -278,7 +198,7 @@ def run_report(
         net = spec.net(es)
         say(f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}")
         t0 = time.perf_counter()
-        ens = _ensemble.sample(
+        ens = ensembles.sample(
             net,
             x,
             networks=es.networks,
@@ -294,7 +214,7 @@ def run_report(
         )
         dt = time.perf_counter() - t0
         say(f"sampled {lab} in {dt:.1f} s ({es.networks / dt:,.0f} networks/s)")
-        rows = _ensemble.compare(th, ens)
+        rows = ensembles.compare(th, ens)
         ens_objs.append(ens)
         ens_results.append(
             {
@@ -369,7 +289,7 @@ def run_report(
     results["total_seconds"] = time.perf_counter() - t_start
     if out_path is not None:
         with open(out_path / "results.json", "w", encoding="utf-8") as fh:
-            json.dump(_clean(results), fh, indent=1, allow_nan=False)
+            json.dump(clean(results), fh, indent=1, allow_nan=False)
             fh.write("\n")
         say(f"report written to {out_path}/ (results.json{', plots' if results['plots'] else ''})")
     results["_theory"] = th
@@ -411,8 +331,8 @@ def _entries(th: Any, ens_objs: Sequence[Any], labels: Sequence[str], N: int) ->
                             "theory_first_order": first,
                             "sampled": samp,
                             "stderr": se,
-                            "z": _z(ref - samp, se, scale),
-                            "z_infinite": _z(lead - samp, se, scale) if name in _TWO else None,
+                            "z": zscore(ref - samp, se, scale),
+                            "z_infinite": zscore(lead - samp, se, scale) if name in _TWO else None,
                             "extrapolated": False,
                         }
                     )
@@ -468,7 +388,7 @@ def _extrapolate(
                 "sampled": float(a),
                 "stderr": se,
                 "slope": float(b),
-                "z": _z(lead - float(a), se, max(abs(lead), abs(float(a)))),
+                "z": zscore(lead - float(a), se, max(abs(lead), abs(float(a)))),
                 "z_infinite": None,
                 "extrapolated": True,
             }
@@ -477,22 +397,6 @@ def _extrapolate(
 
 
 # ============================================================================ text table
-
-
-def _num(v: float | None, width: int = 11) -> str:
-    if v is None:
-        return f"{'—':>{width}}"
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:>{width}.3e}"
-    return f"{v:>{width}.5f}"
-
-
-def _zs(v: float | None) -> str:
-    if v is None:
-        return f"{'—':>8}"
-    if math.isinf(v):
-        return f"{'inf':>8}"
-    return f"{v:8.2f}"
 
 
 def format_table(results: dict[str, Any], layer: int | None = None) -> str:
@@ -529,8 +433,8 @@ def format_table(results: dict[str, Any], layer: int | None = None) -> str:
     lines += [head, "-" * len(head)]
     for e in rows:
         lines.append(
-            f"{e['label']:<16}{e['ensemble']:>10} {_num(e['theory_infinite'])} {_num(e['theory_first_order'])} "
-            f"{_num(e['sampled'])} {_num(e['stderr'], 10)} {_zs(e['z'])} {_zs(e['z_infinite'])}"
+            f"{e['label']:<16}{e['ensemble']:>10} {num(e['theory_infinite'])} {num(e['theory_first_order'])} "
+            f"{num(e['sampled'])} {num(e['stderr'], 10)} {zs(e['z'])} {zs(e['z_infinite'])}"
         )
     lines += [
         "",
@@ -558,19 +462,6 @@ def format_table(results: dict[str, Any], layer: int | None = None) -> str:
 # ============================================================================ plots
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ImportError(
-            "plots need matplotlib: pip install 'rgflow[plot]' (or matplotlib); or pass --no-plots"
-        ) from exc
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def make_plots(
     th: Any,
     ens_objs: Sequence[Any],
@@ -581,7 +472,7 @@ def make_plots(
     title: str,
 ) -> list[str]:
     """Write depth.png, width.png, scaling.png and zscores.png into ``out``; return the file names."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     L = th.depth
     files = []
@@ -646,7 +537,7 @@ def make_plots(
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title}: theory vs sampled across depth", fontsize=10)
-    _save(plt, fig, out, "depth.png", files)
+    save_figure(plt, fig, out, "depth.png", files)
 
     # ------------------------------------------------------------ width (1/n at the report layer)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
@@ -696,7 +587,7 @@ def make_plots(
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title}: theory vs sampled across width", fontsize=10)
-    _save(plt, fig, out, "width.png", files)
+    save_figure(plt, fig, out, "width.png", files)
 
     # ------------------------------------------------------------ 1/n scaling
     sc_panels = [n for n in ("K1", "Theta1") if getattr(th, n, None) is not None]
@@ -764,10 +655,10 @@ def make_plots(
             ax.set_title("four-point tensors (deviation is O(1/n))")
             ax.legend(fontsize=7)
         fig.suptitle(f"{title}: 1/n scaling", fontsize=10)
-        _save(plt, fig, out, "scaling.png", files)
+        save_figure(plt, fig, out, "scaling.png", files)
 
     # ------------------------------------------------------------ z-scores
-    from .ensemble import compare
+    compare = ensembles.compare
 
     tens = [n for n in ("K", "Theta", "V", "D", "F", "A", "B") if getattr(th, n, None) is not None]
     if L > 1 and tens:
@@ -799,5 +690,5 @@ def make_plots(
         ax.set_ylabel("max |theory − sampled| / stderr")
         ax.set_title(f"{title}: largest |z| per tensor and layer (first-order theory)", fontsize=10)
         ax.legend(fontsize=7)
-        _save(plt, fig, out, "zscores.png", files)
+        save_figure(plt, fig, out, "zscores.png", files)
     return files

@@ -26,8 +26,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .activations import Activation
-from .report import _clean, _Log, _num, _pyplot, _save, _z, _zs, machine_info
+from ..activations import Activation
+from ..ensembles import sample_preresnet, sample_resmlp
+from ..models import PreResNet, ResMLP
+from ..recursions import preresnet_theory, preresnet_theory_gh, resmlp_theory
+from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
 
 __all__ = ["ResidualEnsembleSpec", "ResidualRunSpec", "run_residual_report", "format_residual_table"]
 
@@ -80,11 +83,7 @@ class ResidualRunSpec:
         """The network at ``width`` (the first ensemble's by default)."""
         w = self.ensembles[0].width if width is None else width
         if self.architecture == "preresnet":
-            from .preresnet import PreResNet
-
             return PreResNet(self.activation, depth=self.depth, width=w, eps=self.eps, C_W=self.C_W, C_b=self.C_b)  # type: ignore[arg-type]
-        from .resnet import ResMLP
-
         return ResMLP(self.activation, self.depth, w, C_b=self.C_b, C_W=self.C_W, gamma=self.gamma)
 
 
@@ -142,7 +141,7 @@ def run_residual_report(
     """Compute the theory and the ensembles of ``spec``, write the report folder ``out`` (None:
     write nothing) and return the results (as in ``results.json``, plus ``"_theory"``,
     ``"_theory_gh"`` and ``"_ensembles"``, not written)."""
-    say = _Log(log)
+    say = Log(log)
     t_start = time.perf_counter()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
@@ -186,7 +185,7 @@ def run_residual_report(
     results["total_seconds"] = time.perf_counter() - t_start
     if out_path is not None:
         with open(out_path / "results.json", "w", encoding="utf-8") as fh:
-            json.dump(_clean(results), fh, indent=1, allow_nan=False)
+            json.dump(clean(results), fh, indent=1, allow_nan=False)
             fh.write("\n")
         say(f"report written to {out_path}/ (results.json{', plots' if results['plots'] else ''})")
     results["_theory"], results["_theory_gh"], results["_ensembles"] = th, th_gh, ens_objs
@@ -206,9 +205,7 @@ PRE_ENTRIES = (
 )
 
 
-def _run_preresnet(spec: ResidualRunSpec, say: _Log, progress: bool) -> dict[str, Any]:
-    from .preresnet import preresnet_theory, preresnet_theory_gh, sample_preresnet
-
+def _run_preresnet(spec: ResidualRunSpec, say: Log, progress: bool) -> dict[str, Any]:
     net = spec.net()
     src = {"kernel": spec.kernel} if spec.kernel is not None else {"x": spec.x}
     say(f"theory: {net!r}, T = {net.T:g} (method={spec.method}, closure={spec.closure}, every={spec.every})")
@@ -348,7 +345,7 @@ def _pre_row(q: str, idx: tuple[int, ...], i: int, n: int, th: Any, th_gh: Any, 
         "rel_error": rel,
         "rel_error_stderr": rel_se,
         "rel_error_gh": rel_gh,
-        "z": _z(ref - samp, se, max(abs(ref), abs(samp))),
+        "z": zscore(ref - samp, se, max(abs(ref), abs(samp))),
     }
 
 
@@ -415,9 +412,7 @@ RES_ENTRIES = (
 )
 
 
-def _run_resmlp(spec: ResidualRunSpec, say: _Log, progress: bool) -> dict[str, Any]:
-    from .resnet import resmlp_theory, sample_resmlp
-
+def _run_resmlp(spec: ResidualRunSpec, say: Log, progress: bool) -> dict[str, Any]:
     net = spec.net()
     assert spec.x is not None
     x = spec.x
@@ -462,8 +457,8 @@ def _run_resmlp(spec: ResidualRunSpec, say: _Log, progress: bool) -> dict[str, A
                         "theory_first_order": first,
                         "sampled": samp,
                         "stderr": se,
-                        "z": _z(ref - samp, se, max(abs(ref), abs(samp))),
-                        "z_infinite": _z(lead - samp, se, max(abs(lead), abs(samp))) if q == "K" else None,
+                        "z": zscore(ref - samp, se, max(abs(ref), abs(samp))),
+                        "z_infinite": zscore(lead - samp, se, max(abs(lead), abs(samp))) if q == "K" else None,
                     }
                 )
         for q in ("K", "V", "S"):
@@ -574,13 +569,13 @@ def _format_pre(results: dict[str, Any]) -> str:
     for e in results["entries"]:
         if e["layer"] not in layers:
             continue
-        row = f"{e['t']:>6.3g} {e['label']:<11}{e['ensemble']:>11} {_num(e['theory'])}"
+        row = f"{e['t']:>6.3g} {e['label']:<11}{e['ensemble']:>11} {num(e['theory'])}"
         if gh:
-            row += f" {_num(e['theory_gh'])}"
-        row += f" {_num(e['sampled'])} {_num(e['stderr'], 10)} {_pct(e['rel_error'], e['rel_error_stderr'])}"
+            row += f" {num(e['theory_gh'])}"
+        row += f" {num(e['sampled'])} {num(e['stderr'], 10)} {_pct(e['rel_error'], e['rel_error_stderr'])}"
         if gh:
             row += f" {_pct(e['rel_error_gh'])}"
-        lines.append(row + f" {_zs(e['z'])[1:]}")
+        lines.append(row + f" {zs(e['z'])[1:]}")
     lines += [
         "",
         "rel.err = theory/sampled − 1 (± its standard error).  K0 rows: sampled Ḡ (|z| against K0 + K1/n);",
@@ -646,8 +641,8 @@ def _format_res(results: dict[str, Any]) -> str:
         ref = e["theory_first_order"] if e["theory_first_order"] is not None else e["theory"]
         rel = f"{100 * (ref / e['sampled'] - 1):+8.2f}%" if e["sampled"] else f"{'—':>9}"
         lines.append(
-            f"{e['label']:<12}{e['ensemble']:>11} {_num(e['theory'])} {_num(e['theory_first_order'])} "
-            f"{_num(e['sampled'])} {_num(e['stderr'], 10)} {rel} {_zs(e['z'])} {_zs(e['z_infinite'])}"
+            f"{e['label']:<12}{e['ensemble']:>11} {num(e['theory'])} {num(e['theory_first_order'])} "
+            f"{num(e['sampled'])} {num(e['stderr'], 10)} {rel} {zs(e['z'])} {zs(e['z_infinite'])}"
         )
     lines += [
         "",
@@ -669,7 +664,7 @@ def _format_res(results: dict[str, Any]) -> str:
 
 
 def _plots(spec: ResidualRunSpec, results: dict[str, Any], out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     files: list[str] = []
     entries = results["entries"]
@@ -709,5 +704,5 @@ def _plots(spec: ResidualRunSpec, results: dict[str, Any], out: Path) -> list[st
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{spec.title}: theory vs sampled", fontsize=10)
-    _save(plt, fig, out, "depth.png", files)
+    save_figure(plt, fig, out, "depth.png", files)
     return files

@@ -92,6 +92,7 @@ class Activation:
         self.params: dict[str, float] = full
         self.function: Callable[[np.ndarray], np.ndarray] | None = None
         self.derivatives: tuple[Callable[[np.ndarray], np.ndarray], ...] = ()
+        self.label: str = key
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -119,7 +120,7 @@ class Activation:
         self.params = {}
         self.function = function
         self.derivatives = tuple(derivatives)
-        self._label = name
+        self.label = name
         probe = np.linspace(-2.0, 2.0, 5)
         for order, f in enumerate((function, *self.derivatives)):
             out = np.asarray(f(probe), dtype=float)
@@ -152,7 +153,7 @@ class Activation:
 
     def __repr__(self) -> str:
         if self.is_custom:
-            return f"Activation.from_callable(<{self._label}>, {len(self.derivatives)} derivatives)"
+            return f"Activation.from_callable(<{self.label}>, {len(self.derivatives)} derivatives)"
         if self.params:
             ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
             return f"Activation({self.name!r}, {ps})"

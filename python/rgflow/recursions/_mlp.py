@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .network import MLP, check_inputs
+from .. import _core
+from .._util.validation import check_inputs
+from ..gauss import core_activation, quadrature_only
+from ..models import MLP
 
 #: Tensors of the first-order theory; the (L, N, N) ones and the (L, N, N, N, N) ones.
 TWO_POINT = ("K", "K1", "Theta", "Theta1")
@@ -104,7 +107,7 @@ class Theory:
         return f"Theory({self.net!r}, N={self.n_inputs}, tensors=[{have}])"
 
 
-def theory(
+def mlp_theory(
     net: MLP,
     x: Any,
     *,
@@ -126,17 +129,15 @@ def theory(
     method: ``"auto"`` (closed-form expectations for relu, leaky_relu, linear, monomial, erf
         and gelu; quadrature otherwise) or ``"quadrature"`` (always quadrature).
     """
-    from . import _core
 
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
     x = check_inputs(x)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
-    from .expectations import _core_activation, quadrature_only
 
     qonly = quadrature_only(method)
-    act = _core_activation(net.activation)
+    act = core_activation(net.activation)
     widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
     # Exactly repeated inputs: compute on the unique ones and expand (exact, no jitter).
     xu, inverse = np.unique(x, axis=0, return_inverse=True)

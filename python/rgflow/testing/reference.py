@@ -66,9 +66,10 @@ from typing import Any
 
 import numpy as np
 
-from .activations import Activation
-from .network import MLP, check_inputs
-from .theory import Theory
+from .._util.validation import check_inputs
+from ..activations import Activation
+from ..models import MLP
+from ..recursions import Theory
 
 __all__ = ["theory", "gaussian_expectation", "default_quad_orders"]
 
@@ -357,8 +358,14 @@ class _Factored:
 
 
 def _level_nodes(
-    xi: np.ndarray, W: np.ndarray, pos: np.ndarray, Ms: np.ndarray, levels: tuple[int, ...], j: int,
-    nh: int, nl: int,
+    xi: np.ndarray,
+    W: np.ndarray,
+    pos: np.ndarray,
+    Ms: np.ndarray,
+    levels: tuple[int, ...],
+    j: int,
+    nh: int,
+    nl: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Kink-split rule: add integration level j (coordinate xi_j) to the node set of a group.
 
@@ -408,9 +415,9 @@ def _level_nodes(
         new_w = np.concatenate(ws, axis=2)
         new_pos = np.concatenate(ps, axis=2)
         nc = new_xi.shape[2]
-    xi2 = np.concatenate(
-        [np.broadcast_to(xi[:, :, None, :], (b, P, nc, j)), new_xi[..., None]], axis=3
-    ).reshape(b, P * nc, j + 1)
+    xi2 = np.concatenate([np.broadcast_to(xi[:, :, None, :], (b, P, nc, j)), new_xi[..., None]], axis=3).reshape(
+        b, P * nc, j + 1
+    )
     W2 = (W[:, :, None] * new_w).reshape(b, P * nc)
     pos2 = np.broadcast_to(pos[:, :, None, :], (b, P, nc, pos.shape[2])).copy()
     if m:
@@ -444,7 +451,12 @@ def _polar_nodes(Ms: np.ndarray, nr: int, na: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _group_nodes(
-    Ms: np.ndarray, perms: np.ndarray, r: int, levels: tuple[int, ...], rule: _Rule, h: float | None = None,
+    Ms: np.ndarray,
+    perms: np.ndarray,
+    r: int,
+    levels: tuple[int, ...],
+    rule: _Rule,
+    h: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Nodes of a group of blocks: xi (b,P,r), z (b,P,d) in block order, W (b,P), branches (b,P,d).
 
@@ -601,8 +613,13 @@ def _inv_small(G: np.ndarray) -> np.ndarray:
 
 
 def _pair_quantities(
-    K: np.ndarray, K1: np.ndarray | None, V: np.ndarray | None, sig: _Sigma, rule: _Rule,
-    need_hermite: bool, need_ntk: bool,
+    K: np.ndarray,
+    K1: np.ndarray | None,
+    V: np.ndarray | None,
+    sig: _Sigma,
+    rule: _Rule,
+    need_hermite: bool,
+    need_ntk: bool,
 ) -> dict[str, np.ndarray]:
     """Two-sample expectations on every pair block S = {a, b} (a <= b), in Hermite form.
 
@@ -655,8 +672,12 @@ def _pair_quantities(
             Vb = None
             if V is not None:
                 g = gidx
-                Vb = V[g[:, :, None, None, None], g[:, None, :, None, None], g[:, None, None, :, None],
-                       g[:, None, None, None, :]]
+                Vb = V[
+                    g[:, :, None, None, None],
+                    g[:, None, :, None, None],
+                    g[:, None, None, :, None],
+                    g[:, None, None, None, :],
+                ]
             for name, O, Nname in (("Hs", Os, "Ns"), ("Hp", Op, "Np")):
                 Wo = W * O
                 m0 = Wo.sum(axis=1)
@@ -980,8 +1001,9 @@ def _tuple_index(N: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
     return res
 
 
-def _four_point(K: np.ndarray, sig: _Sigma, families: dict[str, tuple[int, int, int, int]],
-                rule: _Rule) -> dict[str, np.ndarray]:
+def _four_point(
+    K: np.ndarray, sig: _Sigma, families: dict[str, tuple[int, int, int, int]], rule: _Rule
+) -> dict[str, np.ndarray]:
     """Full (N,N,N,N) tables of <prod_slots sigma^(k_slot)(z_{a_slot})> for each family.
 
     ``families`` maps a name to the derivative order (0: sigma, 1: sigma') of the 4 slots.
@@ -1014,18 +1036,28 @@ def _four_point(K: np.ndarray, sig: _Sigma, families: dict[str, tuple[int, int, 
 # The recursions
 # ---------------------------------------------------------------------------------------------
 def _step(
-    state: dict[str, np.ndarray | None], sig: _Sigma, Cb: float, CW: float, lb: float, lW: float, rho: float,
-    ntk: bool, order: int, rule: _Rule,
+    state: dict[str, np.ndarray | None],
+    sig: _Sigma,
+    Cb: float,
+    CW: float,
+    lb: float,
+    lW: float,
+    rho: float,
+    ntk: bool,
+    order: int,
+    rule: _Rule,
 ) -> dict[str, np.ndarray | None]:
     """One step l -> l+1.  Expectations at K^(l); hyperparameters of layer l+1; rho = n_l / n_{l-1}."""
     K = state["K"]
     Th = state.get("Theta")
     first = order == 1
     V, K1 = state.get("V"), state.get("K1")
-    interacting = first and (V is not None and (np.any(V) or np.any(K1) or (ntk and np.any(state["D"]))
-                                                or (ntk and np.any(state["F"]))))
-    pq = _pair_quantities(K, K1 if first else None, V if first else None, sig, rule,
-                          need_hermite=interacting, need_ntk=ntk)
+    interacting = first and (
+        V is not None and (np.any(V) or np.any(K1) or (ntk and np.any(state["D"])) or (ntk and np.any(state["F"])))
+    )
+    pq = _pair_quantities(
+        K, K1 if first else None, V if first else None, sig, rule, need_hermite=interacting, need_ntk=ntk
+    )
     G, P = pq["G"], pq["P"]
     new: dict[str, np.ndarray | None] = {}
     new["K"] = Cb + CW * G  # PDLT (4.118)
@@ -1066,8 +1098,11 @@ def _step(
     # B (PDLT 8.89): B'[i,j,k,l] = C_W^2 [<s'^4> Theta_ik Theta_jl + rho P_ij P_kl B_ijkl]
     Bn = CW**2 * (P4 * np.einsum("ik,jl->ijkl", Th, Th) + rho * PP * B)
     # A (PDLT 8.97), Gaussian part: <Omega_ab Omega_cd> - <Omega_ab><Omega_cd> + rho C_W^2 P P A
-    OO = (lW**2 * S4 + lW * CW * (Th[None, None] * M4 + Th[:, :, None, None] * np.transpose(M4, (2, 3, 0, 1)))
-          + CW**2 * ThTh * P4)
+    OO = (
+        lW**2 * S4
+        + lW * CW * (Th[None, None] * M4 + Th[:, :, None, None] * np.transpose(M4, (2, 3, 0, 1)))
+        + CW**2 * ThTh * P4
+    )
     An = OO - np.einsum("ab,cd->abcd", Obar, Obar) + rho * CW**2 * PP * A
     Th1n = rho * CW * P * Th1
     if interacting:
@@ -1077,8 +1112,11 @@ def _step(
         Dn = Dn + 0.5 * CW**2 * rho * np.einsum("abij,ijcd->abcd", Hs, D) * P[None, None]
         Fn = Fn + CW**2 * rho * np.einsum("pnx,qmy,xnym->pnqm", H1, H1, F, optimize=True)
         HOD = np.einsum("abij,ijcd->abcd", HO, D)  # K^{b g}K^{b g}<Omega_ab (zz-K)> D_{g g cd}
-        An = (An + 0.25 * rho * np.einsum("abij,ijkl,cdkl->abcd", HO, V, HO, optimize=True)
-              + 0.5 * rho * CW * (HOD * P[None, None] + np.transpose(HOD, (2, 3, 0, 1)) * P[:, :, None, None]))
+        An = (
+            An
+            + 0.25 * rho * np.einsum("abij,ijkl,cdkl->abcd", HO, V, HO, optimize=True)
+            + 0.5 * rho * CW * (HOD * P[None, None] + np.transpose(HOD, (2, 3, 0, 1)) * P[:, :, None, None])
+        )
         # Theta1 (ntk.md §1.4, boxed): rho { C_W P Theta1 + lW N[s s] + C_W Theta N[s' s']
         #   + C_W K^{b1 g1} K^{b2 g2} <s'_a s'_b (z_b1 z_b2 - K)> (D_{g1 g2 a b}/2 + F_{g1 a g2 b}) }
         DF = 0.5 * D + np.transpose(F, (0, 2, 1, 3))  # DF[g1,g2,a,b] = D/2 + F[g1,a,g2,b]

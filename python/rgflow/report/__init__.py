@@ -1,0 +1,32 @@
+"""Reports: the tables, JSON and figures written by ``rgflow demo`` and ``rgflow run``.
+
+Layer 6 (depends on recursions and ensembles).  :func:`run_report` for MLPs,
+:func:`run_residual_report` for residual MLPs and pre-activation ResNets.
+"""
+
+from ._common import machine_info, pyplot
+from ._mlp import REPORT_TENSORS, EnsembleSpec, RunSpec, format_table, make_plots, representative_indices, run_report
+from ._residual import (
+    ARCHITECTURES,
+    ResidualEnsembleSpec,
+    ResidualRunSpec,
+    format_residual_table,
+    run_residual_report,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "REPORT_TENSORS",
+    "EnsembleSpec",
+    "ResidualEnsembleSpec",
+    "ResidualRunSpec",
+    "RunSpec",
+    "format_residual_table",
+    "format_table",
+    "machine_info",
+    "pyplot",
+    "make_plots",
+    "representative_indices",
+    "run_report",
+    "run_residual_report",
+]
