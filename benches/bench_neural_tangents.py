@@ -244,8 +244,8 @@ def main(argv=None) -> int:
         for method, label in (("auto", "rgflow.theory(order=0) closed form"),
                               ("quadrature", "rgflow.theory(order=0, method='quadrature')")):  # fmt: skip
             log(f"{label}: {act}")
-            rgflow.theory(net, x[:4], order=0, method=method)  # warm the quadrature caches
-            th, t = timed(rgflow.theory, net, x, order=0, ntk=True, method=method)
+            rgflow.theory(net, x[:4], order=0, expectations=method)  # warm the quadrature caches
+            th, t = timed(rgflow.theory, net, x, order=0, ntk=True, expectations=method)
             results.append({"act": act, "impl": label, "first_s": None, "s": t,
                             "err_nngp": rel(th.K[-1], K), "err_ntk": rel(th.Theta[-1], T)})  # fmt: skip
 

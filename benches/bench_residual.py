@@ -79,9 +79,9 @@ def main(argv=None) -> int:
             steps = f"{L} blocks"
         else:
             steps = f"{th.accepted} steps" + (f" (+{th.rejected} rejected)" if th.rejected else "")
-        res = f"K0[0,0]={th.K0[-1, 0, 0]:.4f}, V4[0000]={th.V4[-1, 0, 0, 0, 0]:.3f}, K1[0,0]={th.K1[-1, 0, 0]:.4f}"
+        res = f"K0[0,0]={th.K[-1, 0, 0]:.4f}, V4[0000]={th.V[-1, 0, 0, 0, 0]:.3f}, K1[0,0]={th.K1[-1, 0, 0]:.4f}"
         rows.append(["preresnet theory K0+V4+K1", name, f"L={L}, N=4, {steps}", "—", fmt(t), "—", res])
-        last = {"K0_00": th.K0[-1, 0, 0], "V4_0000": th.V4[-1, 0, 0, 0, 0], "K1_00": th.K1[-1, 0, 0]}
+        last = {"K0_00": th.K[-1, 0, 0], "V4_0000": th.V[-1, 0, 0, 0, 0], "K1_00": th.K1[-1, 0, 0]}
         results.append({"task": "theory", "implementation": name, "seconds": t, "accepted": th.accepted, **last})
 
     th_row("preresnet_theory ode (Rust, DP5(4))", preresnet_theory, method="ode")

@@ -43,11 +43,11 @@ def main() -> None:
     for idx in [(0, 0, 0, 0), (0, 1, 0, 1)]:
         print(f"\nV4{list(idx)}    " + "".join(f"   t={t[r]:<5.2g}     " for r in rows))
         for cl in ("g_only", "sigma"):
-            print(f"  {cl:8s}" + "".join(f"{th[cl].V4[(r, *idx)]:10.3f}       " for r in rows))
+            print(f"  {cl:8s}" + "".join(f"{th[cl].V[(r, *idx)]:10.3f}       " for r in rows))
         print("  sampled " + "".join(f"{ens['V4'][(r, *idx)]:10.3f} ± {ens['V4_err'][(r, *idx)]:.3f}" for r in rows))
     # K1: K1_mic = n(Ḡ − K0) and K1_u1ex = C_W ∫ U1_exact dt (trapezoid over the recorded layers), with
     # U1_exact = n(mean Σ̂ − ⟨σσ⟩_{K0}); its error is bounded by C_W ∫ SE(U1) dt (full correlation in t).
-    k0, e2 = th["sigma"].K0, th["sigma"].E2
+    k0, e2 = th["sigma"].K, th["sigma"].E2
     k1_mic, k1_mic_err = n * (ens["G"][-1] - k0[-1]), n * ens["G_err"][-1]
     u, ue = n * (ens["Sigma"] - e2), n * ens["Sigma_err"]
     dt = np.diff(t)[:, None, None]

@@ -197,8 +197,8 @@ def test_paper_config_at_reduced_size(tmp_path, capsys):
     th = preresnet_theory(net, kernel=K_PAPER, every=20)
     gh = preresnet_theory_gh(net, kernel=K_PAPER, every=20)
     last = {e["label"]: e for e in ent if e["layer"] == 80}
-    assert last["V4[0000]"]["theory"] == pytest.approx(th.V4[-1, 0, 0, 0, 0], rel=1e-12)
-    assert last["V4[0000]"]["theory_gh"] == pytest.approx(gh.V4[-1, 0, 0, 0, 0], rel=1e-12)
+    assert last["V4[0000]"]["theory"] == pytest.approx(th.V[-1, 0, 0, 0, 0], rel=1e-12)
+    assert last["V4[0000]"]["theory_gh"] == pytest.approx(gh.V[-1, 0, 0, 0, 0], rel=1e-12)
     assert last["K1[0,0]"]["theory"] == pytest.approx(th.K1[-1, 0, 0], rel=1e-12)
     # the 32-point rule is visibly off already at T = 1 (spec a.3b: V4[0000] 22.66 against 23.37 at L = 800)
     assert last["V4[0000]"]["theory_gh"] < 0.975 * last["V4[0000]"]["theory"]

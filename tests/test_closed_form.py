@@ -127,7 +127,7 @@ def test_theory_methods_agree() -> None:
     for act in ("gelu", "relu", "erf"):
         net = rgflow.MLP.critical(act, 4, width=32)
         a = rgflow.theory(net, x)
-        b = rgflow.theory(net, x, method="quadrature")
+        b = rgflow.theory(net, x, expectations="quadrature")
         for name in ("K", "K1", "Theta", "Theta1", "V", "D", "F", "A", "B"):
             ta, tb = getattr(a, name), getattr(b, name)
             assert np.max(np.abs(ta - tb)) <= 1e-7 * np.max(np.abs(tb)), (act, name)

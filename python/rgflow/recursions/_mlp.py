@@ -14,6 +14,7 @@ Tensors, each float64, layer axis 0 = layer 1 (``../shared/spec/ntk.md`` §1.2):
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +69,22 @@ class Theory:
         """n_{l-1}, the width whose inverse multiplies layer-l corrections (1-based layer)."""
         return self.net.correction_width(layer, self.x.shape[1])
 
-    def metric(self, layer: int) -> np.ndarray:
-        """Mean metric to first order, ``K + K1 / n_{l-1}`` at 1-based ``layer``."""
-        K = self.K[self._idx(layer)]
+    def metric(self, layer: int | None = None) -> np.ndarray:
+        """Mean metric to first order, ``K + K1 / n_{l-1}``: at 1-based ``layer`` (N, N), or every
+        layer (L, N, N) when ``layer`` is None (the convention of every theory result)."""
         if self.K1 is None:
             raise ValueError("K1 was not computed (order=0); call rgflow.theory(..., order=1)")
-        return K + self.K1[self._idx(layer)] / self.width(layer)
+        if layer is None:
+            return np.stack([self.metric(ell) for ell in range(1, self.depth + 1)])
+        return self.K[self._idx(layer)] + self.K1[self._idx(layer)] / self.width(layer)
 
-    def ntk_mean(self, layer: int) -> np.ndarray:
-        """NTK mean to first order, ``Theta + Theta1 / n_{l-1}`` at 1-based ``layer``."""
+    def ntk_mean(self, layer: int | None = None) -> np.ndarray:
+        """NTK mean to first order, ``Theta + Theta1 / n_{l-1}``: at 1-based ``layer`` (N, N), or
+        every layer (L, N, N) when ``layer`` is None."""
         if self.Theta is None or self.Theta1 is None:
             raise ValueError("Theta1 was not computed; call rgflow.theory(..., ntk=True, order=1)")
+        if layer is None:
+            return np.stack([self.ntk_mean(ell) for ell in range(1, self.depth + 1)])
         return self.Theta[self._idx(layer)] + self.Theta1[self._idx(layer)] / self.width(layer)
 
     def _idx(self, layer: int) -> int:
@@ -114,7 +120,8 @@ def mlp_theory(
     ntk: bool = True,
     order: int = 1,
     quad_order: int | None = None,
-    method: str = "auto",
+    expectations: str = "auto",
+    method: str | None = None,
 ) -> Theory:
     """Compute the infinite-width kernels and their first-order (1/n) tensors for ``net`` on ``x``.
 
@@ -126,8 +133,9 @@ def mlp_theory(
     order: 0 for infinite width only (K, Theta), 1 for the first-order tensors.
     quad_order: quadrature nodes per piece and level (default: chosen per dimension,
         see :func:`rgflow.expect`).
-    method: ``"auto"`` (closed-form expectations for relu, leaky_relu, linear, monomial, erf
-        and gelu; quadrature otherwise) or ``"quadrature"`` (always quadrature).
+    expectations: ``"auto"`` (closed-form expectations for relu, leaky_relu, linear, monomial,
+        erf and gelu; quadrature otherwise) or ``"quadrature"`` (always quadrature).
+    method: deprecated name of ``expectations`` (rgflow 0.1).
     """
 
     if not isinstance(net, MLP):
@@ -136,7 +144,14 @@ def mlp_theory(
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
 
-    qonly = quadrature_only(method)
+    if method is not None:
+        warnings.warn(
+            "rgflow.theory(..., method=) for MLPs is deprecated; use expectations= ('auto' | 'quadrature')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        expectations = method
+    qonly = quadrature_only(expectations)
     act = core_activation(net.activation)
     widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
     # Exactly repeated inputs: compute on the unique ones and expand (exact, no jitter).
@@ -163,4 +178,4 @@ def mlp_theory(
             if v is not None:
                 idx = (slice(None),) + np.ix_(*([inverse] * (v.ndim - 1)))
                 tensors[k] = np.ascontiguousarray(v[idx])
-    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order, "method": method})
+    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order, "expectations": expectations})

@@ -40,6 +40,7 @@ reproduces that scheme, for comparison.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -51,18 +52,21 @@ from ..models import PreResNet
 
 
 class PreResTheory:
-    """Result of :func:`preresnet_theory`: ``layers`` (M,), ``t`` (M,), ``K0``, ``K1``, ``E2``, ``U1`` (M, N, N),
-    ``V4``, ``V_GS``, ``V_SS`` (M, N, N, N, N) (``U1``, ``V_GS``, ``V_SS`` are None for
-    :func:`preresnet_theory_gh`); ``accepted``/``rejected`` ODE steps."""
+    """Result of :func:`preresnet_theory`: ``layers`` (M,), ``t`` (M,), ``K`` (the infinite-width
+    kernel K0 of the spec), ``K1``, ``E2``, ``U1`` (M, N, N), ``V`` (the spec's V4 = n·Cov(G, G), the
+    same quantity as the MLP's V), ``V_GS``, ``V_SS`` (M, N, N, N, N) (``U1``, ``V_GS``, ``V_SS`` are
+    None for :func:`preresnet_theory_gh`); ``accepted``/``rejected`` ODE steps.
+
+    ``K0`` and ``V4`` are the rgflow 0.1 names of ``K`` and ``V`` (deprecated aliases)."""
 
     def __init__(self, net: PreResNet, k_init: np.ndarray, out: dict[str, Any], method: str, closure: str) -> None:
         self.net, self.K_init, self.method, self.closure = net, k_init, method, closure
         self.layers = np.asarray(out["layers"], dtype=int)
         self.t = np.asarray(out["t"], dtype=float)
-        self.K0 = np.asarray(out["K0"])
+        self.K = np.asarray(out["K0"])
         self.K1 = np.asarray(out["K1"])
         self.E2 = np.asarray(out["E2"])
-        self.V4 = np.asarray(out["V4"])
+        self.V = np.asarray(out["V4"])
         # U1, V_GS, V_SS: None for the published scheme (preresnet_theory_gh), which has no Σ̂ state
         self.U1 = None if out.get("U1") is None else np.asarray(out["U1"])
         self.V_GS = None if out.get("V_GS") is None else np.asarray(out["V_GS"])
@@ -70,9 +74,28 @@ class PreResTheory:
         self.accepted = int(out["accepted"])
         self.rejected = int(out["rejected"])
 
-    def metric(self) -> np.ndarray:
-        """``E[G] ≈ K0 + K1/n``."""
-        return self.K0 + self.K1 / self.net.width
+    @property
+    def K0(self) -> np.ndarray:
+        """Deprecated alias of :attr:`K` (rgflow 0.1)."""
+        warnings.warn("PreResTheory.K0 is deprecated; use .K", DeprecationWarning, stacklevel=2)
+        return self.K
+
+    @property
+    def V4(self) -> np.ndarray:
+        """Deprecated alias of :attr:`V` (rgflow 0.1)."""
+        warnings.warn("PreResTheory.V4 is deprecated; use .V", DeprecationWarning, stacklevel=2)
+        return self.V
+
+    def metric(self, layer: int | None = None) -> np.ndarray:
+        """``E[G] ≈ K + K1/n``: at the recorded ``layer`` (N, N; one of :attr:`layers`), or at every
+        recorded layer (M, N, N) when ``layer`` is None."""
+        if layer is None:
+            return self.K + self.K1 / self.net.width
+        hit = np.flatnonzero(self.layers == layer)
+        if hit.size == 0:
+            raise ValueError(f"layer {layer} was not recorded; recorded layers: {self.layers.tolist()}")
+        i = int(hit[0])
+        return self.K[i] + self.K1[i] / self.net.width
 
     def __repr__(self) -> str:
         return f"PreResTheory({self.net!r}, method={self.method!r}, closure={self.closure!r}, M={len(self.t)})"

@@ -44,12 +44,15 @@ class ResTheory:
         self.S = tensors.get("S")
         self.K1 = tensors.get("K1")
 
-    def metric(self, layer: int) -> np.ndarray:
-        """Approximate mean metric ``K + K1/n`` at 1-based ``layer`` (K1 is approximate here)."""
-        if not 1 <= layer <= self.net.depth:
-            raise ValueError(f"layer must be in 1..{self.net.depth}, got {layer}")
+    def metric(self, layer: int | None = None) -> np.ndarray:
+        """Approximate mean metric ``K + K1/n`` (K1 is approximate here): at 1-based ``layer``
+        (N, N), or every layer (L, N, N) when ``layer`` is None."""
         if self.K1 is None:
             raise ValueError("K1 was not computed (order=0)")
+        if layer is None:
+            return self.K + self.K1 / self.net.width
+        if not 1 <= layer <= self.net.depth:
+            raise ValueError(f"layer must be in 1..{self.net.depth}, got {layer}")
         return self.K[layer - 1] + self.K1[layer - 1] / self.net.width
 
     def __repr__(self) -> str:
@@ -58,7 +61,7 @@ class ResTheory:
 
 
 def resmlp_theory(
-    net: ResMLP, x: Any, corrected: bool = True, order: int = 1, quad_order: int | None = None
+    net: ResMLP, x: Any, *, corrected: bool = True, order: int = 1, quad_order: int | None = None
 ) -> ResTheory:
     """Kernel and first-order tensors of a residual MLP on inputs ``x`` (N, n0).
 

@@ -177,7 +177,7 @@ def run_report(
     net0 = spec.net()
     say(f"theory: {net0!r} on {N} inputs of dimension {x.shape[1]} (order={spec.order}, ntk={spec.ntk})")
     t0 = time.perf_counter()
-    th = _theory(net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order, method=spec.method)
+    th = _theory(net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order, expectations=spec.method)
     t_theory = time.perf_counter() - t0
     say(f"theory done in {t_theory:.2f} s")
 

@@ -229,7 +229,7 @@ def _run_preresnet(spec: ResidualRunSpec, say: Log, progress: bool) -> dict[str,
         th_gh = preresnet_theory_gh(net, **src, gh_order=spec.paper_gh_order, every=spec.every, closure=spec.closure)
         t_gh = time.perf_counter() - t0
         say(f"published scheme done in {t_gh:.2f} s")
-    N = th.K0.shape[1]
+    N = th.K.shape[1]
     entries_def = [(q, idx) for q, idx in PRE_ENTRIES if max(idx) < N]
     labels = _unique_labels(spec)
     ens_objs, ens_res, entries = [], [], []
@@ -317,16 +317,16 @@ def _pre_row(q: str, idx: tuple[int, ...], i: int, n: int, th: Any, th_gh: Any, 
     """One (quantity, entry, checkpoint) row: theory (converged, published scheme), sampled, errors."""
     if q == "K0":
         samp, se = float(ens.G[i][idx]), float(ens.G_err[i][idx])
-        first = float(th.K0[i][idx] + th.K1[i][idx] / n)
+        first = float(th.K[i][idx] + th.K1[i][idx] / n)
         s_gh = samp
     elif q == "V4":
         samp, se = float(ens.V4[i][idx]), float(ens.V4_err[i][idx])
         first = None
         s_gh = samp
     else:  # K1_mic = n(Ḡ − K0): with the converged K0, and with the published scheme's K0
-        samp, se = float(n * (ens.G[i][idx] - th.K0[i][idx])), float(n * ens.G_err[i][idx])
+        samp, se = float(n * (ens.G[i][idx] - th.K[i][idx])), float(n * ens.G_err[i][idx])
         first = None
-        s_gh = float(n * (ens.G[i][idx] - th_gh.K0[i][idx])) if th_gh is not None else None
+        s_gh = float(n * (ens.G[i][idx] - th_gh.K[i][idx])) if th_gh is not None else None
     tv = float(getattr(th, q)[i][idx])
     tg = float(getattr(th_gh, q)[i][idx]) if th_gh is not None else None
     rel, rel_se = _rel(tv, samp, se)
@@ -351,7 +351,7 @@ def _pre_row(q: str, idx: tuple[int, ...], i: int, n: int, th: Any, th_gh: Any, 
 
 def _pre_summary(th: Any, th_gh: Any, ens: Any) -> dict[str, Any]:
     """K0 mean relative error over checkpoints ℓ > 0 and entries a ≤ b; V4 and K1 at T; max |z|."""
-    N = th.K0.shape[1]
+    N = th.K.shape[1]
     iu = np.triu_indices(N)
     n = ens.width
 
@@ -360,41 +360,41 @@ def _pre_summary(th: Any, th_gh: Any, ens: Any) -> dict[str, Any]:
 
     with np.errstate(divide="ignore", invalid="ignore"):
         zk = np.abs(ens.G - th.metric()) / ens.G_err
-        zv = np.abs(ens.V4 - th.V4) / ens.V4_err
-    rel_se = ens.G_err[1:][:, iu[0], iu[1]] / np.abs(th.K0[1:][:, iu[0], iu[1]])
+        zv = np.abs(ens.V4 - th.V) / ens.V4_err
+    rel_se = ens.G_err[1:][:, iu[0], iu[1]] / np.abs(th.K[1:][:, iu[0], iu[1]])
     dg = np.arange(N)
     out: dict[str, Any] = {
-        "K0_mean_rel_error": k0_err(th.K0),
+        "K0_mean_rel_error": k0_err(th.K),
         "K0_mean_rel_stderr": float(np.mean(rel_se)),  # pure noise gives a mean |error| of ~0.8 of this
-        "K0_mean_rel_error_diagonal": float(np.mean(np.abs(ens.G[1:][:, dg, dg] / th.K0[1:][:, dg, dg] - 1))),
-        "K0_mean_rel_stderr_diagonal": float(np.mean(ens.G_err[1:][:, dg, dg] / np.abs(th.K0[1:][:, dg, dg]))),
+        "K0_mean_rel_error_diagonal": float(np.mean(np.abs(ens.G[1:][:, dg, dg] / th.K[1:][:, dg, dg] - 1))),
+        "K0_mean_rel_stderr_diagonal": float(np.mean(ens.G_err[1:][:, dg, dg] / np.abs(th.K[1:][:, dg, dg]))),
         "K0_max_z_first_order": float(np.nanmax(np.where(np.isfinite(zk), zk, np.nan)[1:])),
         "V4_max_z": float(np.nanmax(np.where(np.isfinite(zv), zv, np.nan)[1:])),
         "V4_rel_error_at_T": {},
         "K1_at_T": {},
     }
     if th_gh is not None:
-        out["K0_mean_rel_error_gh"] = k0_err(th_gh.K0)
+        out["K0_mean_rel_error_gh"] = k0_err(th_gh.K)
     for q, idx in PRE_ENTRIES:
         if max(idx) >= N:
             continue
         lab = _entry_label(q, idx)
         if q == "V4":
-            r, rs = _rel(float(th.V4[-1][idx]), float(ens.V4[-1][idx]), float(ens.V4_err[-1][idx]))
-            d = {"theory": float(th.V4[-1][idx]), "sampled": float(ens.V4[-1][idx]), "rel": r, "rel_stderr": rs}
+            r, rs = _rel(float(th.V[-1][idx]), float(ens.V4[-1][idx]), float(ens.V4_err[-1][idx]))
+            d = {"theory": float(th.V[-1][idx]), "sampled": float(ens.V4[-1][idx]), "rel": r, "rel_stderr": rs}
             if th_gh is not None:
-                d["theory_gh"] = float(th_gh.V4[-1][idx])
-                d["rel_gh"] = _rel(float(th_gh.V4[-1][idx]), float(ens.V4[-1][idx]), float(ens.V4_err[-1][idx]))[0]
+                d["theory_gh"] = float(th_gh.V[-1][idx])
+                d["rel_gh"] = _rel(float(th_gh.V[-1][idx]), float(ens.V4[-1][idx]), float(ens.V4_err[-1][idx]))[0]
             out["V4_rel_error_at_T"][lab] = d
         if q == "K1":
             d = {
                 "theory": float(th.K1[-1][idx]),
-                "sampled": float(n * (ens.G[-1][idx] - th.K0[-1][idx])),
+                "sampled": float(n * (ens.G[-1][idx] - th.K[-1][idx])),
                 "stderr": float(n * ens.G_err[-1][idx]),
             }
             if th_gh is not None:
                 d["theory_gh"] = float(th_gh.K1[-1][idx])
-                d["sampled_gh"] = float(n * (ens.G[-1][idx] - th_gh.K0[-1][idx]))
+                d["sampled_gh"] = float(n * (ens.G[-1][idx] - th_gh.K[-1][idx]))
             out["K1_at_T"][lab] = d
     return out
 
