@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from .._util.native import core as _core
 from ..activations import Activation, as_activation
 
 Factor = tuple[int, int] | tuple[int, str, int]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from .._util.native import core as _core
 from .._util.validation import check_inputs
 from ..gauss import core_activation, quadrature_only
 from ..models import MLP

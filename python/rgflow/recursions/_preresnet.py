@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from .._util.native import core as _core
 from .._util.validation import check_int, recorded_layers
 from ..gauss import core_activation
 from ..models import PreResNet
