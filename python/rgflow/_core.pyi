@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension module ``rgflow._core`` (conversion and dispatch only)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -8,11 +9,12 @@ import numpy.typing as npt
 #: Activation spec: ("builtin", name, params) or ("custom", label, [f, f', f'', ...]).
 ActivationSpec = tuple[Any, ...]
 #: Per-sample term: (derivative order m, power q, sigma derivative orders) = D^m[z^q Π σ^(j)].
-TermSpec = tuple[int, int, list[int]]
+#: The orders are a Rust ``Vec<u8>``: accepted as any sequence of small ints, returned as ``bytes``.
+TermSpec = tuple[int, int, Sequence[int]]
 
 MAX_DERIVATIVE: int
 
-def term_from_factors(act: ActivationSpec, orders: list[int], zpow: int) -> TermSpec: ...
+def term_from_factors(act: ActivationSpec, orders: list[int], zpow: int) -> tuple[int, int, bytes]: ...
 def expect_batch(
     act: ActivationSpec,
     covs: npt.NDArray[np.float64],

@@ -65,6 +65,7 @@ class Sweep:
 
 def _default_input(crit: Criticality) -> np.ndarray:
     """One input with K^(1) = K* (half-stable class) or K^(1) = 1 otherwise (n₀ = 1)."""
+    assert crit.C_b is not None and crit.C_W is not None  # only called for critical activations
     target = crit.K_star if crit.K_star else 1.0
     return np.array([[float(np.sqrt(max(target - crit.C_b, 1e-12) / crit.C_W))]])
 
@@ -93,6 +94,7 @@ def sweep(
     crit = critical(act)
     if not crit.is_critical:
         raise ValueError(f"{act!r} has no critical initialisation ({crit.reason}); nothing to sweep around")
+    assert crit.C_b is not None and crit.C_W is not None  # set for every critical class
     X = _default_input(crit) if x is None else np.asarray(x, dtype=float)
     lb, lw = learning_rates(crit, depth, lambda_b, lambda_W)
     out = Sweep(act, crit, int(depth), int(width), X)
@@ -104,6 +106,7 @@ def sweep(
                 raise ValueError(f"C_b shift {shift} makes C_b = {C_b:g} < 0; use shifts >= {-crit.C_b:g}")
             net = MLP(act, depth, width=width, C_b=C_b, C_W=C_W, lambda_b=list(lb), lambda_W=list(lw))
             th = theory(net, X, ntk=ntk, order=order)
+            assert isinstance(th, Theory)  # theory() of an MLP is a Theory
             is_crit = fac == 1.0 and shift == 0.0
             parts = [f"C_W = {fac:g} C_W*"] + ([f"C_b = C_b* {shift:+g}"] if shift else [])
             label = ", ".join(parts) + (" (critical)" if is_crit else "")
@@ -127,6 +130,7 @@ def flow(
     Returns the matplotlib ``Figure``.
     """
     plt = _pyplot()
+    items: list[tuple[Theory, str | None, bool]]
     if isinstance(th_or_sweep, Sweep):
         items = [(e.theory, e.label, e.is_critical) for e in th_or_sweep.entries]
         if title is None:
@@ -172,9 +176,11 @@ def flow(
         K = th.K[:, a, a]
         axs[0].plot(ell, K, **kw)
         if "V" in panels:
-            n = np.array([th.width(layer) for layer in ell], dtype=float)
+            assert th.V is not None  # the V panel is drawn only if every theory has V
+            n = np.array([th.width(layer) for layer in range(1, th.depth + 1)], dtype=np.float64)
             axs[panels.index("V")].plot(ell, th.V[:, a, a, a, a] / (n * K * K), **kw)
         if "Theta" in panels:
+            assert th.Theta is not None  # the Theta panel is drawn only if every theory has Theta
             axs[panels.index("Theta")].plot(ell, th.Theta[:, a, a], **kw)
     names = {
         "K": r"kernel $K^{(\ell)}$",

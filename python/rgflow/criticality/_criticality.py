@@ -314,6 +314,7 @@ def _sigma_derivs_at_zero(act: Activation, upto: int = 5) -> list[float] | None:
         return None
     if not act.is_custom:
         return [_value_at_zero(act, m) for m in range(upto + 1)]
+    assert act.function is not None  # a custom activation always carries its function
     fs = (act.function, *act.derivatives)
     vals = [_value_at_zero(act, m) for m in range(min(upto + 1, len(fs)))]
     if len(vals) <= upto:
@@ -370,6 +371,7 @@ def taylor_coefficients(activation: str | Activation) -> dict[str, Any]:
 def _value_at_zero(act: Activation, deriv: int = 0) -> float:
     """σ^(deriv)(0) (for kinked built-ins the core's convention at the kink)."""
     if act.is_custom:
+        assert act.function is not None  # a custom activation always carries its function
         fs = (act.function, *act.derivatives)
         return float(np.asarray(fs[deriv](np.zeros(1)), dtype=float)[0])
     return float(expect(np.zeros((1, 1)), [(0, deriv)], act, order=8))

@@ -44,9 +44,7 @@ def core_activation(act: Activation) -> tuple[Any, ...]:
     return ("builtin", name, params)
 
 
-def _terms(
-    core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int
-) -> list[tuple[int, int, list[int]]]:
+def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int) -> list[_core.TermSpec]:
     orders: list[list[int]] = [[] for _ in range(d)]
     zp = [0] * d
     if len(factors) == 0:
@@ -66,14 +64,14 @@ def _terms(
             if f[1] != "z" or isinstance(f[2], bool) or not isinstance(f[2], (int, np.integer)) or f[2] < 0:
                 raise ValueError(f"factor {f!r}: a power factor is (sample, 'z', p) with integer p >= 0")
             zp[s] += int(f[2])
-    out = []
+    out: list[_core.TermSpec] = []
     for k in range(d):
         if not orders[k] and zp[k] == 0:
             out.append((0, 0, []))
         elif not orders[k]:
             out.append((0, zp[k], []))
         else:
-            out.append(tuple(_core.term_from_factors(core_act, orders[k], zp[k])))
+            out.append(_core.term_from_factors(core_act, orders[k], zp[k]))
     return out
 
 

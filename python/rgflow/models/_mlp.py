@@ -163,6 +163,7 @@ def critical_mlp(
             f"{crit.activation!r} has no critical initialisation ({crit.reason}); "
             "choose e.g. 'tanh' (K*=0 class) or 'relu' (scale-invariant)"
         )
+    assert crit.C_b is not None and crit.C_W is not None  # set for every critical class
     if learning_rates == "equivalence":
         lb, lw = equivalence_learning_rates(crit, depth, lambda_b, lambda_W)
     elif learning_rates == "constant":

@@ -339,22 +339,23 @@ class _Factored:
         if not np.all(np.isfinite(Kblocks)):
             raise FloatingPointError("the kernel became non-finite (overflow); reduce depth or C_W")
         groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-        facs = []
+        facs: list[tuple[np.ndarray, np.ndarray]] = []
         for b in range(B):
             M, perm, r = _pivoted_cholesky(Kblocks[b])
             scale = math.sqrt(max(float(np.max(np.diag(Kblocks[b]))), 1e-300))
             M = np.where(np.abs(M) > _COEF_TOL * scale, M, 0.0)
-            levels = []
+            levels: list[int] = []
             for i in range(d):
                 nz = np.nonzero(M[i])[0]
                 levels.append(i if i < r else (int(nz[-1]) if nz.size else -1))
             facs.append((M, perm))
             groups.setdefault((r, tuple(levels)), []).append(b)
-        self.groups = []
-        for (r, levels), idx in groups.items():
-            Ms = np.array([facs[b][0] for b in idx]).reshape(len(idx), d, r)
+        #: (block indices, rank, levels, factors (b, d, r), pivot permutations (b, d)) per pattern
+        self.groups: list[tuple[np.ndarray, int, tuple[int, ...], np.ndarray, np.ndarray]] = []
+        for (rank, lv), idx in groups.items():
+            Ms = np.array([facs[b][0] for b in idx]).reshape(len(idx), d, rank)
             perms = np.array([facs[b][1] for b in idx]).reshape(len(idx), d)
-            self.groups.append((np.array(idx), r, levels, Ms, perms))
+            self.groups.append((np.array(idx), rank, lv, Ms, perms))
 
 
 def _level_nodes(
@@ -511,6 +512,8 @@ class _Sigma:
         self.act = act
         self.kinked = act.kinked
         self.name = act.name
+        #: (sigma, sigma') on the z < 0 branch of a kinked activation
+        self._neg: tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
         if self.kinked:
             if act.name == "relu":
                 self._neg = (np.zeros_like, np.zeros_like)
@@ -536,6 +539,7 @@ class _Sigma:
     def __call__(self, z: np.ndarray, pos: np.ndarray | None, deriv: int) -> np.ndarray:
         if not self.kinked:
             return np.asarray(self.act.numpy(z, deriv), dtype=float)
+        assert pos is not None  # kinked activations use the kink rules, whose nodes carry branches
         plus = z if deriv == 0 else np.ones_like(z)
         return np.where(pos, plus, self._neg[deriv](z))
 
@@ -657,6 +661,7 @@ def _pair_quantities(
                 out["P"][a_, b_] = out["P"][b_, a_] = np.einsum("bp,bp->b", W, Op)
             if not need_hermite:
                 continue
+            assert s1 is not None  # need_hermite: sigma' was evaluated with sigma (sig.both)
             # u = K_S^+ z in block order: u = A xi with A = M (M^T M)^{-1}, rows reordered.
             inv = np.argsort(perms, axis=1)
             Mb = np.take_along_axis(Ms, inv[:, :, None], axis=1)  # (b, d, r) block order
@@ -741,6 +746,7 @@ def _product_expectations(Kb: np.ndarray, keys: np.ndarray, sig: _Sigma, rule: _
                 if e0:
                     prod *= s0[..., v] ** e0
                 if e1:
+                    assert s1 is not None  # a key with a sigma' power sets needs1
                     prod *= s1[..., v] ** e1
             vals[q, bidx] = prod.sum(axis=1)
     return vals
@@ -860,7 +866,6 @@ def _smooth_product_block(
     rows = d - 1 if tab else d  # pivot rows evaluated on the outer grid
     z = X @ M[:rows, :nout].T
     s0, s1 = sig.both(z, None)
-    J = tinv = None
     if tab:
         # innermost table for every (e0, e1) that the keys put on block var perm[d-1]
         vin = perm[d - 1]
@@ -883,8 +888,11 @@ def _smooth_product_block(
             tabs.append((h0**e0 * h1**e1) @ win)
         tabv = np.stack(tabs)  # (T, G)
         J = _lagrange(tabv, c0, _TABLE_STEP, c)  # (T, P)
-    for q, key in enumerate(keys):
-        out[q] = _weighted_sum(Wt * J[tinv[q]] if tab else Wt, key, perm, s0, s1, rows)
+        for q, key in enumerate(keys):
+            out[q] = _weighted_sum(Wt * J[tinv[q]], key, perm, s0, s1, rows)
+    else:
+        for q, key in enumerate(keys):
+            out[q] = _weighted_sum(Wt, key, perm, s0, s1, rows)
     return out
 
 
@@ -941,8 +949,8 @@ def _kinked_product_block(
                 continue
             q = next(q for q in _NL_STEPS if q >= want)
             big = np.abs(M[k, :k]) >= 0.2 * np.max(np.abs(M[k, :k]))
-            for j in np.nonzero(big)[0]:
-                nls[j] = max(nls[j], q)
+            for lvl in np.nonzero(big)[0]:
+                nls[lvl] = max(nls[lvl], q)
     Mo = M[None, : d - 1, : d - 1]
     xi, W, pos = np.zeros((1, 1, 0)), np.ones((1, 1)), np.ones((1, 1, d - 1), dtype=bool)
     for j in range(d - 1):
@@ -1018,7 +1026,7 @@ def _four_point(
         for ders in families.values():
             e = np.zeros((sel.size, d, 2), dtype=np.int64)
             for slot in range(4):
-                np.add.at(e, (np.arange(sel.size), local[:, slot], ders[slot]), 1)
+                np.add.at(e[:, :, ders[slot]], (np.arange(sel.size), local[:, slot]), 1)  # a view of e
             keys.append(e.reshape(sel.size, 2 * d))
         allkeys = np.concatenate(keys)
         ukeys, kinv = np.unique(allkeys, axis=0, return_inverse=True)
@@ -1036,7 +1044,7 @@ def _four_point(
 # The recursions
 # ---------------------------------------------------------------------------------------------
 def _step(
-    state: dict[str, np.ndarray | None],
+    state: dict[str, np.ndarray],
     sig: _Sigma,
     Cb: float,
     CW: float,
@@ -1046,22 +1054,29 @@ def _step(
     ntk: bool,
     order: int,
     rule: _Rule,
-) -> dict[str, np.ndarray | None]:
-    """One step l -> l+1.  Expectations at K^(l); hyperparameters of layer l+1; rho = n_l / n_{l-1}."""
+) -> dict[str, np.ndarray]:
+    """One step l -> l+1.  Expectations at K^(l); hyperparameters of layer l+1; rho = n_l / n_{l-1}.
+
+    ``state`` holds the tensors of layer l that are computed (Theta, Theta1, D, F, A, B with
+    ``ntk``; K1, V, ... with ``order == 1``); the result holds those of layer l+1.
+    """
     K = state["K"]
     Th = state.get("Theta")
     first = order == 1
     V, K1 = state.get("V"), state.get("K1")
-    interacting = first and (
-        V is not None and (np.any(V) or np.any(K1) or (ntk and np.any(state["D"])) or (ntk and np.any(state["F"])))
+    interacting = bool(
+        first
+        and V is not None
+        and (np.any(V) or np.any(K1) or (ntk and np.any(state["D"])) or (ntk and np.any(state["F"])))
     )
     pq = _pair_quantities(
         K, K1 if first else None, V if first else None, sig, rule, need_hermite=interacting, need_ntk=ntk
     )
     G, P = pq["G"], pq["P"]
-    new: dict[str, np.ndarray | None] = {}
+    new: dict[str, np.ndarray] = {}
     new["K"] = Cb + CW * G  # PDLT (4.118)
     if ntk:
+        assert Th is not None  # the state of an NTK run carries Theta
         new["Theta"] = lb + lW * G + CW * P * Th  # PDLT (9.5) / ntk.md §1.4
     if not first:
         return new
@@ -1076,6 +1091,7 @@ def _step(
     # V (PDLT 4.119): C_W^2 [<s s s s> - <s s><s s>] + C_W^2/4 rho V^{(b)} <s s (zz-K)> <s s (zz-K)>
     Vn = CW**2 * (S4 - GG)
     if interacting:
+        assert V is not None  # interacting implies V
         Hs = pq["Hs"]
         Vn = Vn + 0.25 * CW**2 * rho * np.einsum("abij,ijkl,cdkl->abcd", Hs, V, Hs, optimize=True)
         # K1 (PDLT 4.115): rho C_W N[s s]
@@ -1085,6 +1101,7 @@ def _step(
     new["V"] = Vn
     if not ntk:
         return new
+    assert Th is not None  # the state of an NTK run carries Theta
 
     M4, P4 = fp["M"], fp["P4"]  # M4[a,b,c,d] = <s_a s_b s'_c s'_d>
     D, F, A, B, Th1 = state["D"], state["F"], state["A"], state["B"], state["Theta1"]
@@ -1106,6 +1123,7 @@ def _step(
     An = OO - np.einsum("ab,cd->abcd", Obar, Obar) + rho * CW**2 * PP * A
     Th1n = rho * CW * P * Th1
     if interacting:
+        assert V is not None  # interacting implies V
         Hp, H1 = pq["Hp"], pq["H1"]
         HO = lW * Hs + CW * Th[:, :, None, None] * Hp  # K^{..}K^{..}<Omega (zz-K)>
         Dn = Dn + 0.25 * CW * rho * np.einsum("abij,ijkl,cdkl->abcd", Hs, V, HO, optimize=True)
@@ -1161,7 +1179,7 @@ def theory(net: MLP, x: Any, *, ntk: bool = True, order: int = 1, quad_order: in
     gram = xu @ xu.T / n0
     z2, z4 = np.zeros((N, N)), np.zeros((N, N, N, N))
     # Initial conditions (PDLT 4.8; ntk.md §1.5): layer 1 is exactly Gaussian.
-    state: dict[str, Any] = {"K": net.C_b[0] + net.C_W[0] * gram}
+    state: dict[str, np.ndarray] = {"K": net.C_b[0] + net.C_W[0] * gram}
     if ntk:
         state["Theta"] = net.lambda_b[0] + net.lambda_W[0] * gram
     if order == 1:
