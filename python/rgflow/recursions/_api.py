@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from ..models import MLP, PreResNet, ResMLP
 from ._mlp import Theory, mlp_theory
@@ -10,6 +10,12 @@ from ._preresnet import PreResTheory, preresnet_theory
 from ._resmlp import ResTheory, resmlp_theory
 
 
+@overload
+def theory(net: MLP, x: Any = None, **options: Any) -> Theory: ...
+@overload
+def theory(net: ResMLP, x: Any = None, **options: Any) -> ResTheory: ...
+@overload
+def theory(net: PreResNet, x: Any = None, **options: Any) -> PreResTheory: ...
 def theory(net: MLP | ResMLP | PreResNet, x: Any = None, **options: Any) -> Theory | ResTheory | PreResTheory:
     """The infinite-width kernels and first-order (1/n) tensors of ``net`` on inputs ``x`` (N, n0).
 

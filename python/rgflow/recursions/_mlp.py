@@ -95,9 +95,9 @@ class Theory:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Save tensors, inputs and network to an ``.npz`` file."""
-        arrays = {k: v for k, v in self.tensors().items()}
         meta = {"net": self.net.to_dict(), "options": self.options}
-        np.savez_compressed(path, x=self.x, meta=np.array(json.dumps(meta)), **arrays)
+        arrays: dict[str, np.ndarray] = {"x": self.x, "meta": np.array(json.dumps(meta)), **self.tensors()}
+        np.savez_compressed(path, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Theory:
@@ -155,8 +155,8 @@ def mlp_theory(
     act = core_activation(net.activation)
     widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
     # Exactly repeated inputs: compute on the unique ones and expand (exact, no jitter).
-    xu, inverse = np.unique(x, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    xu, inv = np.unique(x, axis=0, return_inverse=True)
+    inverse: np.ndarray | None = inv.reshape(-1)
     if len(xu) == len(x):
         xu, inverse = x, None
     out = _core.mlp_theory(

@@ -204,12 +204,12 @@ def preresnet_theory_gh(
     h = fd_step
     # Hessian stencil in (q1, q2, c): the 9 points of the diagonal and the 4x3 of the mixed terms
     steps = [(0, 0, 0), (h, 0, 0), (-h, 0, 0), (0, h, 0), (0, -h, 0), (0, 0, h), (0, 0, -h)]
-    mixed = {(0, 1): [], (0, 2): [], (1, 2): []}
+    mixed: dict[tuple[int, int], list[tuple[float, ...]]] = {(0, 1): [], (0, 2): [], (1, 2): []}
     for (i, j), pts in mixed.items():
         for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-            d = [0.0, 0.0, 0.0]
-            d[i], d[j] = si * h, sj * h
-            pts.append(tuple(d))
+            off = [0.0, 0.0, 0.0]
+            off[i], off[j] = si * h, sj * h
+            pts.append(tuple(off))
     stencil = steps + [p for pts in mixed.values() for p in pts]
     iu, ju = np.triu_indices(N, 1)  # unordered off-diagonal pairs a < b (Hessian)
     ao, bo = a_idx[a_idx != b_idx], b_idx[a_idx != b_idx]  # ordered off-diagonal pairs
