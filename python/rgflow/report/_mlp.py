@@ -115,9 +115,9 @@ class RunSpec:
 def representative_indices(N: int) -> dict[str, list[tuple[int, ...]]]:
     """Entries shown in tables and plots: a diagonal and a mixed one per tensor."""
     a, b = 0, min(1, N - 1)
-    two = [(a, a), (a, b)] if b != a else [(a, a)]
-    four_pair = [(a, a, a, a), (a, a, b, b)] if b != a else [(a, a, a, a)]
-    four_cross = [(a, a, a, a), (a, b, a, b)] if b != a else [(a, a, a, a)]
+    two: list[tuple[int, ...]] = [(a, a), (a, b)] if b != a else [(a, a)]
+    four_pair: list[tuple[int, ...]] = [(a, a, a, a), (a, a, b, b)] if b != a else [(a, a, a, a)]
+    four_cross: list[tuple[int, ...]] = [(a, a, a, a), (a, b, a, b)] if b != a else [(a, a, a, a)]
     return {
         "K": two,
         "Theta": two,
@@ -274,12 +274,12 @@ def run_report(
         th.save(out_path / "theory.npz")
         for er, ens in zip(ens_results, ens_objs, strict=True):
             fname = "ensemble_" + "".join(c if c.isalnum() else "_" for c in er["label"]).strip("_") + ".npz"
-            arrays = {k: v for k, v in ens.tensors().items()}
-            for k in list(arrays):
-                se = getattr(ens.stderr, k, None)
+            arrays: dict[str, np.ndarray] = {"x": x, "widths": np.array(ens.widths), **ens.tensors()}
+            for name in ens.tensors():
+                se = getattr(ens.stderr, name, None)
                 if se is not None:
-                    arrays[f"stderr_{k}"] = se
-            np.savez_compressed(out_path / fname, x=x, widths=np.array(ens.widths), **arrays)
+                    arrays[f"stderr_{name}"] = se
+            np.savez_compressed(out_path / fname, allow_pickle=False, **arrays)
             er["file"] = fname
         if plots:
             say("plotting")
@@ -475,7 +475,7 @@ def make_plots(
     plt = pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     L = th.depth
-    files = []
+    files: list[str] = []
     # panels: the representative entries (first two of K, Theta; first of each four-point tensor)
     N = th.n_inputs
     idxs = representative_indices(N)
@@ -633,16 +633,17 @@ def make_plots(
             lo, hi = np.inf, -np.inf
             rng = np.random.default_rng(0)
             for k, (lab, ens) in enumerate(zip(labels, ens_objs, strict=True)):
-                tv, ev = [], []
+                tparts: list[np.ndarray] = []
+                eparts: list[np.ndarray] = []
                 for name in four:
                     e = getattr(ens, name, None)
                     if e is None or L < 2:
                         continue
-                    tv.append(getattr(th, name)[1:].ravel())
-                    ev.append(e[1:].ravel())
-                if not tv:
+                    tparts.append(getattr(th, name)[1:].ravel())
+                    eparts.append(e[1:].ravel())
+                if not tparts:
                     continue
-                tvv, evv = np.concatenate(tv), np.concatenate(ev)
+                tvv, evv = np.concatenate(tparts), np.concatenate(eparts)
                 if tvv.size > 3000:
                     keep = rng.choice(tvv.size, 3000, replace=False)
                     tvv, evv = tvv[keep], evv[keep]
@@ -665,7 +666,7 @@ def make_plots(
         fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(tens) * (L - 1) + 1.5)), 3.8))
         width = 0.8 / max(1, ne)
         xt, xl = [], []
-        pos = 0
+        pos = 0.0
         centers = {}
         for name in tens:
             for li in range(2, L + 1):
