@@ -1,14 +1,14 @@
 """Documentation generated from the schema (:mod:`._schema`): the commented example TOML of
 ``rgflow run --schema`` and the README's configuration section.
 
-``python -m rgflow.cli._docs README.md`` rewrites that section in place; ``tests/test_config_schema.py``
+``rgflow.cli.update_readme("README.md")`` rewrites that section in place; ``tests/test_config_schema.py``
 fails when it is out of date.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ __all__ = ["schema_text", "schema_markdown", "schema_keys", "update_readme", "RE
 
 README_START = "### Configuration (`rgflow run`)"
 README_END = "\n## "
-FIX_COMMAND = "python -m rgflow.cli._docs README.md"
+FIX_COMMAND = "python -c 'import rgflow.cli; rgflow.cli.update_readme(\"README.md\")'"
 
 _WIDTH = 40  # column of the comments in the example
 
@@ -81,12 +81,12 @@ def schema_keys() -> list[tuple[str, Any, Key]]:
     for tname, ttype in _tables():
         for name, tp, meta in fields(ttype):
             out.append((f"{tname}.{name}", tp, meta))
-            for sub in _subtables(tp):
-                out += [(f"{tname}.{name}.{n}", t, m) for n, t, m in fields(sub)]
+            for sub in _subtables(tp):  # an inline table applies where its key does
+                out += [(f"{tname}.{name}.{n}", t, dataclasses.replace(m, archs=meta.archs)) for n, t, m in fields(sub)]
     return out
 
 
-def _line(name: str, tp: Any, meta: Key, arch: str, others: bool) -> list[str]:
+def _line(name: str, tp: Any, meta: Key, arch: str, others: bool, details: bool) -> list[str]:
     applies = arch in meta.archs
     if not applies and not others:
         return []
@@ -94,8 +94,9 @@ def _line(name: str, tp: Any, meta: Key, arch: str, others: bool) -> list[str]:
     off = not applies or arch in meta.commented or ex is None
     text = f"{'# ' if off else ''}{name} = {toml_value(ex if ex is not None else '...')}"
     scope = "" if meta.archs == ARCHITECTURES else f"[{_archs(meta)}] "
-    lines = [f"{text:<{_WIDTH - 1}} # {scope}{meta.help} ({_type(tp, meta)}; {_default_words(meta)})"]
-    for sub in _subtables(tp):
+    extra = f" ({_type(tp, meta)}; {_default_words(meta)})" if details else ""
+    lines = [f"{text:<{_WIDTH - 1}} # {scope}{meta.help}{extra}"]
+    for sub in _subtables(tp) if details else ():
         for n, t, m in fields(sub):
             lines.append(f"{'#':<{_WIDTH - 1}} #   {name}.{n}: {m.help} ({_type(t, m)}; {_default_words(m)})")
     return lines
@@ -106,13 +107,14 @@ def _default_words(meta: Key) -> str:
     return d if d == "required" else f"default {d}"
 
 
-def schema_text(architecture: str = "mlp", others: bool = True) -> str:
+def schema_text(architecture: str = "mlp", others: bool = True, details: bool = True) -> str:
     """A complete, commented example configuration for ``architecture``: every key of the schema, those of
-    other architectures (``others``) and alternatives commented out.  It is itself a valid configuration."""
+    other architectures (``others``) and alternatives commented out, with help, and (``details``) type,
+    bounds, default and the keys of inline tables.  It is itself a valid configuration."""
     lines: list[str] = []
     for name, tp, meta in fields(Config):
         if not hasattr(tp, "__dataclass_fields__"):
-            lines += _line(name, tp, meta, architecture, others)
+            lines += _line(name, tp, meta, architecture, others, details)
     lines.append(
         f"# rgflow run configuration for network.architecture = {architecture!r}; generated from the schema by "
         "'rgflow run --schema [" + "|".join(ARCHITECTURES) + "]'"
@@ -122,7 +124,7 @@ def schema_text(architecture: str = "mlp", others: bool = True) -> str:
         head = f"[{tname}]"
         lines += ["", f"{head:<{_WIDTH}}# {'required' if top[tname].required else 'optional'}: {top[tname].help}"]
         for name, tp, meta in fields(ttype):
-            lines += _line(name, tp, meta, architecture, others)
+            lines += _line(name, tp, meta, architecture, others, details)
         names = {n for n, _, m in fields(ttype) if others or architecture in m.archs}
         rules = [r.text(tname) for r in getattr(ttype, "RULES", ()) if set(r.mentions) <= names]
         lines += [f"# rule: {r}" for r in rules]
@@ -161,10 +163,10 @@ def schema_markdown() -> str:
         " directory.",
         "\n".join(rows),
         "Rules across keys:\n\n" + "\n".join(rules),
-        "`rgflow run --schema` (an MLP; a valid configuration):",
-        "```toml\n" + schema_text("mlp") + "```",
-        "`rgflow run --schema preresnet` (keys of the other architectures omitted):",
-        "```toml\n" + schema_text("preresnet", others=False) + "```",
+        "An MLP (`rgflow run --schema` prints it with every key of the other architectures, types and defaults):",
+        "```toml\n" + schema_text("mlp", others=False, details=False) + "```",
+        "A pre-activation ResNet (`rgflow run --schema preresnet`):",
+        "```toml\n" + schema_text("preresnet", others=False, details=False) + "```",
         _NOTES,
         _DESIGN,
     ]
@@ -187,8 +189,3 @@ def update_readme(path: str | Path, check: bool = False) -> bool:
     if not current and not check:
         p.write_text(text[:start] + schema_markdown() + "\n" + text[end:], encoding="utf-8")
     return current
-
-
-if __name__ == "__main__":  # pragma: no cover
-    target = sys.argv[1] if len(sys.argv) > 1 else "README.md"
-    print(f"{target}: " + ("up to date" if update_readme(target) else "configuration section rewritten"))

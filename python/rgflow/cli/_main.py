@@ -52,8 +52,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _report(spec: RunSpec | ResidualRunSpec, out: str, args: argparse.Namespace, command: str) -> int:
-    residual = isinstance(spec, ResidualRunSpec)
-
     plots = not args.no_plots and spec.config.get("_plots", True)
     spec.config.pop("_plots", None)
     spec.config.pop("_out", None)
@@ -63,15 +61,13 @@ def _report(spec: RunSpec | ResidualRunSpec, out: str, args: argparse.Namespace,
         except ImportError as exc:
             raise _Failure(str(exc)) from None
     t0 = time.perf_counter()
-    res = (run_residual_report if residual else run_report)(
-        spec,
-        out,
-        plots=plots,
-        progress=not args.quiet,
-        log=None if args.quiet else sys.stderr,
-        command=command,
-    )
-    print(format_residual_table(res) if residual else format_table(res))
+    log = None if args.quiet else sys.stderr
+    if isinstance(spec, ResidualRunSpec):
+        res = run_residual_report(spec, out, plots=plots, progress=not args.quiet, log=log, command=command)
+        print(format_residual_table(res))
+    else:
+        res = run_report(spec, out, plots=plots, progress=not args.quiet, log=log, command=command)
+        print(format_table(res))
     print(
         f"\nreport: {out}/ (results.json, theory.npz, ensemble_*.npz{', *.png' if res['plots'] else ''}); "
         f"total {time.perf_counter() - t0:.1f} s"
@@ -116,16 +112,11 @@ BUILTIN_TABLE = (
 
 
 def _cmd_critical(args: argparse.Namespace) -> int:
-    acts = [parse_activation(a, "ACTIVATION") for a in args.activation] if args.activation else None
+    names = args.activation or BUILTIN_TABLE
+    acts = [parse_activation(a, "ACTIVATION") if args.activation else Activation(a) for a in names]
 
-    if acts is None:
-        acts = [Activation(n) for n in BUILTIN_TABLE]
-
-    def f(v: object, w: int, p: int = 10) -> str:
-        try:
-            return f"{float(v):>{w}.{p}g}"
-        except (TypeError, ValueError):
-            return f"{'—':>{w}}"
+    def f(v: float | None, w: int, p: int = 10) -> str:
+        return f"{'—':>{w}}" if v is None else f"{float(v):>{w}.{p}g}"
 
     head = f"{'activation':<24}{'class':<17}{'C_b':>14}{'C_W':>14}{'K*':>14}{'χ_∥':>9}{'χ_⊥':>9}"
     print(head)

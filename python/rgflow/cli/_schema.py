@@ -191,7 +191,7 @@ class RequiredUnless(Rule):
 
     @property
     def mentions(self) -> tuple[str, ...]:
-        return (self.key,)
+        return (self.key, self.unless)
 
     def text(self, where: str) -> str:
         return f"`{where}.{self.key}` is required unless `{where}.{self.unless} = true`"
