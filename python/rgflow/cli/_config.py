@@ -180,13 +180,14 @@ def build_spec(cfg: Config, base: Path) -> RunSpec | ResidualRunSpec:
             resolved["ensemble"]["sampler"] = samplers
         else:
             kw.update(gamma=nw.gamma, order=th.order, corrected=th.corrected)
+        plain = [w for w in widths if isinstance(w, int)]  # residual widths are plain ints (validated)
         spec = ResidualRunSpec(
             architecture=arch,
             activation=nw.activation,
             depth=depth,
             ensembles=[
-                ResidualEnsembleSpec(int(w), n, b, en.dtype, en.groups, batch, en.seed, s)  # type: ignore[arg-type]
-                for w, n in zip(widths, nets, strict=True)
+                ResidualEnsembleSpec(w, n, b, en.dtype, en.groups, batch, en.seed, s)
+                for w, n in zip(plain, nets, strict=True)
                 for b in backends
                 for s in samplers
             ],
@@ -232,5 +233,5 @@ def demo_spec(networks: int | None = None, quick: bool = False) -> RunSpec:
     }
     spec = config_from_dict(raw)
     assert isinstance(spec, RunSpec)
-    spec.config["network"]["critical"] = True
+    spec.config["network"]["critical"] = True  # the values given are GELU's critical point
     return spec
