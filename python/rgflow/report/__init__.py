@@ -5,14 +5,9 @@ Layer 6 (depends on recursions and ensembles).  :func:`run_report` for MLPs,
 """
 
 from ._common import machine_info, pyplot
-from ._mlp import REPORT_TENSORS, EnsembleSpec, RunSpec, format_table, make_plots, representative_indices, run_report
-from ._residual import (
-    ARCHITECTURES,
-    ResidualEnsembleSpec,
-    ResidualRunSpec,
-    format_residual_table,
-    run_residual_report,
-)
+from ._mlp import REPORT_TENSORS, format_table, make_plots, representative_indices, run_report
+from ._residual import ARCHITECTURES, format_residual_table, run_residual_report
+from ._spec import EnsembleSpec, ResidualEnsembleSpec, ResidualRunSpec, RunSpec
 
 __all__ = [
     "ARCHITECTURES",

@@ -28,7 +28,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,10 +35,9 @@ import numpy as np
 
 from .. import ensembles
 from .._util.validation import check_inputs
-from ..activations import Activation
-from ..models import MLP
 from ..recursions import theory as _theory
 from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
+from ._spec import EnsembleSpec, RunSpec
 
 __all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "REPORT_TENSORS"]
 
@@ -48,65 +46,6 @@ REPORT_TENSORS = ("K", "Theta", "V", "D", "F", "A", "B")
 _TWO = ("K", "Theta")
 _FIRST_ORDER = {"K": "K1", "Theta": "Theta1"}
 _LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B"}
-
-
-# ============================================================================ specification
-
-
-@dataclass
-class EnsembleSpec:
-    """One sampled ensemble: hidden widths (an int for all hidden layers, or a list) and options."""
-
-    width: int | list[int]
-    networks: int
-    backend: str = "numpy"
-    dtype: str = "float64"
-    groups: int = 32
-    batch: int | None = None
-    seed: int = 0
-    estimator: str = "conditional"
-
-    def hidden_widths(self, depth: int) -> list[int]:
-        if isinstance(self.width, int):
-            return [int(self.width)] * (depth - 1)
-        return [int(w) for w in self.width]
-
-
-@dataclass
-class RunSpec:
-    """Everything a report needs; built by ``rgflow demo`` or from a TOML file (:mod:`rgflow.cli`)."""
-
-    activation: Activation
-    depth: int
-    x: np.ndarray
-    ensembles: list[EnsembleSpec]
-    C_b: float | list[float] = 0.0
-    C_W: float | list[float] = 1.0
-    lambda_b: float | list[float] = 1.0
-    lambda_W: float | list[float] = 1.0
-    out_width: int | None = None
-    title: str = "rgflow report"
-    ntk: bool = True
-    order: int = 1
-    quad_order: int | None = None
-    method: str = "auto"  # expectations: closed forms where available ("auto") or "quadrature"
-    layer: int | None = None  # layer of the printed table; None = last
-    inputs: dict[str, Any] = field(default_factory=dict)  # how x was obtained (for results.json)
-    config: dict[str, Any] = field(default_factory=dict)  # the resolved configuration
-
-    def net(self, ens: EnsembleSpec | None = None) -> MLP:
-        """The MLP with the hidden widths of ``ens`` (the first ensemble if None)."""
-        ens = ens or self.ensembles[0]
-        return MLP(
-            self.activation,
-            depth=self.depth,
-            widths=ens.hidden_widths(self.depth),
-            C_b=self.C_b,
-            C_W=self.C_W,
-            lambda_b=self.lambda_b,
-            lambda_W=self.lambda_W,
-            out_width=self.out_width,
-        )
 
 
 # ============================================================================ helpers

@@ -20,71 +20,19 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from ..activations import Activation
 from ..ensembles import sample_preresnet, sample_resmlp
-from ..models import PreResNet, ResMLP
 from ..recursions import preresnet_theory, preresnet_theory_gh, resmlp_theory
 from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
+from ._spec import ResidualEnsembleSpec, ResidualRunSpec
 
 __all__ = ["ResidualEnsembleSpec", "ResidualRunSpec", "run_residual_report", "format_residual_table"]
 
 ARCHITECTURES = ("resmlp", "preresnet")
-
-
-@dataclass
-class ResidualEnsembleSpec:
-    """One sampled ensemble of a residual architecture (all layers of width ``width``)."""
-
-    width: int
-    networks: int
-    backend: str = "numpy"
-    dtype: str = "float64"
-    groups: int = 32
-    batch: int | None = None
-    seed: int = 0
-    sampler: str = "block"  # preresnet: "block" (exact block law) or "weights" (dense W)
-
-
-@dataclass
-class ResidualRunSpec:
-    """Everything a residual report needs (built from a TOML file by :mod:`rgflow.cli`)."""
-
-    architecture: str
-    activation: Activation
-    depth: int
-    ensembles: list[ResidualEnsembleSpec]
-    x: np.ndarray | None = None
-    kernel: np.ndarray | None = None
-    C_W: float | list[float] = 1.0
-    C_b: float | list[float] = 0.0
-    gamma: float | list[float] = 0.0  # resmlp
-    eps: float = 0.05  # preresnet
-    title: str = "rgflow report"
-    order: int = 1  # resmlp
-    corrected: bool = True  # resmlp
-    quad_order: int | None = None
-    method: str = "ode"  # preresnet
-    closure: str = "g_only"
-    every: int = 1
-    rtol: float = 1e-8
-    atol: float = 1e-10
-    paper_gh_order: int = 0  # preresnet: 0 = do not compute the published scheme
-    layer: int | None = None  # resmlp table layer (None: last)
-    inputs: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def net(self, width: int | None = None) -> Any:
-        """The network at ``width`` (the first ensemble's by default)."""
-        w = self.ensembles[0].width if width is None else width
-        if self.architecture == "preresnet":
-            return PreResNet(self.activation, depth=self.depth, width=w, eps=self.eps, C_W=self.C_W, C_b=self.C_b)  # type: ignore[arg-type]
-        return ResMLP(self.activation, self.depth, w, C_b=self.C_b, C_W=self.C_W, gamma=self.gamma)
 
 
 def _label(es: ResidualEnsembleSpec, multi_backend: bool, multi_sampler: bool) -> str:
