@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rgflow import cli
 from rgflow.cli._docs import FIX_COMMAND, readme_block
 from rgflow.cli._schema import ARCHITECTURES, ConfigError
-from rgflow.cli._validate import _alternatives, _kind
+from rgflow.cli._validate import _kind, type_alternatives
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = cli.schema_keys()
@@ -81,7 +81,7 @@ def test_module_docstring_does_not_repeat_the_schema():
 
 def _wrong_values(tp) -> list:
     """Values whose TOML type the key never accepts."""
-    alts = _alternatives(tp)
+    alts = type_alternatives(tp)
     kinds = {_kind(a) for a in alts}
     scalars = [a for a in alts if _kind(a) == "scalar"]
     out: list = []

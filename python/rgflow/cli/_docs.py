@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._schema import ARCHITECTURES, Config, Key
-from ._validate import _alternatives, describe_type, fields
+from ._validate import describe_type, fields, type_alternatives
 
 __all__ = ["schema_text", "schema_markdown", "schema_keys", "update_readme", "README_START", "README_END"]
 
@@ -44,7 +44,7 @@ def _tables() -> list[tuple[str, type]]:
 
 
 def _subtables(tp: Any) -> list[type]:
-    return [a for a in _alternatives(tp) if hasattr(a, "__dataclass_fields__")]
+    return [a for a in type_alternatives(tp) if hasattr(a, "__dataclass_fields__")]
 
 
 def _type(tp: Any, meta: Key) -> str:

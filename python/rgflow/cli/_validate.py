@@ -72,7 +72,7 @@ def fields(cls: type) -> list[tuple[str, Any, Key]]:
     return [(f.name, hints[f.name], _meta(f)) for f in dataclasses.fields(cls)]
 
 
-def _alternatives(tp: Any) -> list[Any]:
+def type_alternatives(tp: Any) -> list[Any]:
     if get_origin(tp) in (Union, types.UnionType):
         return [a for a in get_args(tp) if a is not _NONE]
     return [tp]
@@ -88,7 +88,7 @@ def _kind(tp: Any) -> str:
 
 def describe_type(tp: Any) -> str:
     """The type as words: ``int``, ``number``, ``"a" | "b"``, ``list of ints``, ..."""
-    alts = _alternatives(tp)
+    alts = type_alternatives(tp)
     if len(alts) > 1:
         return " or ".join(describe_type(a) for a in alts)
     tp = alts[0]
@@ -152,7 +152,7 @@ class _Walker:
         return cls(**out)
 
     def convert(self, v: object, tp: Any, path: str, meta: Key) -> Any:
-        alts = _alternatives(tp)
+        alts = type_alternatives(tp)
         if len(alts) > 1:
             kind = "list" if isinstance(v, list) else "table" if isinstance(v, dict) else "scalar"
             match = [a for a in alts if _kind(a) == kind]
