@@ -24,7 +24,7 @@ use crate::activations::{ActivationFn, GaussClass};
 use crate::expect::Term;
 use crate::linalg::pivoted_cholesky;
 use crate::orthant::orthant;
-use crate::FastMap;
+use rustc_hash::{FxHashMap, FxHasher};
 
 /// Most samples per block and aux variables per block this engine handles.
 const MAX_SAMPLES: usize = 8;
@@ -178,8 +178,8 @@ struct Engine {
     arena: Vec<f64>,
     /// Offset in `arena` of the covariance conditioned on the aux variables in the key mask;
     /// `NONE` when that conditioning is degenerate.
-    cond: FastMap<u32, usize>,
-    memo: FastMap<u128, Option<f64>>,
+    cond: FxHashMap<u32, usize>,
+    memo: FxHashMap<u128, Option<f64>>,
 }
 
 const NONE: usize = usize::MAX;
@@ -509,7 +509,7 @@ fn class_bits(class: &GaussClass) -> Vec<u64> {
     }
 }
 
-type PlanCache = FastMap<u64, Vec<(PlanKey, Option<std::rc::Rc<Plan>>)>>;
+type PlanCache = FxHashMap<u64, Vec<(PlanKey, Option<std::rc::Rc<Plan>>)>>;
 
 thread_local! {
     /// Plans by (class, integrands): blocks of one recursion share a handful of structures.
@@ -523,7 +523,7 @@ fn cached_plan(
 ) -> Option<std::rc::Rc<Plan>> {
     use std::hash::{Hash, Hasher};
     let bits = class_bits(class);
-    let mut h = crate::KeyHasher::default();
+    let mut h = FxHasher::default();
     bits.hash(&mut h);
     d.hash(&mut h);
     integrands.hash(&mut h);

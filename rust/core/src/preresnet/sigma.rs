@@ -54,9 +54,8 @@
 //! the block law for K̃ and X_φ (exact in ε at this order in 1/n); the Gaussian smoothing
 //! e^{hL} of σσ over one block truncated at first order (O(ε⁴) per block dropped).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use super::{
     build_rhs, dopri, mat_mul, mat_mul_t, wishart, K1Closure, Method, PreResTensors, Rhs, System,
@@ -111,7 +110,7 @@ fn four_table(
     k: &[f64],
     n: usize,
     opts: &QuadOpts,
-) -> Result<HashMap<u64, f64>, RgError> {
+) -> Result<FxHashMap<u64, f64>, RgError> {
     let first_sing = first_singular_order(act)?;
     let mut patterns: Vec<[u8; 4]> = vec![[0; 4]];
     for i in 0..4 {
@@ -352,7 +351,7 @@ fn tables(
             _ => css[pq * n2 + rs],
         }
     };
-    let mut solvers: HashMap<u32, (Basis, PsdSolve)> = HashMap::new();
+    let mut solvers: FxHashMap<u32, (Basis, PsdSolve)> = FxHashMap::default();
     let mut solver = |mask: u32| {
         solvers
             .entry(mask)
@@ -395,7 +394,7 @@ fn tables(
             let ds = distinct(a, b);
             let mask_ab = (1u32 << a) | (1u32 << b);
             // T: ½ Σ_gh Q_gh β(f_{ab,gh}, S), S = {a, b, c, d}
-            let mut by_mask: HashMap<u32, Vec<(usize, f64)>> = HashMap::new();
+            let mut by_mask: FxHashMap<u32, Vec<(usize, f64)>> = FxHashMap::default();
             for c in 0..n {
                 for d in 0..n {
                     let mask = mask_ab | (1u32 << c) | (1u32 << d);
