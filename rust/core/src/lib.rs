@@ -2,17 +2,16 @@
 //!
 //! * [`quadrature`]: Gauss–Hermite / Gauss–Legendre rules (Golub–Welsch + Newton).
 //! * [`activations`]: activation functions with exact derivative jets.
-//! * [`expect`]: Gaussian expectations over blocks of correlated samples (quadrature).
-//! * [`closed_form`], [`orthant`]: exact expectations for relu, leaky relu, erf, gelu, linear
-//!   and monomials via Stein's identity and centred orthant probabilities.
+//! * [`expect`]: Gaussian expectations over blocks of correlated samples: term algebra
+//!   ([`expect::terms`]), closed forms ([`expect::closed_form`], [`expect::orthant`]: relu,
+//!   leaky relu, erf, gelu, linear and monomials via Stein's identity and centred orthant
+//!   probabilities), nested quadrature, and the dispatch between them.
 //! * [`mlp`]: the layer recursions K, V, K1, Θ, Θ1, D, F, A, B for MLPs.
 
 pub mod activations;
-pub mod closed_form;
 pub mod expect;
 pub mod linalg;
 pub mod mlp;
-pub mod orthant;
 pub mod preresnet;
 pub mod quadrature;
 pub mod resmlp;
