@@ -6,12 +6,14 @@
 //!   ([`expect::terms`]), closed forms ([`expect::closed_form`], [`expect::orthant`]: relu,
 //!   leaky relu, erf, gelu, linear and monomials via Stein's identity and centred orthant
 //!   probabilities), nested quadrature, and the dispatch between them.
+//! * [`ode`]: the Dormand–Prince 5(4) integrator of the continuous-depth recursions.
 //! * [`mlp`]: the layer recursions K, V, K1, Θ, Θ1, D, F, A, B for MLPs.
 
 pub mod activations;
 pub mod expect;
 pub mod linalg;
 pub mod mlp;
+pub mod ode;
 pub mod preresnet;
 pub mod quadrature;
 pub mod resmlp;

@@ -58,12 +58,13 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::{
-    build_rhs, dopri, mat_mul, mat_mul_t, wishart, K1Closure, Method, PreResTensors, Rhs, System,
+    build_rhs, mat_mul, mat_mul_t, wishart, K1Closure, Method, PreResTensors, Rhs, System,
 };
 use crate::activations::ActivationFn;
 use crate::expect::{expect_block, first_singular_order, QuadOpts, Term};
 use crate::linalg::pivoted_cholesky;
 use crate::mlp::key4;
+use crate::ode::Dopri54;
 use crate::resmlp::{distinct, Layer};
 use crate::RgError;
 
@@ -655,19 +656,15 @@ pub(super) fn theory(
         }
         Method::Ode { rtol, atol } => {
             let f = |y: &[f64]| sg.eval(y);
-            let mut t = 0.0;
-            let mut h = f64::NAN;
-            let (mut acc, mut rej) = (0, 0);
+            let mut ode = Dopri54::new(rtol, atol);
             for &tl in targets {
                 let tt = h2 * tl as f64;
-                dopri(
-                    &f, &mut y, &mut t, tt, &mut h, rtol, atol, &mut acc, &mut rej,
-                )?;
+                ode.advance(&f, &mut y, tt)?;
                 sg.record(&mut out, tl, tt, &y)
                     .map_err(|e| e.context(&format!("t = {tt}")))?;
             }
-            out.accepted = acc;
-            out.rejected = rej;
+            out.accepted = ode.stats.accepted;
+            out.rejected = ode.stats.rejected;
         }
     }
     Ok(out)
