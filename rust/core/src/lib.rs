@@ -17,6 +17,7 @@ pub mod ode;
 pub mod preresnet;
 pub mod quadrature;
 pub mod resmlp;
+pub mod tables;
 
 use std::fmt;
 

@@ -30,7 +30,8 @@ use rayon::prelude::*;
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
 use crate::ode::Dopri54;
-use crate::resmlp::{distinct, pair_expectations, Layer, PairExp};
+use crate::resmlp::MAXD;
+use crate::tables::{distinct, PairTable};
 use crate::RgError;
 
 mod sigma;
@@ -83,7 +84,7 @@ pub struct PreResTensors {
 /// Everything the right-hand sides need at one kernel K0.
 struct Rhs {
     /// Pair expectations at K0 (up to four derivatives of σ_aσ_b).
-    pairs: Vec<PairExp>,
+    pairs: PairTable,
     q: Vec<f64>,
     e2: Vec<f64>,
     /// χ as an (N², N²) matrix acting on a pair index.
@@ -100,8 +101,8 @@ fn build_rhs(
     c_w: f64,
     opts: &QuadOpts,
 ) -> Result<Rhs, RgError> {
-    let pairs = pair_expectations(act, k0, n, true, opts)?;
-    let ex = Layer { n, pairs: &pairs };
+    let pairs = PairTable::sigma_sigma(act, k0, n, MAXD, opts)?;
+    let ex = &pairs;
     let n2 = n * n;
     let mut e2 = vec![0.0; n2];
     let mut chi = vec![0.0; n2 * n2];

@@ -63,9 +63,8 @@ use super::{
 use crate::activations::ActivationFn;
 use crate::expect::{expect_block, first_singular_order, QuadOpts, Term};
 use crate::linalg::pivoted_cholesky;
-use crate::mlp::key4;
 use crate::ode::Dopri54;
-use crate::resmlp::{distinct, Layer};
+use crate::tables::{distinct, key4, multisets4};
 use crate::RgError;
 
 /// Relative pivot (of the basis correlation matrix) below which a basis function counts as a
@@ -127,7 +126,7 @@ fn four_table(
         p[i] = 2;
         patterns.push(p);
     }
-    let sets = crate::mlp::multisets4(n);
+    let sets = multisets4(n);
     let chunks: Vec<Vec<(u64, f64)>> = sets
         .par_iter()
         .map(|s| -> Result<Vec<(u64, f64)>, RgError> {
@@ -272,7 +271,7 @@ fn tables(
     let four = four_table(act, k, n, opts)?;
     let n2 = n * n;
     let n4 = n2 * n2;
-    let ex = Layer { n, pairs: &r.pairs };
+    let ex = &r.pairs;
     let kk = |i: usize, j: usize| k[i * n + j];
     let e2 = &r.e2;
     let e4 = |a: usize, i: u8, b: usize, j: u8, c: usize, d: usize| -> f64 {
