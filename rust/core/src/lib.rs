@@ -1,23 +1,29 @@
 //! rgflow-core: the finite-width effective theory of deep networks at initialisation.
 //!
+//! Modules, each using only those listed before it:
+//!
 //! * [`quadrature`]: Gauss–Hermite / Gauss–Legendre rules (Golub–Welsch + Newton).
+//! * [`linalg`]: covariance validation, pivoted Cholesky, small inverses.
 //! * [`activations`]: activation functions with exact derivative jets.
 //! * [`expect`]: Gaussian expectations over blocks of correlated samples: term algebra
-//!   ([`expect::terms`]), closed forms ([`expect::closed_form`], [`expect::orthant`]: relu,
+//!   ([`expect::terms`]), closed forms ([`expect::orthant`], [`expect::closed_form`]: relu,
 //!   leaky relu, erf, gelu, linear and monomials via Stein's identity and centred orthant
 //!   probabilities), nested quadrature, and the dispatch between them.
+//! * [`tables`]: pair and four-point expectation tables at one kernel, shared by every
+//!   recursion.
 //! * [`ode`]: the Dormand–Prince 5(4) integrator of the continuous-depth recursions.
-//! * [`mlp`]: the layer recursions K, V, K1, Θ, Θ1, D, F, A, B for MLPs.
+//! * [`recursions`]: the layer recursions ([`mlp`], [`resmlp`], [`preresnet`], re-exported
+//!   here).
 
 pub mod activations;
 pub mod expect;
 pub mod linalg;
-pub mod mlp;
 pub mod ode;
-pub mod preresnet;
 pub mod quadrature;
-pub mod resmlp;
+pub mod recursions;
 pub mod tables;
+
+pub use recursions::{mlp, preresnet, resmlp};
 
 use std::fmt;
 
