@@ -2,6 +2,7 @@
 //!
 //! Modules, each using only those listed before it:
 //!
+//! * [`layers`]: per-layer tensors in one contiguous layer-major buffer.
 //! * [`quadrature`]: Gauss–Hermite / Gauss–Legendre rules (Golub–Welsch + Newton).
 //! * [`linalg`]: covariance validation, pivoted Cholesky, small inverses.
 //! * [`activations`]: activation functions with exact derivative jets.
@@ -17,6 +18,7 @@
 
 pub mod activations;
 pub mod expect;
+pub mod layers;
 pub mod linalg;
 pub mod ode;
 pub mod quadrature;

@@ -12,6 +12,7 @@
 
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
+use crate::layers::Layers;
 use crate::tables::{distinct, fill4, four_point_expectations, PairTable};
 use crate::RgError;
 
@@ -69,19 +70,20 @@ impl MlpSpec {
     }
 }
 
-/// Tensors per layer, flattened row-major: two-point (N²) and four-point (N⁴) per layer.
+/// Tensors at every layer, each family in one layer-major buffer ([`Layers`]): two-point
+/// (N² per layer) and four-point (N⁴ per layer), row-major.
 #[derive(Clone, Debug, Default)]
 pub struct TheoryTensors {
     pub n: usize,
-    pub k: Vec<Vec<f64>>,
-    pub theta: Option<Vec<Vec<f64>>>,
-    pub k1: Option<Vec<Vec<f64>>>,
-    pub theta1: Option<Vec<Vec<f64>>>,
-    pub v: Option<Vec<Vec<f64>>>,
-    pub d: Option<Vec<Vec<f64>>>,
-    pub f: Option<Vec<Vec<f64>>>,
-    pub a: Option<Vec<Vec<f64>>>,
-    pub b: Option<Vec<Vec<f64>>>,
+    pub k: Layers,
+    pub theta: Option<Layers>,
+    pub k1: Option<Layers>,
+    pub theta1: Option<Layers>,
+    pub v: Option<Layers>,
+    pub d: Option<Layers>,
+    pub f: Option<Layers>,
+    pub a: Option<Layers>,
+    pub b: Option<Layers>,
 }
 
 /// (i, j) derivative-order pairs needed off the diagonal.
@@ -170,25 +172,39 @@ pub fn mlp_theory(
             th[a * n + b] = spec.lambda_b[0] + spec.lambda_w[0] * dot;
         }
     }
-    let zeros2 = vec![0.0; n2];
-    let zeros4 = || vec![0.0; n4];
+    // Every family in one buffer allocated once for all layers (handed over without a copy).
+    let stack = |size: usize, used: bool| {
+        if used {
+            Layers::with_capacity(size, l_total)
+        } else {
+            Layers::new(size)
+        }
+    };
     let mut out = TheoryTensors {
         n,
-        k: vec![k],
+        k: stack(n2, true),
         ..Default::default()
     };
-    let mut ths = vec![th];
-    let (mut k1s, mut th1s, mut vs, mut dss, mut fs, mut as_, mut bs) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    out.k.push(k);
+    let mut ths = stack(n2, true);
+    ths.push(th);
+    let (mut k1s, mut vs) = (stack(n2, first), stack(n4, first));
+    let (mut th1s, mut dss, mut fs, mut as_, mut bs) = (
+        stack(n2, first && ntk),
+        stack(n4, first && ntk),
+        stack(n4, first && ntk),
+        stack(n4, first && ntk),
+        stack(n4, first && ntk),
+    );
     if first {
-        k1s.push(zeros2.clone());
-        vs.push(zeros4());
+        k1s.push_zeros();
+        vs.push_zeros();
         if ntk {
-            th1s.push(zeros2.clone());
-            dss.push(zeros4());
-            fs.push(zeros4());
-            as_.push(zeros4());
-            bs.push(zeros4());
+            th1s.push_zeros();
+            dss.push_zeros();
+            fs.push_zeros();
+            as_.push_zeros();
+            bs.push_zeros();
         }
     }
     for l in 1..l_total {

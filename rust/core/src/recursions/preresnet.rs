@@ -29,6 +29,7 @@ use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
+use crate::layers::Layers;
 use crate::ode::Dopri54;
 use crate::resmlp::MAXD;
 use crate::tables::{distinct, PairTable};
@@ -57,8 +58,8 @@ pub enum Method {
     Discrete,
 }
 
-/// Trajectories at the recorded layers, flattened row-major: K0, K1, E2 = ⟨σσ⟩ at K0,
-/// U1 (N²); V4, V_GS, V_SS (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
+/// Trajectories at the recorded layers, each family in one layer-major buffer ([`Layers`]),
+/// row-major per layer: K0, K1, E2 = ⟨σσ⟩ at K0, U1 (N²); V4, V_GS, V_SS (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
 ///
 /// `u1` is the closure's model of the exact K1 source, `dK1/dt = C_W U1` with
 /// `U1 = n(E[Σ̂] − E2)`; `v_gs[ab,cd] = n·Cov(G_ab, Σ̂_cd)` and `v_ss = n·Cov(Σ̂, Σ̂)` are the
@@ -69,16 +70,37 @@ pub struct PreResTensors {
     pub n: usize,
     pub layers: Vec<usize>,
     pub t: Vec<f64>,
-    pub k0: Vec<Vec<f64>>,
-    pub v4: Vec<Vec<f64>>,
-    pub k1: Vec<Vec<f64>>,
-    pub e2: Vec<Vec<f64>>,
-    pub u1: Vec<Vec<f64>>,
-    pub v_gs: Vec<Vec<f64>>,
-    pub v_ss: Vec<Vec<f64>>,
+    pub k0: Layers,
+    pub v4: Layers,
+    pub k1: Layers,
+    pub e2: Layers,
+    pub u1: Layers,
+    pub v_gs: Layers,
+    pub v_ss: Layers,
     /// Accepted and rejected ODE steps (0 for the discrete recursion).
     pub accepted: usize,
     pub rejected: usize,
+}
+
+impl PreResTensors {
+    /// Empty, with every family's buffer allocated for `records` recorded layers of N inputs.
+    fn with_capacity(n: usize, records: usize) -> PreResTensors {
+        let (n2, n4) = (n * n, n * n * n * n);
+        PreResTensors {
+            n,
+            layers: Vec::with_capacity(records),
+            t: Vec::with_capacity(records),
+            k0: Layers::with_capacity(n2, records),
+            v4: Layers::with_capacity(n4, records),
+            k1: Layers::with_capacity(n2, records),
+            e2: Layers::with_capacity(n2, records),
+            u1: Layers::with_capacity(n2, records),
+            v_gs: Layers::with_capacity(n4, records),
+            v_ss: Layers::with_capacity(n4, records),
+            accepted: 0,
+            rejected: 0,
+        }
+    }
 }
 
 /// Everything the right-hand sides need at one kernel K0.
@@ -311,10 +333,7 @@ pub fn preresnet_theory(
     y[..n2].copy_from_slice(k_init);
     y[n2..n2 + n4].copy_from_slice(&wishart(k_init, n));
     let h2 = eps * eps;
-    let mut out = PreResTensors {
-        n,
-        ..Default::default()
-    };
+    let mut out = PreResTensors::with_capacity(n, targets.len() + 1);
     let record = |out: &mut PreResTensors, l: usize, y: &[f64]| -> Result<(), RgError> {
         let (k0, rest) = y.split_at(n2);
         let (v4, k1) = rest.split_at(n4);
@@ -322,14 +341,14 @@ pub fn preresnet_theory(
         let j: Vec<f64> = r.chi.iter().map(|c| c / c_w).collect();
         out.layers.push(l);
         out.t.push(h2 * l as f64);
-        out.k0.push(k0.to_vec());
-        out.v4.push(v4.to_vec());
-        out.k1.push(k1.to_vec());
+        out.k0.push(k0);
+        out.v4.push(v4);
+        out.k1.push(k1);
         out.u1.push(
             sys.k1_source(&r, k0, v4, k1)
                 .iter()
                 .map(|s| s / c_w)
-                .collect(),
+                .collect::<Vec<f64>>(),
         );
         let v_gs = mat_mul_t(v4, &j, n2);
         out.v_ss.push(mat_mul(&j, &v_gs, n2));

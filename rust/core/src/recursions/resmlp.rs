@@ -25,6 +25,7 @@
 
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
+use crate::layers::Layers;
 use crate::tables::{distinct, fill4, four_point_expectations, PairTable};
 use crate::RgError;
 
@@ -68,14 +69,15 @@ impl ResMlpSpec {
     }
 }
 
-/// Tensors per layer, flattened row-major: K, K1 (N²), S (N³, `S[a,b,c] = S_{(ab)c}`), V (N⁴).
+/// Tensors at every layer, each family in one layer-major buffer ([`Layers`]), row-major per
+/// layer: K, K1 (N²), S (N³, `S[a,b,c] = S_{(ab)c}`), V (N⁴).
 #[derive(Clone, Debug, Default)]
 pub struct ResTensors {
     pub n: usize,
-    pub k: Vec<Vec<f64>>,
-    pub v: Option<Vec<Vec<f64>>>,
-    pub s: Option<Vec<Vec<f64>>>,
-    pub k1: Option<Vec<Vec<f64>>>,
+    pub k: Layers,
+    pub v: Option<Layers>,
+    pub s: Option<Layers>,
+    pub k1: Option<Layers>,
 }
 
 /// Highest total derivative order of σ_aσ_b needed (⟨∂⁴(σσ)⟩ in K1).
@@ -117,16 +119,27 @@ pub fn resmlp_theory(
             k[a * n + b] = spec.c_b[0] + spec.c_w[0] * dot;
         }
     }
+    // Every family in one buffer allocated once for all layers (handed over without a copy).
+    let depth = spec.depth();
+    let stack = |size: usize, used: bool| {
+        if used {
+            Layers::with_capacity(size, depth)
+        } else {
+            Layers::new(size)
+        }
+    };
     let mut out = ResTensors {
         n,
-        k: vec![k],
+        k: stack(n2, true),
         ..Default::default()
     };
-    let (mut vs, mut ss, mut k1s) = (
-        vec![vec![0.0; n2 * n2]],
-        vec![vec![0.0; n3]],
-        vec![vec![0.0; n2]],
-    );
+    out.k.push(k);
+    let (mut vs, mut ss, mut k1s) = (stack(n2 * n2, first), stack(n3, first), stack(n2, first));
+    if first {
+        vs.push_zeros();
+        ss.push_zeros();
+        k1s.push_zeros();
+    }
     for l in 1..spec.depth() {
         let (cb, cw, gm) = (spec.c_b[l], spec.c_w[l], spec.gamma[l]);
         let g2 = gm * gm;

@@ -597,13 +597,13 @@ impl Sigma<'_> {
             .collect();
         out.layers.push(l);
         out.t.push(t);
-        out.k0.push(p.k0.to_vec());
-        out.k1.push(p.k1.to_vec());
+        out.k0.push(p.k0);
+        out.k1.push(p.k1);
         out.u1.push(self.u1(&tb, &p));
         out.v4.push(v4);
         out.v_gs.push(v_gs);
         out.v_ss.push(v_ss);
-        out.e2.push(tb.r.e2.clone());
+        out.e2.push(&tb.r.e2);
         Ok(())
     }
 }
@@ -633,10 +633,7 @@ pub(super) fn theory(
     let mut y = vec![0.0; 2 * n2 + 3 * n4];
     y[..n2].copy_from_slice(k_init);
     let h2 = eps * eps;
-    let mut out = PreResTensors {
-        n,
-        ..Default::default()
-    };
+    let mut out = PreResTensors::with_capacity(n, targets.len() + 1);
     sg.record(&mut out, 0, 0.0, &y)
         .map_err(|e| e.context("layer 0"))?;
     match method {
@@ -693,10 +690,9 @@ mod tests {
         preresnet_theory(act, k, n, 2.0, eps, l, l, m, c, &QuadOpts::default()).unwrap()
     }
 
-    fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
+            .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max)
     }
@@ -717,15 +713,20 @@ mod tests {
                     .unwrap()
                     .iter()
                     .fold(0.0f64, |a, v| a.max(v.abs()));
-            assert!(max_diff(&g.k0, &s.k0) < 1e-12);
+            assert!(max_diff(g.k0.as_slice(), s.k0.as_slice()) < 1e-12);
             assert!(
-                max_diff(&g.v4, &s.v4) < 1e-9 * scale,
+                max_diff(g.v4.as_slice(), s.v4.as_slice()) < 1e-9 * scale,
                 "{}",
-                max_diff(&g.v4, &s.v4)
+                max_diff(g.v4.as_slice(), s.v4.as_slice())
             );
-            assert!(max_diff(&s.v4, &s.v_gs) < 1e-9 * scale);
-            assert!(max_diff(&s.v4, &s.v_ss) < 1e-9 * scale);
-            assert!(s.k1.iter().chain(&s.u1).flatten().all(|v| v.abs() < 1e-12));
+            assert!(max_diff(s.v4.as_slice(), s.v_gs.as_slice()) < 1e-9 * scale);
+            assert!(max_diff(s.v4.as_slice(), s.v_ss.as_slice()) < 1e-9 * scale);
+            assert!(s
+                .k1
+                .as_slice()
+                .iter()
+                .chain(s.u1.as_slice())
+                .all(|v| v.abs() < 1e-12));
         }
     }
 
@@ -826,8 +827,8 @@ mod tests {
                 K1Closure::Sigma,
             );
             errs.push([
-                max_diff(&c.v4[1..], &d.v4[1..]),
-                max_diff(&c.k1[1..], &d.k1[1..]),
+                max_diff(c.v4.from_layer(1), d.v4.from_layer(1)),
+                max_diff(c.k1.from_layer(1), d.k1.from_layer(1)),
             ]);
         }
         for i in 0..2 {
