@@ -6,33 +6,44 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "term_from_factors",
+    "expect_batch",
+    "expect_adaptive",
+    "quadrature_rule",
+    "mlp_theory",
+    "resmlp_theory",
+    "preresnet_theory",
+    "MAX_DERIVATIVE",
+]
+
 #: Activation spec: ("builtin", name, params) or ("custom", label, [f, f', f'', ...]).
-ActivationSpec = tuple[Any, ...]
+_ActivationSpec = tuple[Any, ...]
 #: Per-sample term: (derivative order m, power q, sigma derivative orders) = D^m[z^q Π σ^(j)].
 #: The orders are a Rust ``Vec<u8>``: accepted as any sequence of small ints, returned as ``bytes``.
-TermSpec = tuple[int, int, Sequence[int]]
+_TermSpec = tuple[int, int, Sequence[int]]
 
 MAX_DERIVATIVE: int
 
-def term_from_factors(act: ActivationSpec, orders: list[int], zpow: int) -> tuple[int, int, bytes]: ...
+def term_from_factors(act: _ActivationSpec, orders: list[int], zpow: int) -> tuple[int, int, bytes]: ...
 def expect_batch(
-    act: ActivationSpec,
+    act: _ActivationSpec,
     covs: npt.NDArray[np.float64],
-    integrands: list[list[TermSpec]],
+    integrands: list[list[_TermSpec]],
     order: int,
     quadrature_only: bool,
 ) -> npt.NDArray[np.float64]: ...
 def expect_adaptive(
-    act: ActivationSpec,
+    act: _ActivationSpec,
     cov: npt.NDArray[np.float64],
-    integrands: list[list[TermSpec]],
+    integrands: list[list[_TermSpec]],
     tol: float,
     max_order: int,
     quadrature_only: bool,
 ) -> tuple[npt.NDArray[np.float64], float, int]: ...
 def quadrature_rule(kind: str, n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def mlp_theory(
-    act: ActivationSpec,
+    act: _ActivationSpec,
     x: npt.NDArray[np.float64],
     widths: npt.NDArray[np.float64],
     c_b: npt.NDArray[np.float64],
@@ -44,8 +55,11 @@ def mlp_theory(
     quad_order: int,
     quadrature_only: bool,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
+
+#: The theory functions return C-contiguous float64 arrays (L, N, N) / (L, N, N, N, N) whose memory
+#: is the Rust buffer itself (no copy on the way out).
 def resmlp_theory(
-    act: ActivationSpec,
+    act: _ActivationSpec,
     x: npt.NDArray[np.float64],
     c_b: npt.NDArray[np.float64],
     c_w: npt.NDArray[np.float64],
@@ -59,7 +73,7 @@ def resmlp_theory(
 #: Pre-activation ResNet kernel EFT.  ``method``: "ode" | "discrete"; ``closure``: "g_only" | "connected" |
 #: "sigma".  Keys: layers, t, K0, K1, E2, U1 (M, N, N); V4, V_GS, V_SS (M, N, N, N, N); accepted, rejected.
 def preresnet_theory(
-    act: ActivationSpec,
+    act: _ActivationSpec,
     k_init: npt.NDArray[np.float64],
     c_w: float,
     eps: float,

@@ -21,6 +21,8 @@ from .._util.native import core as _core
 from ..activations import Activation, as_activation
 
 Factor = tuple[int, int] | tuple[int, str, int]
+#: One sample's term as the core takes it: (derivative order, power of z, σ-derivative orders).
+TermSpec = tuple[int, int, Sequence[int]]
 
 #: Largest quadrature order the adaptive rule may reach, per number of integrated samples.
 MAX_ADAPTIVE_ORDER = {1: 320, 2: 128, 3: 48, 4: 28}
@@ -44,7 +46,7 @@ def core_activation(act: Activation) -> tuple[Any, ...]:
     return ("builtin", name, params)
 
 
-def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int) -> list[_core.TermSpec]:
+def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_deriv: int) -> list[TermSpec]:
     orders: list[list[int]] = [[] for _ in range(d)]
     zp = [0] * d
     if len(factors) == 0:
@@ -64,7 +66,7 @@ def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_der
             if f[1] != "z" or isinstance(f[2], bool) or not isinstance(f[2], (int, np.integer)) or f[2] < 0:
                 raise ValueError(f"factor {f!r}: a power factor is (sample, 'z', p) with integer p >= 0")
             zp[s] += int(f[2])
-    out: list[_core.TermSpec] = []
+    out: list[TermSpec] = []
     for k in range(d):
         if not orders[k] and zp[k] == 0:
             out.append((0, 0, []))

@@ -41,7 +41,7 @@ pub trait ActivationFn: Send + Sync + Debug {
     fn piecewise_linear(&self) -> Option<(f64, f64)> {
         None
     }
-    /// The closed-form representation used by [`crate::closed_form`], when there is one.
+    /// The closed-form representation used by [`crate::expect::closed_form`], when there is one.
     fn gauss_class(&self) -> Option<GaussClass> {
         None
     }
@@ -50,7 +50,7 @@ pub trait ActivationFn: Send + Sync + Debug {
 }
 
 /// Activations whose Gaussian expectations reduce to centred orthant probabilities
-/// (see [`crate::closed_form`]).
+/// (see [`crate::expect::closed_form`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum GaussClass {
     /// `σ(z) = P(z) + A(z) Φ(c z) + B(z) φ(c z)` with polynomials `P, A, B` (coefficients in

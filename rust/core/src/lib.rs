@@ -1,51 +1,33 @@
 //! rgflow-core: the finite-width effective theory of deep networks at initialisation.
 //!
+//! Modules, each using only those listed before it:
+//!
+//! * [`layers`]: per-layer tensors in one contiguous layer-major buffer.
 //! * [`quadrature`]: Gauss–Hermite / Gauss–Legendre rules (Golub–Welsch + Newton).
+//! * [`linalg`]: covariance validation, pivoted Cholesky, small inverses.
 //! * [`activations`]: activation functions with exact derivative jets.
-//! * [`expect`]: Gaussian expectations over blocks of correlated samples (quadrature).
-//! * [`closed_form`], [`orthant`]: exact expectations for relu, leaky relu, erf, gelu, linear
-//!   and monomials via Stein's identity and centred orthant probabilities.
-//! * [`mlp`]: the layer recursions K, V, K1, Θ, Θ1, D, F, A, B for MLPs.
+//! * [`expect`]: Gaussian expectations over blocks of correlated samples: term algebra
+//!   ([`expect::terms`]), closed forms ([`expect::orthant`], [`expect::closed_form`]: relu,
+//!   leaky relu, erf, gelu, linear and monomials via Stein's identity and centred orthant
+//!   probabilities), nested quadrature, and the dispatch between them.
+//! * [`tables`]: pair and four-point expectation tables at one kernel, shared by every
+//!   recursion.
+//! * [`ode`]: the Dormand–Prince 5(4) integrator of the continuous-depth recursions.
+//! * [`recursions`]: the layer recursions ([`mlp`], [`resmlp`], [`preresnet`], re-exported
+//!   here).
 
 pub mod activations;
-pub mod closed_form;
 pub mod expect;
+pub mod layers;
 pub mod linalg;
-pub mod mlp;
-pub mod orthant;
-pub mod preresnet;
+pub mod ode;
 pub mod quadrature;
-pub mod resmlp;
+pub mod recursions;
+pub mod tables;
 
-use std::collections::HashMap;
+pub use recursions::{mlp, preresnet, resmlp};
+
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// FxHash-style hasher for the small integer keys of the recursions (much cheaper than SipHash;
-/// the keys are not attacker-controlled).
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u128(&mut self, i: u128) {
-        self.write_u64(i as u64);
-        self.write_u64((i >> 64) as u64);
-    }
-}
-
-/// Hash map with [`KeyHasher`].
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// Errors reported to callers (the Python layer maps them to `ValueError`).
 #[derive(Debug, Clone, PartialEq)]

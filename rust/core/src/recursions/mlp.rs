@@ -10,10 +10,10 @@
 //! * K1' = ρ C_W 𝒩[σσ] (4.115), 𝒩[O] = ½K1·⟨∂∂O⟩ + ⅛V·⟨∂⁴O⟩ (ntk.md §1.3)
 //! * D' (8.77), F' (8.79), B' (8.89), A' (8.97, D-terms with C_W/2), Θ1' (ntk.md §1.4).
 
-use rayon::prelude::*;
-
 use crate::activations::ActivationFn;
-use crate::expect::{expect_block, pair_values, QuadOpts, Term};
+use crate::expect::QuadOpts;
+use crate::layers::Layers;
+use crate::tables::{distinct, fill4, four_point_expectations, PairTable};
 use crate::RgError;
 
 /// Network hyperparameters; per-layer vectors have length L, `widths` = (n_0, …, n_L).
@@ -70,39 +70,20 @@ impl MlpSpec {
     }
 }
 
-/// Tensors per layer, flattened row-major: two-point (N²) and four-point (N⁴) per layer.
+/// Tensors at every layer, each family in one layer-major buffer ([`Layers`]): two-point
+/// (N² per layer) and four-point (N⁴ per layer), row-major.
 #[derive(Clone, Debug, Default)]
 pub struct TheoryTensors {
     pub n: usize,
-    pub k: Vec<Vec<f64>>,
-    pub theta: Option<Vec<Vec<f64>>>,
-    pub k1: Option<Vec<Vec<f64>>>,
-    pub theta1: Option<Vec<Vec<f64>>>,
-    pub v: Option<Vec<Vec<f64>>>,
-    pub d: Option<Vec<Vec<f64>>>,
-    pub f: Option<Vec<Vec<f64>>>,
-    pub a: Option<Vec<Vec<f64>>>,
-    pub b: Option<Vec<Vec<f64>>>,
-}
-
-/// Two-sample expectations for one pair a ≤ b.
-/// `m[i][j] = ⟨σ^{(i)}_a σ^{(j)}_b⟩` (a ≠ b, i+j even, i,j ≤ 5);
-/// for a = b the single-sample values in `same`.
-#[derive(Clone, Debug, Default)]
-struct PairExp {
-    m: [[f64; 6]; 6],
-    same: SameExp,
-}
-
-#[derive(Clone, Debug, Default)]
-struct SameExp {
-    ss: f64,   // ⟨σ²⟩
-    pp: f64,   // ⟨σ'²⟩
-    d2ss: f64, // ⟨(σ²)''⟩
-    d2pp: f64, // ⟨(σ'²)''⟩
-    d4ss: f64, // ⟨(σ²)''''⟩
-    d4pp: f64, // ⟨(σ'²)''''⟩
-    d1sp: f64, // ⟨(σσ')'⟩
+    pub k: Layers,
+    pub theta: Option<Layers>,
+    pub k1: Option<Layers>,
+    pub theta1: Option<Layers>,
+    pub v: Option<Layers>,
+    pub d: Option<Layers>,
+    pub f: Option<Layers>,
+    pub a: Option<Layers>,
+    pub b: Option<Layers>,
 }
 
 /// (i, j) derivative-order pairs needed off the diagonal.
@@ -123,308 +104,32 @@ const PAIR_ORDERS_FULL: [(u8, u8); 14] = [
     (1, 5),
 ];
 
-struct Layer<'a> {
-    n: usize,
-    pairs: &'a [PairExp],
-}
+/// Single-sample entries `(m, p, q)` = `⟨D^m(σ^{(p)}σ^{(q)})⟩`: ⟨σ²⟩, ⟨σ'²⟩, then for the
+/// first-order tensors ⟨(σ²)''⟩, ⟨(σ'²)''⟩, ⟨(σ²)''''⟩, ⟨(σ'²)''''⟩, ⟨(σσ')'⟩.
+const DIAG_FULL: [(u8, u8, u8); 7] = [
+    (0, 0, 0),
+    (0, 1, 1),
+    (2, 0, 0),
+    (2, 1, 1),
+    (4, 0, 0),
+    (4, 1, 1),
+    (1, 0, 1),
+];
 
-impl<'a> Layer<'a> {
-    #[inline]
-    fn pair(&self, a: usize, b: usize) -> (&PairExp, bool) {
-        if a <= b {
-            (&self.pairs[a * self.n + b], false)
-        } else {
-            (&self.pairs[b * self.n + a], true)
-        }
-    }
-    /// ⟨σ^{(i)}_a σ^{(j)}_b⟩ for a ≠ b.
-    #[inline]
-    fn m(&self, a: usize, i: usize, b: usize, j: usize) -> f64 {
-        let (p, swap) = self.pair(a, b);
-        if swap {
-            p.m[j][i]
-        } else {
-            p.m[i][j]
-        }
-    }
-    fn same(&self, a: usize) -> &SameExp {
-        &self.pairs[a * self.n + a].same
-    }
-    fn s(&self, a: usize, b: usize) -> f64 {
-        if a == b {
-            self.same(a).ss
-        } else {
-            self.m(a, 0, b, 0)
-        }
-    }
-    fn p(&self, a: usize, b: usize) -> f64 {
-        if a == b {
-            self.same(a).pp
-        } else {
-            self.m(a, 1, b, 1)
-        }
-    }
-    /// ⟨∂_{g1}∂_{g2}(σ_a σ_b)⟩ (`prime`: of σ'_a σ'_b).
-    fn c2(&self, a: usize, b: usize, g1: usize, g2: usize, prime: bool) -> f64 {
-        if a == b {
-            let s = self.same(a);
-            return if prime { s.d2pp } else { s.d2ss };
-        }
-        let na = (g1 == a) as usize + (g2 == a) as usize;
-        let o = prime as usize;
-        self.m(a, na + o, b, 2 - na + o)
-    }
-    /// ⟨∂⁴(σ_a σ_b)⟩ with `na` of the four derivatives on a.
-    fn c4(&self, a: usize, b: usize, na: usize, prime: bool) -> f64 {
-        if a == b {
-            let s = self.same(a);
-            return if prime { s.d4pp } else { s.d4ss };
-        }
-        let o = prime as usize;
-        self.m(a, na + o, b, 4 - na + o)
-    }
-    /// ⟨∂_g(σ_p σ'_t)⟩.
-    fn e1(&self, p: usize, t: usize, g: usize) -> f64 {
-        if p == t {
-            self.same(p).d1sp
-        } else if g == p {
-            self.m(p, 1, t, 1)
-        } else {
-            self.m(p, 0, t, 2)
-        }
-    }
-}
-
-#[inline]
-fn distinct(a: usize, b: usize) -> ([usize; 2], usize) {
-    if a == b {
-        ([a, a], 1)
-    } else {
-        ([a, b], 2)
-    }
-}
-
-/// Key of a multiset of four (sample, primed) factors.
-#[inline]
-pub(crate) fn key4(mut codes: [u16; 4]) -> u64 {
-    codes.sort_unstable();
-    codes[0] as u64 | (codes[1] as u64) << 16 | (codes[2] as u64) << 32 | (codes[3] as u64) << 48
-}
-
-/// Factor code: σ (`prime = false`) or σ' at `sample`.
-#[inline]
-pub(crate) fn code(sample: usize, prime: bool) -> u16 {
-    ((sample << 1) | prime as usize) as u16
-}
-
+/// Pair table of one layer: `⟨σ^{(i)}_a σ^{(j)}_b⟩` (a ≠ b, i + j even, i, j ≤ 5) and the
+/// single-sample values of [`DIAG_FULL`] (only ⟨σσ⟩, ⟨σ'σ'⟩ for the kernels alone).
 fn pair_expectations(
     act: &dyn ActivationFn,
     k: &[f64],
     n: usize,
     full: bool,
     opts: &QuadOpts,
-) -> Result<Vec<PairExp>, RgError> {
-    let offd: Vec<(u8, u8)> = if full {
-        PAIR_ORDERS_FULL.to_vec()
-    } else {
-        vec![(0, 0), (1, 1)]
-    };
-    let mut diag = vec![Term::prod(&[0, 0]), Term::prod(&[1, 1])];
+) -> Result<PairTable, RgError> {
     if full {
-        diag.extend([
-            Term::deriv_of(2, &[0, 0]),
-            Term::deriv_of(2, &[1, 1]),
-            Term::deriv_of(4, &[0, 0]),
-            Term::deriv_of(4, &[1, 1]),
-            Term::deriv_of(1, &[0, 1]),
-        ]);
+        PairTable::new(act, k, n, &PAIR_ORDERS_FULL, &DIAG_FULL, opts)
+    } else {
+        PairTable::new(act, k, n, &[(0, 0), (1, 1)], &DIAG_FULL[..2], opts)
     }
-    let values = pair_values(act, k, n, &offd, &diag, opts)?;
-    let mut out = vec![PairExp::default(); n * n];
-    for a in 0..n {
-        for b in a..n {
-            let v = &values[a * n + b];
-            let pe = &mut out[a * n + b];
-            if a == b {
-                pe.same.ss = v[0];
-                pe.same.pp = v[1];
-                if full {
-                    pe.same.d2ss = v[2];
-                    pe.same.d2pp = v[3];
-                    pe.same.d4ss = v[4];
-                    pe.same.d4pp = v[5];
-                    pe.same.d1sp = v[6];
-                }
-            } else {
-                for (&(i, j), val) in offd.iter().zip(v) {
-                    pe.m[i as usize][j as usize] = *val;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Dense four-point expectations of one layer (N⁴ each, row-major):
-/// `s0[a,b,c,d] = ⟨σ_aσ_bσ_cσ_d⟩`, and with the NTK family `s2[a,b,c,d] = ⟨σ_aσ_b σ'_cσ'_d⟩`
-/// and `s4[a,b,c,d] = ⟨σ'_aσ'_bσ'_cσ'_d⟩`.
-pub(crate) struct FourPoint {
-    n: usize,
-    pub(crate) s0: Vec<f64>,
-    pub(crate) s2: Vec<f64>,
-    pub(crate) s4: Vec<f64>,
-}
-
-impl FourPoint {
-    #[inline]
-    fn at(&self, t: &[f64], a: usize, b: usize, c: usize, d: usize) -> f64 {
-        t[((a * self.n + b) * self.n + c) * self.n + d]
-    }
-    /// ⟨σ_aσ_bσ_cσ_d⟩.
-    #[inline]
-    pub(crate) fn ssss(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.at(&self.s0, a, b, c, d)
-    }
-    /// ⟨σ_aσ_b σ'_cσ'_d⟩.
-    #[inline]
-    pub(crate) fn sspp(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.at(&self.s2, a, b, c, d)
-    }
-    /// ⟨σ'_aσ'_bσ'_cσ'_d⟩.
-    #[inline]
-    pub(crate) fn pppp(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.at(&self.s4, a, b, c, d)
-    }
-}
-
-/// The multisets of four of `n` samples, as sorted index quadruples a ≤ b ≤ c ≤ d.
-pub(crate) fn multisets4(n: usize) -> Vec<[usize; 4]> {
-    let mut sets = vec![];
-    for a in 0..n {
-        for b in a..n {
-            for c in b..n {
-                for d in c..n {
-                    sets.push([a, b, c, d]);
-                }
-            }
-        }
-    }
-    sets
-}
-
-/// All permutations of four positions.
-fn perms4() -> Vec<[usize; 4]> {
-    let mut out = vec![];
-    for a in 0..4 {
-        for b in 0..4 {
-            for c in 0..4 {
-                for d in 0..4 {
-                    let p = [a, b, c, d];
-                    if (0..4).all(|i| p.contains(&i)) {
-                        out.push(p);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ over all multisets of 4 samples and even prime patterns (each unique
-/// multiset once, in parallel), scattered into the dense [`FourPoint`] tables.
-pub(crate) fn four_point_expectations(
-    act: &dyn ActivationFn,
-    k: &[f64],
-    n: usize,
-    ntk: bool,
-    opts: &QuadOpts,
-) -> Result<FourPoint, RgError> {
-    let sets = multisets4(n);
-    let masks: Vec<u32> = (0u32..16)
-        .filter(|m| m.count_ones() % 2 == 0 && (ntk || *m == 0))
-        .collect();
-    let values: Vec<Vec<f64>> = sets
-        .par_iter()
-        .map(|s| -> Result<Vec<f64>, RgError> {
-            let mut ds: Vec<usize> = s.to_vec();
-            ds.dedup();
-            let dn = ds.len();
-            let cov: Vec<f64> = ds
-                .iter()
-                .flat_map(|&p| ds.iter().map(move |&q| k[p * n + q]))
-                .collect();
-            let mut keys: Vec<u64> = vec![];
-            let mut slot: Vec<usize> = vec![];
-            let mut its: Vec<Vec<Term>> = vec![];
-            for &mask in &masks {
-                let key = key4([0, 1, 2, 3].map(|i| code(s[i], mask >> i & 1 == 1)));
-                if let Some(p) = keys.iter().position(|&x| x == key) {
-                    slot.push(p);
-                    continue;
-                }
-                slot.push(keys.len());
-                keys.push(key);
-                let terms: Vec<Term> = ds
-                    .iter()
-                    .map(|&smp| {
-                        let orders: Vec<u8> = (0..4)
-                            .filter(|&i| s[i] == smp)
-                            .map(|i| (mask >> i & 1) as u8)
-                            .collect();
-                        Term::prod(&orders)
-                    })
-                    .collect();
-                its.push(terms);
-            }
-            let v = expect_block(act, &cov, dn, &its, opts)
-                .map_err(|e| e.context(&format!("four-point expectations for inputs {s:?}")))?;
-            Ok(slot.into_iter().map(|p| v[p]).collect())
-        })
-        .collect::<Result<_, _>>()?;
-    let n4 = n * n * n * n;
-    let idx = |p: [usize; 4]| ((p[0] * n + p[1]) * n + p[2]) * n + p[3];
-    let mut fp = FourPoint {
-        n,
-        s0: vec![0.0; n4],
-        s2: if ntk { vec![0.0; n4] } else { vec![] },
-        s4: if ntk { vec![0.0; n4] } else { vec![] },
-    };
-    let perms = perms4();
-    for (s, v) in sets.iter().zip(&values) {
-        for (&mask, &val) in masks.iter().zip(v) {
-            match mask.count_ones() {
-                0 => perms.iter().for_each(|p| fp.s0[idx(p.map(|i| s[i]))] = val),
-                4 => perms.iter().for_each(|p| fp.s4[idx(p.map(|i| s[i]))] = val),
-                _ => {
-                    let (pr, un): (Vec<usize>, Vec<usize>) =
-                        (0..4).partition(|&i| mask >> i & 1 == 1);
-                    for (u0, u1) in [(un[0], un[1]), (un[1], un[0])] {
-                        for (p0, p1) in [(pr[0], pr[1]), (pr[1], pr[0])] {
-                            fp.s2[idx([s[u0], s[u1], s[p0], s[p1]])] = val;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(fp)
-}
-
-/// Fill an N⁴ tensor in parallel over the first index.
-pub(crate) fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
-    let mut out = vec![0.0; n * n * n * n];
-    out.par_chunks_mut(n * n * n)
-        .enumerate()
-        .for_each(|(a, chunk)| {
-            for b in 0..n {
-                for c in 0..n {
-                    for d in 0..n {
-                        chunk[(b * n + c) * n + d] = f(a, b, c, d);
-                    }
-                }
-            }
-        });
-    out
 }
 
 /// Compute the kernels (and first-order tensors when `order == 1`) at every layer.
@@ -467,25 +172,39 @@ pub fn mlp_theory(
             th[a * n + b] = spec.lambda_b[0] + spec.lambda_w[0] * dot;
         }
     }
-    let zeros2 = vec![0.0; n2];
-    let zeros4 = || vec![0.0; n4];
+    // Every family in one buffer allocated once for all layers (handed over without a copy).
+    let stack = |size: usize, used: bool| {
+        if used {
+            Layers::with_capacity(size, l_total)
+        } else {
+            Layers::new(size)
+        }
+    };
     let mut out = TheoryTensors {
         n,
-        k: vec![k],
+        k: stack(n2, true),
         ..Default::default()
     };
-    let mut ths = vec![th];
-    let (mut k1s, mut th1s, mut vs, mut dss, mut fs, mut as_, mut bs) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    out.k.push(k);
+    let mut ths = stack(n2, true);
+    ths.push(th);
+    let (mut k1s, mut vs) = (stack(n2, first), stack(n4, first));
+    let (mut th1s, mut dss, mut fs, mut as_, mut bs) = (
+        stack(n2, first && ntk),
+        stack(n4, first && ntk),
+        stack(n4, first && ntk),
+        stack(n4, first && ntk),
+        stack(n4, first && ntk),
+    );
     if first {
-        k1s.push(zeros2.clone());
-        vs.push(zeros4());
+        k1s.push_zeros();
+        vs.push_zeros();
         if ntk {
-            th1s.push(zeros2.clone());
-            dss.push(zeros4());
-            fs.push(zeros4());
-            as_.push(zeros4());
-            bs.push(zeros4());
+            th1s.push_zeros();
+            dss.push_zeros();
+            fs.push_zeros();
+            as_.push_zeros();
+            bs.push_zeros();
         }
     }
     for l in 1..l_total {
@@ -495,7 +214,7 @@ pub fn mlp_theory(
         let kl = &out.k[l - 1];
         let pairs = pair_expectations(act, kl, n, first, opts)
             .map_err(|e| e.context(&format!("layer {l}")))?;
-        let ly = Layer { n, pairs: &pairs };
+        let ly = &pairs;
         let thl = &ths[l - 1];
         let k_new: Vec<f64> = (0..n2).map(|i| cb + cw * ly.s(i / n, i % n)).collect();
         let th_new: Vec<f64> = (0..n2)
@@ -510,12 +229,8 @@ pub fn mlp_theory(
             // 𝒩[σ_aσ_b] and 𝒩[σ'_aσ'_b]
             let nlo = |a: usize, b: usize, prime: bool| -> f64 {
                 if a == b {
-                    let s = ly.same(a);
-                    let (d2, d4) = if prime {
-                        (s.d2pp, s.d4pp)
-                    } else {
-                        (s.d2ss, s.d4ss)
-                    };
+                    let o = prime as usize;
+                    let (d2, d4) = (ly.diag(a, 2, o, o), ly.diag(a, 4, o, o));
                     return 0.5 * k1[a * n + a] * d2 + 0.125 * v_at(a, a, a, a) * d4;
                 }
                 let gs = [a, b];
@@ -542,7 +257,8 @@ pub fn mlp_theory(
                 (0..n2)
                     .map(|i| {
                         let (a, b) = (i / n, i % n);
-                        let (gab, nab) = distinct(a, b);
+                        let gab = distinct(a, b);
+                        let nab = gab.len();
                         let mut m = [[0.0; 2]; 2];
                         for x in 0..nab {
                             for y in 0..nab {
@@ -558,7 +274,8 @@ pub fn mlp_theory(
             // contraction shared by every (a, b) with g1, g2 ∈ {a, b}.
             let contract = |w: &[[[f64; 2]; 2]]| {
                 fill4(n, |g1, g2, c, d| {
-                    let (gcd, ncd) = distinct(c, d);
+                    let gcd = distinct(c, d);
+                    let ncd = gcd.len();
                     let m = &w[c * n + d];
                     let mut acc = 0.0;
                     for x in 0..ncd {
@@ -572,7 +289,8 @@ pub fn mlp_theory(
             // Σ_{g1,g2 ∈ {a,b}} m_ab[g1][g2] T[g1, g2, c, d]
             let outer =
                 |m: &[[f64; 2]; 2], t: &[f64], a: usize, b: usize, c: usize, d: usize| -> f64 {
-                    let (gab, nab) = distinct(a, b);
+                    let gab = distinct(a, b);
+                    let nab = gab.len();
                     let mut acc = 0.0;
                     for x in 0..nab {
                         for y in 0..nab {
@@ -624,12 +342,12 @@ pub fn mlp_theory(
                 });
                 // F'[p1, t1, p2, t2]
                 let f_new = fill4(n, |p1, t1, p2, t2| {
-                    let (g1s, n1) = distinct(p1, t1);
-                    let (g2s, n2_) = distinct(p2, t2);
+                    let g1s = distinct(p1, t1);
+                    let g2s = distinct(p2, t2);
                     let mut tf = 0.0;
-                    for &g1 in &g1s[..n1] {
+                    for &g1 in &g1s {
                         let e1 = ly.e1(p1, t1, g1);
-                        for &g2 in &g2s[..n2_] {
+                        for &g2 in &g2s {
                             tf += e1 * ly.e1(p2, t2, g2) * ft[idx(g1, t1, g2, t2)];
                         }
                     }
@@ -662,10 +380,10 @@ pub fn mlp_theory(
                 let th1_new: Vec<f64> = (0..n2)
                     .map(|i| {
                         let (a, b) = (i / n, i % n);
-                        let (gab, nab) = distinct(a, b);
+                        let gab = distinct(a, b);
                         let mut tdf = 0.0;
-                        for &g1 in &gab[..nab] {
-                            for &g2 in &gab[..nab] {
+                        for &g1 in &gab {
+                            for &g2 in &gab {
                                 tdf += ly.c2(a, b, g1, g2, true)
                                     * (0.5 * dt[idx(g1, g2, a, b)] + ft[idx(g1, a, g2, b)]);
                             }

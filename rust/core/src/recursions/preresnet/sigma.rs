@@ -54,18 +54,17 @@
 //! the block law for K̃ and X_φ (exact in ε at this order in 1/n); the Gaussian smoothing
 //! e^{hL} of σσ over one block truncated at first order (O(ε⁴) per block dropped).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use super::{
-    build_rhs, dopri, mat_mul, mat_mul_t, wishart, K1Closure, Method, PreResTensors, Rhs, System,
+    build_rhs, mat_mul, mat_mul_t, wishart, K1Closure, Method, PreResTensors, Rhs, System,
 };
 use crate::activations::ActivationFn;
 use crate::expect::{expect_block, first_singular_order, QuadOpts, Term};
 use crate::linalg::pivoted_cholesky;
-use crate::mlp::key4;
-use crate::resmlp::{distinct, Layer};
+use crate::ode::Dopri54;
+use crate::tables::{distinct, key4, multisets4};
 use crate::RgError;
 
 /// Relative pivot (of the basis correlation matrix) below which a basis function counts as a
@@ -111,7 +110,7 @@ fn four_table(
     k: &[f64],
     n: usize,
     opts: &QuadOpts,
-) -> Result<HashMap<u64, f64>, RgError> {
+) -> Result<FxHashMap<u64, f64>, RgError> {
     let first_sing = first_singular_order(act)?;
     let mut patterns: Vec<[u8; 4]> = vec![[0; 4]];
     for i in 0..4 {
@@ -127,7 +126,7 @@ fn four_table(
         p[i] = 2;
         patterns.push(p);
     }
-    let sets = crate::mlp::multisets4(n);
+    let sets = multisets4(n);
     let chunks: Vec<Vec<(u64, f64)>> = sets
         .par_iter()
         .map(|s| -> Result<Vec<(u64, f64)>, RgError> {
@@ -272,7 +271,7 @@ fn tables(
     let four = four_table(act, k, n, opts)?;
     let n2 = n * n;
     let n4 = n2 * n2;
-    let ex = Layer { n, pairs: &r.pairs };
+    let ex = &r.pairs;
     let kk = |i: usize, j: usize| k[i * n + j];
     let e2 = &r.e2;
     let e4 = |a: usize, i: u8, b: usize, j: u8, c: usize, d: usize| -> f64 {
@@ -352,7 +351,7 @@ fn tables(
             _ => css[pq * n2 + rs],
         }
     };
-    let mut solvers: HashMap<u32, (Basis, PsdSolve)> = HashMap::new();
+    let mut solvers: FxHashMap<u32, (Basis, PsdSolve)> = FxHashMap::default();
     let mut solver = |mask: u32| {
         solvers
             .entry(mask)
@@ -395,7 +394,7 @@ fn tables(
             let ds = distinct(a, b);
             let mask_ab = (1u32 << a) | (1u32 << b);
             // T: ½ Σ_gh Q_gh β(f_{ab,gh}, S), S = {a, b, c, d}
-            let mut by_mask: HashMap<u32, Vec<(usize, f64)>> = HashMap::new();
+            let mut by_mask: FxHashMap<u32, Vec<(usize, f64)>> = FxHashMap::default();
             for c in 0..n {
                 for d in 0..n {
                     let mask = mask_ab | (1u32 << c) | (1u32 << d);
@@ -598,13 +597,13 @@ impl Sigma<'_> {
             .collect();
         out.layers.push(l);
         out.t.push(t);
-        out.k0.push(p.k0.to_vec());
-        out.k1.push(p.k1.to_vec());
+        out.k0.push(p.k0);
+        out.k1.push(p.k1);
         out.u1.push(self.u1(&tb, &p));
         out.v4.push(v4);
         out.v_gs.push(v_gs);
         out.v_ss.push(v_ss);
-        out.e2.push(tb.r.e2.clone());
+        out.e2.push(&tb.r.e2);
         Ok(())
     }
 }
@@ -634,10 +633,7 @@ pub(super) fn theory(
     let mut y = vec![0.0; 2 * n2 + 3 * n4];
     y[..n2].copy_from_slice(k_init);
     let h2 = eps * eps;
-    let mut out = PreResTensors {
-        n,
-        ..Default::default()
-    };
+    let mut out = PreResTensors::with_capacity(n, targets.len() + 1);
     sg.record(&mut out, 0, 0.0, &y)
         .map_err(|e| e.context("layer 0"))?;
     match method {
@@ -656,19 +652,15 @@ pub(super) fn theory(
         }
         Method::Ode { rtol, atol } => {
             let f = |y: &[f64]| sg.eval(y);
-            let mut t = 0.0;
-            let mut h = f64::NAN;
-            let (mut acc, mut rej) = (0, 0);
+            let mut ode = Dopri54::new(rtol, atol);
             for &tl in targets {
                 let tt = h2 * tl as f64;
-                dopri(
-                    &f, &mut y, &mut t, tt, &mut h, rtol, atol, &mut acc, &mut rej,
-                )?;
+                ode.advance(&f, &mut y, tt)?;
                 sg.record(&mut out, tl, tt, &y)
                     .map_err(|e| e.context(&format!("t = {tt}")))?;
             }
-            out.accepted = acc;
-            out.rejected = rej;
+            out.accepted = ode.stats.accepted;
+            out.rejected = ode.stats.rejected;
         }
     }
     Ok(out)
@@ -698,10 +690,9 @@ mod tests {
         preresnet_theory(act, k, n, 2.0, eps, l, l, m, c, &QuadOpts::default()).unwrap()
     }
 
-    fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
+            .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max)
     }
@@ -722,15 +713,20 @@ mod tests {
                     .unwrap()
                     .iter()
                     .fold(0.0f64, |a, v| a.max(v.abs()));
-            assert!(max_diff(&g.k0, &s.k0) < 1e-12);
+            assert!(max_diff(g.k0.as_slice(), s.k0.as_slice()) < 1e-12);
             assert!(
-                max_diff(&g.v4, &s.v4) < 1e-9 * scale,
+                max_diff(g.v4.as_slice(), s.v4.as_slice()) < 1e-9 * scale,
                 "{}",
-                max_diff(&g.v4, &s.v4)
+                max_diff(g.v4.as_slice(), s.v4.as_slice())
             );
-            assert!(max_diff(&s.v4, &s.v_gs) < 1e-9 * scale);
-            assert!(max_diff(&s.v4, &s.v_ss) < 1e-9 * scale);
-            assert!(s.k1.iter().chain(&s.u1).flatten().all(|v| v.abs() < 1e-12));
+            assert!(max_diff(s.v4.as_slice(), s.v_gs.as_slice()) < 1e-9 * scale);
+            assert!(max_diff(s.v4.as_slice(), s.v_ss.as_slice()) < 1e-9 * scale);
+            assert!(s
+                .k1
+                .as_slice()
+                .iter()
+                .chain(s.u1.as_slice())
+                .all(|v| v.abs() < 1e-12));
         }
     }
 
@@ -831,8 +827,8 @@ mod tests {
                 K1Closure::Sigma,
             );
             errs.push([
-                max_diff(&c.v4[1..], &d.v4[1..]),
-                max_diff(&c.k1[1..], &d.k1[1..]),
+                max_diff(c.v4.from_layer(1), d.v4.from_layer(1)),
+                max_diff(c.k1.from_layer(1), d.k1.from_layer(1)),
             ]);
         }
         for i in 0..2 {

@@ -20,7 +20,7 @@
 //!   with `M = 1 + ε²χ` acting on each index pair, `K1' = K1 + ε²(χ[K1] + (C_W/8)Σ⟨∂⁴⟩W)`.
 //!   The ODE is its ε → 0 limit (forward Euler with step ε² drops only the ε⁴ terms).
 //!
-//! The ODE is integrated with the Dormand–Prince 5(4) embedded pair, local error control
+//! The ODE is integrated with the Dormand–Prince 5(4) embedded pair ([`crate::ode`]), local error control
 //! per component `|err_i| ≤ atol + rtol·max(|y_i|, |y_i'|)` (RMS norm), hitting every output
 //! time exactly.  A failed step (non-finite state, non-PSD kernel, step-size underflow)
 //! is an [`RgError`].
@@ -29,7 +29,10 @@ use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
-use crate::resmlp::{distinct, pair_expectations, Layer, PairExp};
+use crate::layers::Layers;
+use crate::ode::Dopri54;
+use crate::resmlp::MAXD;
+use crate::tables::{distinct, PairTable};
 use crate::RgError;
 
 mod sigma;
@@ -55,8 +58,8 @@ pub enum Method {
     Discrete,
 }
 
-/// Trajectories at the recorded layers, flattened row-major: K0, K1, E2 = ⟨σσ⟩ at K0,
-/// U1 (N²); V4, V_GS, V_SS (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
+/// Trajectories at the recorded layers, each family in one layer-major buffer ([`Layers`]),
+/// row-major per layer: K0, K1, E2 = ⟨σσ⟩ at K0, U1 (N²); V4, V_GS, V_SS (N⁴).  `layers[i]` is ℓ, `t[i] = ε²ℓ`.
 ///
 /// `u1` is the closure's model of the exact K1 source, `dK1/dt = C_W U1` with
 /// `U1 = n(E[Σ̂] − E2)`; `v_gs[ab,cd] = n·Cov(G_ab, Σ̂_cd)` and `v_ss = n·Cov(Σ̂, Σ̂)` are the
@@ -67,22 +70,43 @@ pub struct PreResTensors {
     pub n: usize,
     pub layers: Vec<usize>,
     pub t: Vec<f64>,
-    pub k0: Vec<Vec<f64>>,
-    pub v4: Vec<Vec<f64>>,
-    pub k1: Vec<Vec<f64>>,
-    pub e2: Vec<Vec<f64>>,
-    pub u1: Vec<Vec<f64>>,
-    pub v_gs: Vec<Vec<f64>>,
-    pub v_ss: Vec<Vec<f64>>,
+    pub k0: Layers,
+    pub v4: Layers,
+    pub k1: Layers,
+    pub e2: Layers,
+    pub u1: Layers,
+    pub v_gs: Layers,
+    pub v_ss: Layers,
     /// Accepted and rejected ODE steps (0 for the discrete recursion).
     pub accepted: usize,
     pub rejected: usize,
 }
 
+impl PreResTensors {
+    /// Empty, with every family's buffer allocated for `records` recorded layers of N inputs.
+    fn with_capacity(n: usize, records: usize) -> PreResTensors {
+        let (n2, n4) = (n * n, n * n * n * n);
+        PreResTensors {
+            n,
+            layers: Vec::with_capacity(records),
+            t: Vec::with_capacity(records),
+            k0: Layers::with_capacity(n2, records),
+            v4: Layers::with_capacity(n4, records),
+            k1: Layers::with_capacity(n2, records),
+            e2: Layers::with_capacity(n2, records),
+            u1: Layers::with_capacity(n2, records),
+            v_gs: Layers::with_capacity(n4, records),
+            v_ss: Layers::with_capacity(n4, records),
+            accepted: 0,
+            rejected: 0,
+        }
+    }
+}
+
 /// Everything the right-hand sides need at one kernel K0.
 struct Rhs {
     /// Pair expectations at K0 (up to four derivatives of σ_aσ_b).
-    pairs: Vec<PairExp>,
+    pairs: PairTable,
     q: Vec<f64>,
     e2: Vec<f64>,
     /// χ as an (N², N²) matrix acting on a pair index.
@@ -99,8 +123,8 @@ fn build_rhs(
     c_w: f64,
     opts: &QuadOpts,
 ) -> Result<Rhs, RgError> {
-    let pairs = pair_expectations(act, k0, n, true, opts)?;
-    let ex = Layer { n, pairs: &pairs };
+    let pairs = PairTable::sigma_sigma(act, k0, n, MAXD, opts)?;
+    let ex = &pairs;
     let n2 = n * n;
     let mut e2 = vec![0.0; n2];
     let mut chi = vec![0.0; n2 * n2];
@@ -309,10 +333,7 @@ pub fn preresnet_theory(
     y[..n2].copy_from_slice(k_init);
     y[n2..n2 + n4].copy_from_slice(&wishart(k_init, n));
     let h2 = eps * eps;
-    let mut out = PreResTensors {
-        n,
-        ..Default::default()
-    };
+    let mut out = PreResTensors::with_capacity(n, targets.len() + 1);
     let record = |out: &mut PreResTensors, l: usize, y: &[f64]| -> Result<(), RgError> {
         let (k0, rest) = y.split_at(n2);
         let (v4, k1) = rest.split_at(n4);
@@ -320,14 +341,14 @@ pub fn preresnet_theory(
         let j: Vec<f64> = r.chi.iter().map(|c| c / c_w).collect();
         out.layers.push(l);
         out.t.push(h2 * l as f64);
-        out.k0.push(k0.to_vec());
-        out.v4.push(v4.to_vec());
-        out.k1.push(k1.to_vec());
+        out.k0.push(k0);
+        out.v4.push(v4);
+        out.k1.push(k1);
         out.u1.push(
             sys.k1_source(&r, k0, v4, k1)
                 .iter()
                 .map(|s| s / c_w)
-                .collect(),
+                .collect::<Vec<f64>>(),
         );
         let v_gs = mat_mul_t(v4, &j, n2);
         out.v_ss.push(mat_mul(&j, &v_gs, n2));
@@ -350,18 +371,14 @@ pub fn preresnet_theory(
         }
         Method::Ode { rtol, atol } => {
             let f = |y: &[f64]| sys.eval(y);
-            let mut t = 0.0;
-            let mut h = f64::NAN;
-            let (mut acc, mut rej) = (0, 0);
+            let mut ode = Dopri54::new(rtol, atol);
             for &tl in &targets {
                 let tt = h2 * tl as f64;
-                dopri(
-                    &f, &mut y, &mut t, tt, &mut h, rtol, atol, &mut acc, &mut rej,
-                )?;
+                ode.advance(&f, &mut y, tt)?;
                 record(&mut out, tl, &y).map_err(|e| e.context(&format!("t = {tt}")))?;
             }
-            out.accepted = acc;
-            out.rejected = rej;
+            out.accepted = ode.stats.accepted;
+            out.rejected = ode.stats.rejected;
         }
     }
     Ok(out)
@@ -458,156 +475,6 @@ fn discrete_step(sys: &System, y: &[f64], h2: f64) -> Result<Vec<f64>, RgError> 
     let src = sys.k1_source(&r, k0, v4, k1);
     out.extend(k1.iter().zip(&src).map(|(k, s)| k + h2 * s));
     Ok(out)
-}
-
-// Dormand–Prince 5(4) tableau (the system is autonomous, so the nodes c_i are not needed).
-const A: [[f64; 6]; 7] = [
-    [0.0; 6],
-    [0.2, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [3.0 / 40.0, 9.0 / 40.0, 0.0, 0.0, 0.0, 0.0],
-    [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0, 0.0, 0.0, 0.0],
-    [
-        19372.0 / 6561.0,
-        -25360.0 / 2187.0,
-        64448.0 / 6561.0,
-        -212.0 / 729.0,
-        0.0,
-        0.0,
-    ],
-    [
-        9017.0 / 3168.0,
-        -355.0 / 33.0,
-        46732.0 / 5247.0,
-        49.0 / 176.0,
-        -5103.0 / 18656.0,
-        0.0,
-    ],
-    [
-        35.0 / 384.0,
-        0.0,
-        500.0 / 1113.0,
-        125.0 / 192.0,
-        -2187.0 / 6784.0,
-        11.0 / 84.0,
-    ],
-];
-/// 5th-order weights (= last row of A, FSAL) and 5th − 4th order error weights.
-const B5: [f64; 7] = [
-    35.0 / 384.0,
-    0.0,
-    500.0 / 1113.0,
-    125.0 / 192.0,
-    -2187.0 / 6784.0,
-    11.0 / 84.0,
-    0.0,
-];
-const E: [f64; 7] = [
-    71.0 / 57600.0,
-    0.0,
-    -71.0 / 16695.0,
-    71.0 / 1920.0,
-    -17253.0 / 339200.0,
-    22.0 / 525.0,
-    -1.0 / 40.0,
-];
-
-/// Right-hand side `y ↦ dy/dt` of an autonomous ODE.
-type Field<'a> = dyn Fn(&[f64]) -> Result<Vec<f64>, RgError> + 'a;
-
-/// Integrate `dy/dt = f(y)` from `*t` to `t_end` in place; `*h` carries the step size between
-/// calls (NaN: choose an initial step).
-#[allow(clippy::too_many_arguments)]
-fn dopri(
-    f: &Field,
-    y: &mut Vec<f64>,
-    t: &mut f64,
-    t_end: f64,
-    h: &mut f64,
-    rtol: f64,
-    atol: f64,
-    acc: &mut usize,
-    rej: &mut usize,
-) -> Result<(), RgError> {
-    let m = y.len();
-    let span = t_end - *t;
-    if span <= 0.0 {
-        return Ok(());
-    }
-    if !h.is_finite() {
-        *h = (0.01 * span).clamp(1e-6, 1e-2);
-    }
-    let fail = |t: f64, e: RgError| e.context(&format!("ODE step at t = {t:.6}"));
-    let mut k1 = f(y).map_err(|e| fail(*t, e))?;
-    let min_h = 1e-12 * t_end.abs().max(1.0);
-    while *t < t_end {
-        let last = *t + *h >= t_end * (1.0 - 1e-14);
-        let hh = if last { t_end - *t } else { *h };
-        if last && hh < min_h {
-            // Rounding remainder: the state at t_end equals the state here to working precision.
-            *t = t_end;
-            break;
-        }
-        if hh < min_h {
-            return Err(RgError::value(format!(
-                "ODE step size underflow at t = {:.6} (h = {hh:.3e}): the flow is unstable or stiff here; \
-                 loosen rtol/atol, shorten T = eps²·L, or use method=\"discrete\"",
-                *t
-            )));
-        }
-        let mut ks: Vec<Vec<f64>> = vec![k1.clone()];
-        let mut stage_err: Option<RgError> = None;
-        for arow in A.iter().skip(1) {
-            let ys: Vec<f64> = (0..m)
-                .map(|i| y[i] + hh * (0..ks.len()).map(|j| arow[j] * ks[j][i]).sum::<f64>())
-                .collect();
-            match f(&ys) {
-                Ok(k) => ks.push(k),
-                Err(e) => {
-                    stage_err = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = stage_err {
-            // A stage left the domain (non-PSD or non-finite): shrink the step and retry.
-            *rej += 1;
-            *h = 0.25 * hh;
-            if *h < min_h {
-                return Err(fail(*t, e));
-            }
-            continue;
-        }
-        let y_new: Vec<f64> = (0..m)
-            .map(|i| y[i] + hh * (0..7).map(|j| B5[j] * ks[j][i]).sum::<f64>())
-            .collect();
-        let mut err2 = 0.0;
-        for i in 0..m {
-            let e = hh * (0..7).map(|j| E[j] * ks[j][i]).sum::<f64>();
-            let sc = atol + rtol * y[i].abs().max(y_new[i].abs());
-            let r = if sc > 0.0 { e / sc } else { 0.0 };
-            err2 += r * r;
-        }
-        let err = (err2 / m as f64).sqrt();
-        if !err.is_finite() {
-            *rej += 1;
-            *h = 0.25 * hh;
-            continue;
-        }
-        let fac = (0.9 * err.powf(-0.2)).clamp(0.2, 5.0);
-        if err <= 1.0 {
-            *t = if last { t_end } else { *t + hh };
-            *y = y_new;
-            k1 = ks.swap_remove(6);
-            *acc += 1;
-            if !last {
-                *h = hh * fac;
-            }
-        } else {
-            *rej += 1;
-            *h = hh * fac.min(1.0);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

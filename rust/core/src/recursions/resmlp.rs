@@ -24,8 +24,9 @@
 //!   book form (`corrected = false`) the S term is dropped from V' and K1' (S is still reported).
 
 use crate::activations::ActivationFn;
-use crate::expect::{pair_values, QuadOpts, Term};
-use crate::mlp::{fill4, four_point_expectations};
+use crate::expect::QuadOpts;
+use crate::layers::Layers;
+use crate::tables::{distinct, fill4, four_point_expectations, PairTable};
 use crate::RgError;
 
 /// Residual-MLP hyperparameters, one entry per layer 1..L; `gamma[0]` is unused (layer 1
@@ -68,90 +69,19 @@ impl ResMlpSpec {
     }
 }
 
-/// Tensors per layer, flattened row-major: K, K1 (N²), S (N³, `S[a,b,c] = S_{(ab)c}`), V (N⁴).
+/// Tensors at every layer, each family in one layer-major buffer ([`Layers`]), row-major per
+/// layer: K, K1 (N²), S (N³, `S[a,b,c] = S_{(ab)c}`), V (N⁴).
 #[derive(Clone, Debug, Default)]
 pub struct ResTensors {
     pub n: usize,
-    pub k: Vec<Vec<f64>>,
-    pub v: Option<Vec<Vec<f64>>>,
-    pub s: Option<Vec<Vec<f64>>>,
-    pub k1: Option<Vec<Vec<f64>>>,
+    pub k: Layers,
+    pub v: Option<Layers>,
+    pub s: Option<Layers>,
+    pub k1: Option<Layers>,
 }
 
 /// Highest total derivative order of σ_aσ_b needed (⟨∂⁴(σσ)⟩ in K1).
-pub(crate) const MAXD: usize = 4;
-
-/// Expectations for one pair a ≤ b: `m[i][j] = ⟨σ^{(i)}_a σ^{(j)}_b⟩` (a ≠ b, i + j ≤ 4),
-/// or for a = b `same[k] = ⟨(σ²)^{(k)}⟩`.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PairExp {
-    m: [[f64; MAXD + 1]; MAXD + 1],
-    same: [f64; MAXD + 1],
-}
-
-pub(crate) struct Layer<'a> {
-    pub(crate) n: usize,
-    pub(crate) pairs: &'a [PairExp],
-}
-
-impl Layer<'_> {
-    /// ⟨σ_a σ_b⟩.
-    fn s(&self, a: usize, b: usize) -> f64 {
-        self.d(a, b, &[])
-    }
-    /// ⟨∂_{g_1}…∂_{g_m}(σ_a σ_b)⟩ with every g ∈ {a, b}.
-    pub(crate) fn d(&self, a: usize, b: usize, gs: &[usize]) -> f64 {
-        if a == b {
-            return self.pairs[a * self.n + a].same[gs.len()];
-        }
-        let na = gs.iter().filter(|&&g| g == a).count();
-        let nb = gs.len() - na;
-        if a < b {
-            self.pairs[a * self.n + b].m[na][nb]
-        } else {
-            self.pairs[b * self.n + a].m[nb][na]
-        }
-    }
-}
-
-#[inline]
-pub(crate) fn distinct(a: usize, b: usize) -> Vec<usize> {
-    if a == b {
-        vec![a]
-    } else {
-        vec![a, b]
-    }
-}
-
-pub(crate) fn pair_expectations(
-    act: &dyn ActivationFn,
-    k: &[f64],
-    n: usize,
-    full: bool,
-    opts: &QuadOpts,
-) -> Result<Vec<PairExp>, RgError> {
-    let top = if full { MAXD } else { 0 } as u8;
-    let offd: Vec<(u8, u8)> = (0..=top)
-        .flat_map(|i| (0..=top - i).map(move |j| (i, j)))
-        .collect();
-    let diag: Vec<Term> = (0..=top).map(|m| Term::deriv_of(m, &[0, 0])).collect();
-    let values = pair_values(act, k, n, &offd, &diag, opts)?;
-    let mut out = vec![PairExp::default(); n * n];
-    for a in 0..n {
-        for b in a..n {
-            let v = &values[a * n + b];
-            let pe = &mut out[a * n + b];
-            if a == b {
-                pe.same[..v.len()].copy_from_slice(v);
-            } else {
-                for (&(i, j), val) in offd.iter().zip(v) {
-                    pe.m[i as usize][j as usize] = *val;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
+pub(crate) const MAXD: u8 = 4;
 
 /// Kernels (and with `order == 1` the 1/n tensors V, S, K1) at every layer of a residual MLP.
 /// `x` is N×n0 row-major; `corrected` selects the S-corrected vertex (spec §8c) over the
@@ -189,23 +119,33 @@ pub fn resmlp_theory(
             k[a * n + b] = spec.c_b[0] + spec.c_w[0] * dot;
         }
     }
+    // Every family in one buffer allocated once for all layers (handed over without a copy).
+    let depth = spec.depth();
+    let stack = |size: usize, used: bool| {
+        if used {
+            Layers::with_capacity(size, depth)
+        } else {
+            Layers::new(size)
+        }
+    };
     let mut out = ResTensors {
         n,
-        k: vec![k],
+        k: stack(n2, true),
         ..Default::default()
     };
-    let (mut vs, mut ss, mut k1s) = (
-        vec![vec![0.0; n2 * n2]],
-        vec![vec![0.0; n3]],
-        vec![vec![0.0; n2]],
-    );
+    out.k.push(k);
+    let (mut vs, mut ss, mut k1s) = (stack(n2 * n2, first), stack(n3, first), stack(n2, first));
+    if first {
+        vs.push_zeros();
+        ss.push_zeros();
+        k1s.push_zeros();
+    }
     for l in 1..spec.depth() {
         let (cb, cw, gm) = (spec.c_b[l], spec.c_w[l], spec.gamma[l]);
         let g2 = gm * gm;
         let kl = &out.k[l - 1];
-        let pairs = pair_expectations(act, kl, n, first, opts)
+        let ly = PairTable::sigma_sigma(act, kl, n, if first { MAXD } else { 0 }, opts)
             .map_err(|e| e.context(&format!("layer {l}")))?;
-        let ly = Layer { n, pairs: &pairs };
         let k_new: Vec<f64> = (0..n2)
             .map(|i| cb + cw * ly.s(i / n, i % n) + g2 * kl[i])
             .collect();
@@ -336,7 +276,7 @@ pub fn resmlp_theory(
 mod tests {
     use super::*;
     use crate::activations::Builtin;
-    use crate::expect::expect_block;
+    use crate::expect::{expect_block, Term};
     use crate::mlp::{mlp_theory, MlpSpec};
 
     fn spec(l: usize, cb: f64, cw: f64, gamma: f64) -> ResMlpSpec {

@@ -1,0 +1,610 @@
+//! Gaussian expectations ⟨Π_k g_k(z_k)⟩ for z ~ N(μ, K) over a block of d correlated samples.
+//!
+//! Each per-sample factor is a [`Term`]: the m-th (distributional) derivative of a product
+//! `z^q Π_i σ^{(j_i)}(z)`.  The engine
+//!
+//! 1. splits each term into its regular part and, for kinked activations, the delta-function
+//!    parts `Σ_j [P^{(j)}]_t δ^{(m-1-j)}(z - t)` from the jumps of the one-sided derivatives;
+//! 2. integrates the regular parts by nested 1-D quadrature in the whitened coordinates of a
+//!    pivoted Cholesky factor (`z_k = μ_k + Σ_{j≤k} L_kj u_j`), splitting each level's line at
+//!    the activation's kink (Gauss–Legendre pieces) and using Gauss–Hermite elsewhere;
+//!    rank-deficient directions are deterministic functions of earlier ones (exact
+//!    marginalisation, no jitter);
+//! 3. integrates delta parts exactly: `⟨Π_Δ δ^{(r)}(z_Δ - t) G(z_R)⟩ =
+//!    p_Δ(t) E[G(z_R) H_r(Pz) | z_Δ = t]` with `H_r` the Hermite polynomial of the block
+//!    precision `P` (from `(-∂)^r p = p H_r`), expanded in monomials of `z_R`.
+//!
+//! Module layout (each module uses only those listed before it):
+//!
+//! * [`terms`]: the term algebra ([`Term`], term values, delta parts, Hermite polynomials);
+//! * [`orthant`], [`closed_form`]: exact expectations for the Gaussian-CDF class (relu, leaky
+//!   relu, erf, gelu, linear, monomials) via Stein's identity and orthant probabilities;
+//! * `nested`: the nested whitened quadrature of regular parts;
+//! * this module: dispatch (closed form first, then quadrature with exact delta parts),
+//!   batching, adaptive order and the pair tables of a kernel.
+
+pub mod closed_form;
+mod nested;
+pub mod orthant;
+pub mod terms;
+
+#[cfg(test)]
+mod closed_form_checks;
+
+use rayon::prelude::*;
+
+use crate::activations::ActivationFn;
+use crate::linalg::{invert, pivoted_cholesky, submatrix, validate_covariance};
+use crate::RgError;
+use nested::nested;
+pub use nested::{default_order, MAX_ORDER_PER_PIECE};
+use terms::{delta_parts, hermite_poly, poly_add, poly_mul, Poly, Spec};
+pub use terms::{first_singular_order, Term};
+
+/// Quadrature options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuadOpts {
+    /// Nodes per piece and level; 0 selects [`default_order`] by the number of integrated levels.
+    pub order: usize,
+    /// Skip the closed forms of [`closed_form`] (for benchmarks and cross-checks).
+    pub quadrature_only: bool,
+}
+
+/// Evaluate expectations of `integrands` (each a Term per sample) over z ~ N(0, cov).
+pub fn expect_block(
+    act: &dyn ActivationFn,
+    cov: &[f64],
+    d: usize,
+    integrands: &[Vec<Term>],
+    opts: &QuadOpts,
+) -> Result<Vec<f64>, RgError> {
+    validate_covariance(cov, d)?;
+    for (i, it) in integrands.iter().enumerate() {
+        if it.len() != d {
+            return Err(RgError::value(format!(
+                "integrand {i} has {} factors for a {d}-sample block",
+                it.len()
+            )));
+        }
+    }
+    if !opts.quadrature_only {
+        if let Some(v) = closed_form::expect_block(act, cov, d, integrands) {
+            return Ok(v);
+        }
+    }
+    let zero_mean = vec![0.0; d];
+    let mut result = vec![0.0; integrands.len()];
+
+    // Expand into delta patterns.
+    // sub-terms: (integrand index, coefficient, per-sample: Ok(term) regular | Err((r, term)) delta)
+    struct Sub {
+        target: usize,
+        coef: f64,
+        delta: Vec<Option<u8>>,
+    }
+    let mut regular_specs: Vec<Vec<Spec>> = vec![vec![]; d];
+    let mut regular_integ: Vec<Vec<usize>> = vec![];
+    let mut regular_target: Vec<usize> = vec![];
+    let mut delta_subs: Vec<(Sub, Vec<Term>)> = vec![];
+    let intern = |specs: &mut Vec<Spec>, s: Spec| -> usize {
+        if let Some(p) = specs.iter().position(|x| *x == s) {
+            p
+        } else {
+            specs.push(s);
+            specs.len() - 1
+        }
+    };
+    for (i, it) in integrands.iter().enumerate() {
+        // regular part of every factor
+        let idx: Vec<usize> = (0..d)
+            .map(|k| {
+                intern(
+                    &mut regular_specs[k],
+                    Spec {
+                        term: it[k].clone(),
+                        mulpow: 0,
+                    },
+                )
+            })
+            .collect();
+        regular_integ.push(idx);
+        regular_target.push(i);
+        // delta parts: every non-empty subset choice
+        let parts: Vec<Vec<(u8, f64)>> = it
+            .iter()
+            .map(|t| delta_parts(act, t))
+            .collect::<Result<_, _>>()?;
+        if parts.iter().all(|p| p.is_empty()) {
+            continue;
+        }
+        // enumerate choices: for each sample, None (regular) or one of its delta parts
+        let mut choices: Vec<(Vec<Option<u8>>, f64)> = vec![(vec![], 1.0)];
+        for p in &parts {
+            let mut next = vec![];
+            for (ch, c) in &choices {
+                let mut a = ch.clone();
+                a.push(None);
+                next.push((a, *c));
+                for &(r, coef) in p {
+                    let mut b = ch.clone();
+                    b.push(Some(r));
+                    next.push((b, c * coef));
+                }
+            }
+            choices = next;
+        }
+        for (ch, c) in choices {
+            if ch.iter().all(|x| x.is_none()) {
+                continue;
+            }
+            delta_subs.push((
+                Sub {
+                    target: i,
+                    coef: c,
+                    delta: ch,
+                },
+                it.clone(),
+            ));
+        }
+    }
+    let vals = nested(
+        act,
+        &zero_mean,
+        cov,
+        d,
+        &regular_specs,
+        &regular_integ,
+        opts.order,
+    )?;
+    for (v, &t) in vals.iter().zip(&regular_target) {
+        result[t] += v;
+    }
+    if delta_subs.is_empty() {
+        return Ok(result);
+    }
+    let kink = act.kink().unwrap_or(0.0);
+    let (prec, _) = invert(cov, d).ok_or_else(|| {
+        RgError::value(
+            "a distributional derivative (delta function at the kink) meets a singular covariance block; \
+             the expectation is not defined (inputs are linearly dependent or duplicated)",
+        )
+    })?;
+    // group by delta pattern
+    let mut patterns: Vec<Vec<Option<u8>>> =
+        delta_subs.iter().map(|(s, _)| s.delta.clone()).collect();
+    patterns.sort();
+    patterns.dedup();
+    for pat in patterns {
+        let dset: Vec<usize> = (0..d).filter(|&k| pat[k].is_some()).collect();
+        let rset: Vec<usize> = (0..d).filter(|&k| pat[k].is_none()).collect();
+        let nd = dset.len();
+        let nr = rset.len();
+        let kdd = submatrix(cov, d, &dset, &dset);
+        let (kdd_inv, kdd_det) =
+            invert(&kdd, nd).ok_or_else(|| RgError::value("singular delta block"))?;
+        if kdd_det <= 0.0 {
+            return Err(RgError::value("delta block is not positive definite"));
+        }
+        let t = vec![kink; nd];
+        // density p_Δ(t)
+        let quad: f64 = (0..nd)
+            .map(|a| {
+                (0..nd)
+                    .map(|b| t[a] * kdd_inv[a * nd + b] * t[b])
+                    .sum::<f64>()
+            })
+            .sum();
+        let dens =
+            (-0.5 * quad).exp() / ((2.0 * std::f64::consts::PI).powi(nd as i32) * kdd_det).sqrt();
+        // conditional of R given z_Δ = t
+        let krd = submatrix(cov, d, &rset, &dset);
+        let krr = submatrix(cov, d, &rset, &rset);
+        let mut a_mat = vec![0.0; nr * nd]; // K_RΔ K_ΔΔ^{-1}
+        for r in 0..nr {
+            for b in 0..nd {
+                a_mat[r * nd + b] = (0..nd).map(|c| krd[r * nd + c] * kdd_inv[c * nd + b]).sum();
+            }
+        }
+        let cmean: Vec<f64> = (0..nr)
+            .map(|r| (0..nd).map(|b| a_mat[r * nd + b] * t[b]).sum())
+            .collect();
+        let mut ccov = krr.clone();
+        for r1 in 0..nr {
+            for r2 in 0..nr {
+                ccov[r1 * nr + r2] -= (0..nd)
+                    .map(|b| a_mat[r1 * nd + b] * krd[r2 * nd + b])
+                    .sum::<f64>();
+            }
+        }
+        for r1 in 0..nr {
+            for r2 in 0..r1 {
+                let v = 0.5 * (ccov[r1 * nr + r2] + ccov[r2 * nr + r1]);
+                ccov[r1 * nr + r2] = v;
+                ccov[r2 * nr + r1] = v;
+            }
+            ccov[r1 * nr + r1] = ccov[r1 * nr + r1].max(0.0);
+        }
+        // Hermite polynomial in y_Δ, then substitute y_a = P_aΔ t + Σ_r P_ar z_r.
+        let mut dirs = vec![];
+        for (a, &k) in dset.iter().enumerate() {
+            for _ in 0..pat[k].unwrap() {
+                dirs.push(a);
+            }
+        }
+        let pdd = submatrix(&prec, d, &dset, &dset);
+        let hy = hermite_poly(&dirs, &pdd, nd);
+        let mut hz = Poly::new();
+        for (e, c) in &hy {
+            let mut term: Poly = vec![([0u8; 8], *c)];
+            for a in 0..nd {
+                if e[a] == 0 {
+                    continue;
+                }
+                let ka = dset[a];
+                let mut lin: Poly = vec![];
+                let a0: f64 = dset
+                    .iter()
+                    .zip(&t)
+                    .map(|(&kb, tb)| prec[ka * d + kb] * tb)
+                    .sum();
+                poly_add(&mut lin, [0u8; 8], a0);
+                for (ri, &kr) in rset.iter().enumerate() {
+                    let mut ee = [0u8; 8];
+                    ee[ri] = 1;
+                    poly_add(&mut lin, ee, prec[ka * d + kr]);
+                }
+                for _ in 0..e[a] {
+                    term = poly_mul(&term, &lin);
+                }
+            }
+            for (e2, c2) in term {
+                poly_add(&mut hz, e2, c2);
+            }
+        }
+        // integrands over R
+        let mut specs: Vec<Vec<Spec>> = vec![vec![]; nr];
+        let mut integ: Vec<Vec<usize>> = vec![];
+        let mut targets: Vec<(usize, f64)> = vec![];
+        for (sub, terms) in delta_subs.iter().filter(|(s, _)| s.delta == pat) {
+            for (e, c) in &hz {
+                let idx: Vec<usize> = rset
+                    .iter()
+                    .enumerate()
+                    .map(|(ri, &k)| {
+                        intern(
+                            &mut specs[ri],
+                            Spec {
+                                term: terms[k].clone(),
+                                mulpow: e[ri],
+                            },
+                        )
+                    })
+                    .collect();
+                integ.push(idx);
+                targets.push((sub.target, sub.coef * c * dens));
+            }
+        }
+        let vals = if nr == 0 {
+            vec![1.0; integ.len()]
+        } else {
+            nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order)?
+        };
+        for (v, (t, c)) in vals.iter().zip(&targets) {
+            result[*t] += c * v;
+        }
+    }
+    Ok(result)
+}
+
+/// Expectations for every pair of inputs of an N×N kernel `k`, in parallel: for a < b the
+/// two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for each `(i, j)` in `offd`; for a = b the
+/// single-sample values of the terms `diag`.  Entry `a*n + b` (a ≤ b) holds the values in
+/// that order; entries with a > b are empty.
+pub fn pair_values(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    offd: &[(u8, u8)],
+    diag: &[Term],
+    opts: &QuadOpts,
+) -> Result<Vec<Vec<f64>>, RgError> {
+    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
+    let offd_its: Vec<Vec<Term>> = offd
+        .iter()
+        .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
+        .collect();
+    let diag_its: Vec<Vec<Term>> = diag.iter().map(|t| vec![t.clone()]).collect();
+    let results: Vec<Vec<f64>> = pairs
+        .par_iter()
+        .map(|&(a, b)| {
+            if a == b {
+                expect_block(act, &[k[a * n + a]], 1, &diag_its, opts)
+                    .map_err(|e| e.context(&format!("single-input expectations for input {a}")))
+            } else {
+                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
+                expect_block(act, &cov, 2, &offd_its, opts)
+                    .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = vec![vec![]; n * n];
+    for ((a, b), v) in pairs.into_iter().zip(results) {
+        out[a * n + b] = v;
+    }
+    Ok(out)
+}
+
+/// Batched [`expect_block`] over `covs` (B blocks of d×d, row-major), in parallel.
+/// Returns B × n_integrands values.
+pub fn expect_batch(
+    act: &dyn ActivationFn,
+    covs: &[f64],
+    d: usize,
+    integrands: &[Vec<Term>],
+    opts: &QuadOpts,
+) -> Result<Vec<f64>, RgError> {
+    let dd = d * d;
+    if dd == 0 || !covs.len().is_multiple_of(dd) {
+        return Err(RgError::value("covariance batch has the wrong size"));
+    }
+    let nb = covs.len() / dd;
+    let ni = integrands.len();
+    let mut out = vec![0.0; nb * ni];
+    out.par_chunks_mut(ni.max(1))
+        .zip(covs.par_chunks(dd))
+        .enumerate()
+        .try_for_each(|(b, (o, c))| -> Result<(), RgError> {
+            let v = expect_block(act, c, d, integrands, opts)
+                .map_err(|e| e.context(&format!("block {b}")))?;
+            o.copy_from_slice(&v);
+            Ok(())
+        })?;
+    Ok(out)
+}
+
+/// Adaptive order: raise the order by 3/2 until two successive values agree to
+/// `tol·max(1,|v|)` (every integrand). Returns (values, error estimate, order used); a block
+/// done in closed form ([`closed_form`]) returns error 0 and order 0.
+pub fn expect_adaptive(
+    act: &dyn ActivationFn,
+    cov: &[f64],
+    d: usize,
+    integrands: &[Vec<Term>],
+    tol: f64,
+    max_order: usize,
+    quadrature_only: bool,
+) -> Result<(Vec<f64>, f64, usize), RgError> {
+    validate_covariance(cov, d)?;
+    if !quadrature_only {
+        if let Some(v) = closed_form::expect_block(act, cov, d, integrands) {
+            return Ok((v, 0.0, 0));
+        }
+    }
+    let rank = pivoted_cholesky(cov, d).rank;
+    let mut n = (default_order(rank) / 2).clamp(4, max_order.clamp(4, MAX_ORDER_PER_PIECE));
+    let mut prev = expect_block(
+        act,
+        cov,
+        d,
+        integrands,
+        &QuadOpts {
+            order: n,
+            quadrature_only: true,
+        },
+    )?;
+    loop {
+        let next_n = (n * 3).div_ceil(2);
+        let cur = expect_block(
+            act,
+            cov,
+            d,
+            integrands,
+            &QuadOpts {
+                order: next_n,
+                quadrature_only: true,
+            },
+        )?;
+        let err = prev
+            .iter()
+            .zip(&cur)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0, f64::max);
+        if err <= tol || next_n >= max_order.min(MAX_ORDER_PER_PIECE) {
+            return Ok((cur, err, next_n));
+        }
+        prev = cur;
+        n = next_n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activations::Builtin;
+    use std::f64::consts::PI;
+
+    fn ev(act: Builtin, cov: &[f64], d: usize, its: &[Vec<Term>]) -> Vec<f64> {
+        expect_block(&act, cov, d, its, &QuadOpts::default()).unwrap()
+    }
+
+    #[test]
+    fn relu_arccos_kernels() {
+        let (k11, k22, k12): (f64, f64, f64) = (1.3, 0.7, 0.55);
+        let cov = [k11, k12, k12, k22];
+        let c = k12 / (k11 * k22).sqrt();
+        let psi = c.acos();
+        let v = ev(
+            Builtin::Relu,
+            &cov,
+            2,
+            &[
+                vec![Term::sigma(0), Term::sigma(0)],
+                vec![Term::sigma(1), Term::sigma(1)],
+                vec![Term::sigma(2), Term::sigma(0)],
+            ],
+        );
+        let exact0 = (k11 * k22).sqrt() / (2.0 * PI) * (psi.sin() + (PI - psi) * c);
+        let exact1 = 0.5 - psi / (2.0 * PI);
+        let exact2 = (k11 * k22 - k12 * k12).sqrt() / (2.0 * PI * k11);
+        assert!((v[0] - exact0).abs() < 1e-12, "{} {}", v[0], exact0);
+        assert!((v[1] - exact1).abs() < 1e-12, "{} {}", v[1], exact1);
+        assert!((v[2] - exact2).abs() < 1e-12, "{} {}", v[2], exact2);
+    }
+
+    #[test]
+    fn erf_arcsine_kernel() {
+        let (k11, k22, k12): (f64, f64, f64) = (0.9, 2.1, -0.6);
+        let v = ev(
+            Builtin::Erf,
+            &[k11, k12, k12, k22],
+            2,
+            &[vec![Term::sigma(0), Term::sigma(0)]],
+        );
+        let exact = 2.0 / PI * (2.0 * k12 / ((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)).sqrt()).asin();
+        assert!((v[0] - exact).abs() < 1e-12, "{} {exact}", v[0]);
+    }
+
+    #[test]
+    fn isserlis_four_point() {
+        let cov = [
+            1.0, 0.3, 0.2, 0.1, //
+            0.3, 1.5, 0.4, 0.2, //
+            0.2, 0.4, 0.8, 0.3, //
+            0.1, 0.2, 0.3, 1.2,
+        ];
+        let v = ev(Builtin::Linear, &cov, 4, &[vec![Term::sigma(0); 4]]);
+        let k = |a: usize, b: usize| cov[a * 4 + b];
+        let exact = k(0, 1) * k(2, 3) + k(0, 2) * k(1, 3) + k(0, 3) * k(1, 2);
+        assert!((v[0] - exact).abs() < 1e-13);
+    }
+
+    #[test]
+    fn degenerate_duplicates_marginalise() {
+        // z2 = z1 exactly: ⟨σ(z1)²σ(z3)²⟩ as 3-D degenerate = 2-D.
+        let cov3 = [1.2, 1.2, 0.3, 1.2, 1.2, 0.3, 0.3, 0.3, 0.9];
+        let cov2 = [1.2, 0.3, 0.3, 0.9];
+        let a = ev(
+            Builtin::Tanh,
+            &cov3,
+            3,
+            &[vec![Term::sigma(0), Term::sigma(0), Term::prod(&[0, 0])]],
+        );
+        let b = ev(
+            Builtin::Tanh,
+            &cov2,
+            2,
+            &[vec![Term::prod(&[0, 0]), Term::prod(&[0, 0])]],
+        );
+        assert!((a[0] - b[0]).abs() < 1e-12, "{} {}", a[0], b[0]);
+        // zero variance sample
+        let cov_z = [1.0, 0.0, 0.0, 0.0];
+        let c = ev(
+            Builtin::Gelu,
+            &cov_z,
+            2,
+            &[vec![Term::sigma(0), Term::sigma(1)]],
+        );
+        let g = ev(Builtin::Gelu, &[1.0], 1, &[vec![Term::sigma(0)]]);
+        assert!((c[0] - 0.5 * g[0]).abs() < 1e-14);
+    }
+
+    #[test]
+    fn stein_identity_relu_deltas() {
+        // ⟨z f(z)⟩ = K ⟨f'(z)⟩ and ⟨σ''(z1) σ(z2)⟩ via deltas against (z-derivative) identity:
+        // ⟨σ(z1)σ(z2)(z1 z2 - K12)⟩ = Σ K K ⟨∂∂ σσ⟩ (Price) checked for a 2x2 block.
+        let (k11, k22, k12) = (1.1, 0.8, 0.35);
+        let cov = [k11, k12, k12, k22];
+        for act in [
+            Builtin::Relu,
+            Builtin::LeakyRelu(0.3),
+            Builtin::Elu(0.5),
+            Builtin::Gelu,
+        ] {
+            let v = ev(
+                act.clone(),
+                &cov,
+                2,
+                &[
+                    vec![
+                        Term {
+                            deriv: 0,
+                            zpow: 1,
+                            sig: vec![0],
+                        },
+                        Term::sigma(0),
+                    ],
+                    vec![Term::sigma(1), Term::sigma(0)],
+                    vec![Term::sigma(0), Term::sigma(1)],
+                ],
+            );
+            // ⟨z1 σ1 σ2⟩ = K11⟨σ1'σ2⟩ + K12⟨σ1σ2'⟩
+            let rhs = k11 * v[1] + k12 * v[2];
+            assert!((v[0] - rhs).abs() < 1e-10, "{:?}: {} {}", act, v[0], rhs);
+            // Second derivative identity: d/dK12 ⟨σσ⟩ = ⟨σ'σ'⟩, and ⟨(z1z2-K12)σσ⟩ expressed by derivatives.
+            let w = ev(
+                act.clone(),
+                &cov,
+                2,
+                &[
+                    vec![
+                        Term {
+                            deriv: 0,
+                            zpow: 1,
+                            sig: vec![0],
+                        },
+                        Term {
+                            deriv: 0,
+                            zpow: 1,
+                            sig: vec![0],
+                        },
+                    ],
+                    vec![Term::sigma(0), Term::sigma(0)],
+                    vec![Term::sigma(2), Term::sigma(0)],
+                    vec![Term::sigma(0), Term::sigma(2)],
+                    vec![Term::sigma(1), Term::sigma(1)],
+                ],
+            );
+            let lhs = w[0] - k12 * w[1];
+            let rhs = k11 * k12 * w[2] + k22 * k12 * w[3] + (k11 * k22 + k12 * k12) * w[4];
+            assert!((lhs - rhs).abs() < 1e-9, "{:?}: {lhs} {rhs}", act);
+        }
+    }
+
+    #[test]
+    fn fourth_derivative_of_square_relu() {
+        // D^4[σ²] for relu = 2 δ'(z): ⟨·⟩ = 0 at zero mean; D^2[σ²] = 2Θ(z) → ⟨·⟩ = 1.
+        let v = ev(
+            Builtin::Relu,
+            &[1.7],
+            1,
+            &[
+                vec![Term::deriv_of(4, &[0, 0])],
+                vec![Term::deriv_of(2, &[0, 0])],
+            ],
+        );
+        assert!(v[0].abs() < 1e-14);
+        assert!((v[1] - 1.0).abs() < 1e-13);
+        // D^4[σ'σ'] (=δ''' relu) at 2 samples vs finite-difference-free check: ⟨σ'''(z1)σ'(z2)⟩ analytic
+        // = ∂²/∂K12² ⟨σ'σ'⟩ with ⟨σ'σ'⟩ = 1/2 - acos(ρ)/(2π)
+        let (k11, k22): (f64, f64) = (1.0, 1.0);
+        let f = |k12: f64| 0.5 - (k12 / (k11 * k22).sqrt()).acos() / (2.0 * PI);
+        let k12 = 0.4;
+        let h = 1e-3;
+        let d2 = (f(k12 + h) - 2.0 * f(k12) + f(k12 - h)) / (h * h);
+        let v = ev(
+            Builtin::Relu,
+            &[k11, k12, k12, k22],
+            2,
+            &[vec![Term::sigma(2), Term::sigma(2)]],
+        );
+        let d1 = (f(k12 + h) - f(k12 - h)) / (2.0 * h);
+        assert!((v[0] - d1).abs() < 1e-6, "{} {}", v[0], d1);
+        let v3 = ev(
+            Builtin::Relu,
+            &[k11, k12, k12, k22],
+            2,
+            &[vec![Term::sigma(3), Term::sigma(3)]],
+        );
+        assert!((v3[0] - d2).abs() < 1e-4, "{} {}", v3[0], d2);
+    }
+}

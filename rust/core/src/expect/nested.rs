@@ -1,0 +1,389 @@
+//! Nested whitened quadrature: many integrands (products of regular per-sample
+//! [`Spec`]s) over one Gaussian N(μ, K), by 1-D rules level by level in the coordinates of a
+//! pivoted Cholesky factor (`z_k = μ_k + Σ_{j≤k} L_kj u_j`).  Each level's line is split at
+//! the activation's kink and around the projected kinks of nearly determined later samples
+//! (half-range Gauss–Hermite outside, Gauss–Legendre between cuts); an unsplit level uses
+//! Gauss–Hermite.  Rank-deficient directions are deterministic functions of earlier ones
+//! (exact marginalisation, no jitter).  Uses the term algebra only.
+
+use std::sync::Arc;
+
+use super::terms::{missing_derivative, term_value, Spec};
+use crate::activations::{ActivationFn, Side};
+use crate::linalg::pivoted_cholesky;
+use crate::quadrature::Rule;
+use crate::RgError;
+
+/// Split points further than this many standard deviations from the mean are ignored
+/// (their effect is below double precision).
+const CUTOFF: f64 = 9.0;
+
+/// Largest accepted nodes per piece (Gauss–Hermite levels use twice this).
+pub const MAX_ORDER_PER_PIECE: usize = 320;
+
+/// Default nodes per half-line piece for a nested rule over `dim` integrated directions
+/// (a level split at a kink uses two half-range Gauss–Hermite pieces of this order; an
+/// unsplit level uses Gauss–Hermite of twice this order).
+pub fn default_order(dim: usize) -> usize {
+    match dim {
+        0 | 1 => 64,
+        2 => 32,
+        3 => 16,
+        4 => 12,
+        _ => 8,
+    }
+}
+
+/// Nested whitened quadrature for many integrands over one Gaussian.
+struct Nested<'a> {
+    act: &'a dyn ActivationFn,
+    d: usize,
+    /// L in pivot order (row-major d×d).
+    l: Vec<f64>,
+    /// mean in pivot order.
+    mean: Vec<f64>,
+    /// distinct specs per level (pivot order).
+    specs: Vec<Vec<Spec>>,
+    /// integrand → spec index per level.
+    integ: Vec<Vec<usize>>,
+    jet_order: Vec<usize>,
+    uses_act: Vec<bool>,
+    splits: Vec<f64>,
+    /// Slopes (left, right) of a piecewise-linear activation (closed-form innermost level).
+    pwl: Option<(f64, f64)>,
+    /// Per level k: later samples j whose kink is sharp as a function of u_k, as
+    /// (j, L_jk, r_jk = (conditional std of z_j beyond level k) / |L_jk|).
+    sharp: Vec<Vec<(usize, f64, f64)>>,
+    /// Rules fetched once per pass: Gauss–Hermite (2·order), half-range Hermite and
+    /// Gauss–Legendre (order).
+    gh: Arc<Rule>,
+    hr: Arc<Rule>,
+    gl: Arc<Rule>,
+}
+
+struct LevelBuf {
+    u: Vec<f64>,
+    w: Vec<f64>,
+    z: Vec<f64>,
+    jets: Vec<f64>,
+    vals: Vec<f64>,
+    inner: Vec<f64>,
+    c: Vec<f64>,
+}
+
+impl<'a> Nested<'a> {
+    fn nodes(&self, k: usize, ck: f64, buf: &mut LevelBuf) {
+        buf.u.clear();
+        buf.w.clear();
+        let s = self.l[k * self.d + k];
+        if s <= 0.0 {
+            buf.u.push(0.0);
+            buf.w.push(1.0);
+            return;
+        }
+        let mut cuts = [0.0f64; 8];
+        let mut nc = 0;
+        if self.uses_act[k] {
+            for t in &self.splits {
+                let u = (t - ck) / s;
+                if u.abs() < CUTOFF - 1e-9 && nc < 8 {
+                    cuts[nc] = u;
+                    nc += 1;
+                }
+            }
+        }
+        // Windows around the projected kinks of later samples that are nearly determined by
+        // u_k (highly correlated inputs): their smoothed kink has width ~r in u_k.
+        for &(j, ljk, r) in &self.sharp[k] {
+            for t in &self.splits {
+                let centre = (t - buf.c[j]) / ljk;
+                let window: &[f64] = if r == 0.0 { &[0.0] } else { &[-4.0, 4.0] };
+                for w in window {
+                    let u = centre + w * r;
+                    if u.abs() < CUTOFF - 1e-9 && nc < 8 {
+                        cuts[nc] = u;
+                        nc += 1;
+                    }
+                }
+            }
+        }
+        if nc == 0 {
+            buf.u.extend_from_slice(&self.gh.nodes);
+            buf.w.extend_from_slice(&self.gh.weights);
+            return;
+        }
+        if nc < 8 && !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
+            // keep the outer half-range pieces anchored near the bulk of the Gaussian
+            cuts[nc] = 0.0;
+            nc += 1;
+        }
+        let cuts = &mut cuts[..nc];
+        cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let hr = &self.hr;
+        let c0 = cuts[0];
+        for (v, w) in hr.nodes.iter().zip(&hr.weights) {
+            buf.u.push(c0 - v);
+            buf.w.push(w * (c0 * v - 0.5 * c0 * c0).exp());
+        }
+        if cuts.len() > 1 {
+            let r = &self.gl;
+            let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+            for p in cuts.windows(2) {
+                let (a, b) = (p[0], p[1]);
+                let half = 0.5 * (b - a);
+                let mid = 0.5 * (a + b);
+                for (x, w) in r.nodes.iter().zip(&r.weights) {
+                    let u = mid + half * x;
+                    buf.u.push(u);
+                    buf.w.push(w * half * (-0.5 * u * u).exp() * inv_sqrt_2pi);
+                }
+            }
+        }
+        let cm = *cuts.last().unwrap();
+        for (v, w) in hr.nodes.iter().zip(&hr.weights) {
+            buf.u.push(cm + v);
+            buf.w.push(w * (-cm * v - 0.5 * cm * cm).exp());
+        }
+    }
+
+    /// Innermost level in closed form for piecewise-linear activations: each spec is
+    /// `coef_± z^p` on either side of 0, integrated with truncated Gaussian moments.
+    fn level_closed_form(&self, k: usize, ck: f64, s: f64, (al, ar): (f64, f64), out: &mut [f64]) {
+        let specs = &self.specs[k];
+        let mut shapes = [(0.0f64, 0.0f64, 0usize); 16];
+        let mut pmax = 0;
+        for (si, sp) in specs.iter().enumerate() {
+            let t = &sp.term;
+            let (n0, n1) = (
+                t.sig.iter().filter(|&&j| j == 0).count() as i32,
+                t.sig.iter().filter(|&&j| j == 1).count() as i32,
+            );
+            let high = t.sig.iter().any(|&j| j >= 2);
+            let p = n0 as usize + t.zpow as usize;
+            let m = t.deriv as usize;
+            let (mut cr, mut cl) = (ar.powi(n0 + n1), al.powi(n0 + n1));
+            if high || m > p {
+                cr = 0.0;
+                cl = 0.0;
+            }
+            let falling: f64 = (0..m).map(|i| (p - i.min(p)) as f64).product();
+            let power = p.saturating_sub(m) + sp.mulpow as usize;
+            shapes[si] = (cr * falling, cl * falling, power);
+            pmax = pmax.max(power);
+        }
+        // Truncated moments of u ~ N(0,1) above a = -c/s: M_j = ∫_a^∞ u^j φ(u) du.
+        let a = -ck / s;
+        let phi_a = (-0.5 * a * a).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let mut upper = [0.0f64; 24];
+        let mut full = [0.0f64; 24];
+        upper[0] = crate::activations::norm_cdf(-a);
+        full[0] = 1.0;
+        if pmax >= 1 {
+            upper[1] = phi_a;
+        }
+        for j in 2..=pmax {
+            upper[j] = a.powi(j as i32 - 1) * phi_a + (j - 1) as f64 * upper[j - 2];
+            full[j] = (j - 1) as f64 * full[j - 2];
+        }
+        // ∫ (c + s u)^p over u > a (right side, z > 0) and u < a (left side)
+        let mut right = [0.0f64; 24];
+        let mut left = [0.0f64; 24];
+        for p in 0..=pmax {
+            let (mut r, mut l) = (0.0, 0.0);
+            let mut binom = 1.0;
+            for j in 0..=p {
+                let w = binom * ck.powi((p - j) as i32) * s.powi(j as i32);
+                r += w * upper[j];
+                l += w * (full[j] - upper[j]);
+                binom = binom * (p - j) as f64 / (j + 1) as f64;
+            }
+            right[p] = r;
+            left[p] = l;
+        }
+        for (ii, idx) in self.integ.iter().enumerate() {
+            let (cr, cl, p) = shapes[idx[k]];
+            out[ii] = cr * right[p] + cl * left[p];
+        }
+    }
+
+    fn level(&self, k: usize, bufs: &mut [LevelBuf], out: &mut [f64]) -> Result<(), RgError> {
+        let (buf, rest) = bufs.split_first_mut().unwrap();
+        let ck = buf.c[k];
+        if k + 1 == self.d && self.uses_act[k] {
+            let s = self.l[k * self.d + k];
+            if let Some(slopes) = self.pwl {
+                if s > 0.0
+                    && self.specs[k].len() <= 16
+                    && self.specs[k]
+                        .iter()
+                        .all(|sp| sp.term.zpow < 8 && sp.mulpow < 8)
+                {
+                    self.level_closed_form(k, ck, s, slopes, out);
+                    return Ok(());
+                }
+            }
+        }
+        self.nodes(k, ck, buf);
+        let s = self.l[k * self.d + k];
+        let nn = buf.u.len();
+        buf.z.clear();
+        buf.z.extend(buf.u.iter().map(|u| ck + s * u));
+        let jo = self.jet_order[k];
+        let specs = &self.specs[k];
+        let ns = specs.len();
+        buf.vals.resize(nn * ns, 0.0);
+        if self.uses_act[k] {
+            buf.jets.resize(nn * (jo + 1), 0.0);
+            self.act.jets(&buf.z, jo, Side::Auto, &mut buf.jets)?;
+            for i in 0..nn {
+                let jets = &buf.jets[i * (jo + 1)..(i + 1) * (jo + 1)];
+                for (si, sp) in specs.iter().enumerate() {
+                    let mut v = term_value(&sp.term, buf.z[i], jets);
+                    if sp.mulpow > 0 {
+                        v *= buf.z[i].powi(sp.mulpow as i32);
+                    }
+                    buf.vals[i * ns + si] = v;
+                }
+            }
+        } else {
+            for i in 0..nn {
+                for (si, sp) in specs.iter().enumerate() {
+                    let mut v = term_value(&sp.term, buf.z[i], &[]);
+                    if sp.mulpow > 0 {
+                        v *= buf.z[i].powi(sp.mulpow as i32);
+                    }
+                    buf.vals[i * ns + si] = v;
+                }
+            }
+        }
+        out.iter_mut().for_each(|v| *v = 0.0);
+        if k + 1 == self.d {
+            // innermost level: sums per distinct spec, then scatter to integrands
+            let mut sums = std::mem::take(&mut buf.inner);
+            sums.clear();
+            sums.resize(ns, 0.0);
+            for i in 0..nn {
+                let w = buf.w[i];
+                for (si, v) in buf.vals[i * ns..(i + 1) * ns].iter().enumerate() {
+                    sums[si] += w * v;
+                }
+            }
+            for (ii, idx) in self.integ.iter().enumerate() {
+                out[ii] = sums[idx[k]];
+            }
+            buf.inner = sums;
+            return Ok(());
+        }
+        for i in 0..nn {
+            let w = buf.w[i];
+            let vals = &buf.vals[i * ns..(i + 1) * ns];
+            {
+                let u = buf.u[i];
+                let next = &mut rest[0];
+                for j in (k + 1)..self.d {
+                    next.c[j] = buf.c[j] + self.l[j * self.d + k] * u;
+                }
+                let mut inner = std::mem::take(&mut buf.inner);
+                self.level(k + 1, rest, &mut inner)?;
+                for (ii, idx) in self.integ.iter().enumerate() {
+                    out[ii] += w * vals[idx[k]] * inner[ii];
+                }
+                buf.inner = inner;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Expectations of products of regular specs over N(mean, cov) (cov validated PSD), with
+/// `order` nodes per piece and level (0: [`default_order`] of the rank).
+pub(crate) fn nested(
+    act: &dyn ActivationFn,
+    mean: &[f64],
+    cov: &[f64],
+    d: usize,
+    per_sample: &[Vec<Spec>],
+    integ: &[Vec<usize>],
+    order: usize,
+) -> Result<Vec<f64>, RgError> {
+    let ni = integ.len();
+    if d == 0 {
+        return Ok(vec![1.0; ni]);
+    }
+    let pc = pivoted_cholesky(cov, d);
+    let perm = &pc.perm;
+    let order = if order > 0 {
+        order.min(MAX_ORDER_PER_PIECE)
+    } else {
+        default_order(pc.rank)
+    };
+    let specs: Vec<Vec<Spec>> = perm.iter().map(|&p| per_sample[p].clone()).collect();
+    let integ_p: Vec<Vec<usize>> = integ
+        .iter()
+        .map(|row| perm.iter().map(|&p| row[p]).collect())
+        .collect();
+    let jet_order: Vec<usize> = specs
+        .iter()
+        .map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0))
+        .collect();
+    let uses_act: Vec<bool> = specs
+        .iter()
+        .map(|s| s.iter().any(|sp| !sp.term.sig.is_empty()))
+        .collect();
+    for (k, &jo) in jet_order.iter().enumerate() {
+        if uses_act[k] && jo > act.max_order() {
+            return Err(missing_derivative(act, jo));
+        }
+    }
+    let splits = act.split_points();
+    let mut sharp: Vec<Vec<(usize, f64, f64)>> = vec![vec![]; d];
+    if !splits.is_empty() {
+        for (k, sharp_k) in sharp.iter_mut().enumerate() {
+            for (j, &uses) in uses_act.iter().enumerate().skip(k + 1) {
+                let ljk = pc.l[j * d + k];
+                if !uses || ljk == 0.0 {
+                    continue;
+                }
+                let rest: f64 = ((k + 1)..=j)
+                    .map(|i| pc.l[j * d + i].powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let r = rest / ljk.abs();
+                if r < 0.5 {
+                    sharp_k.push((j, ljk, r));
+                }
+            }
+        }
+    }
+    let nest = Nested {
+        act,
+        sharp,
+        d,
+        l: pc.l.clone(),
+        mean: perm.iter().map(|&p| mean[p]).collect(),
+        specs,
+        integ: integ_p,
+        jet_order,
+        uses_act,
+        splits,
+        pwl: act.piecewise_linear(),
+        gh: crate::quadrature::hermite(2 * order),
+        hr: crate::quadrature::half_hermite(order),
+        gl: crate::quadrature::legendre(order),
+    };
+    let mut bufs: Vec<LevelBuf> = (0..d)
+        .map(|_| LevelBuf {
+            u: vec![],
+            w: vec![],
+            z: vec![],
+            jets: vec![],
+            vals: vec![],
+            inner: vec![0.0; ni],
+            c: vec![0.0; d],
+        })
+        .collect();
+    bufs[0].c.copy_from_slice(&nest.mean);
+    let mut out = vec![0.0; ni];
+    nest.level(0, &mut bufs, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,295 @@
+//! The `#[pyfunction]`s of `rgflow._core`: convert the arguments, run the core with the GIL
+//! released (`Python::detach`), convert the results.  No mathematics here.
+
+use numpy::{
+    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use rgflow_core::expect::{
+    expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term,
+};
+use rgflow_core::mlp::{mlp_theory as core_theory, MlpSpec};
+
+use crate::activation::activation;
+use crate::convert::{err, flat, into_array, terms, TermSpec};
+
+/// Map a per-sample product of factors σ^{(m_i)} · z^q to a term (deriv, zpow, sig).
+#[pyfunction]
+pub(crate) fn term_from_factors(
+    act: &Bound<'_, PyTuple>,
+    orders: Vec<u8>,
+    zpow: u8,
+) -> PyResult<TermSpec> {
+    let a = activation(act)?;
+    let t = Term::from_factors(a.as_ref(), &orders, zpow).map_err(err)?;
+    Ok((t.deriv, t.zpow, t.sig))
+}
+
+/// Batched expectations: covs (B, d, d); returns (B, n_integrands).
+#[pyfunction]
+pub(crate) fn expect_batch<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    covs: PyReadonlyArray3<'py, f64>,
+    integrands: Vec<Vec<TermSpec>>,
+    order: usize,
+    quadrature_only: bool,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let a = activation(act)?;
+    let shape = covs.shape().to_vec();
+    let d = shape[1];
+    let buf = flat(&covs);
+    let its = terms(integrands);
+    let opts = QuadOpts {
+        order,
+        quadrature_only,
+    };
+    let out = py
+        .detach(|| core_batch(a.as_ref(), &buf, d, &its, &opts))
+        .map_err(err)?;
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// Adaptive-order expectations for one block: (values, error estimate, order used).
+#[pyfunction]
+pub(crate) fn expect_adaptive<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    cov: PyReadonlyArray2<'py, f64>,
+    integrands: Vec<Vec<TermSpec>>,
+    tol: f64,
+    max_order: usize,
+    quadrature_only: bool,
+) -> PyResult<(Bound<'py, PyArray1<f64>>, f64, usize)> {
+    let a = activation(act)?;
+    let d = cov.shape()[0];
+    let buf = flat(&cov);
+    let its = terms(integrands);
+    let (v, e, n) = py
+        .detach(|| core_adaptive(a.as_ref(), &buf, d, &its, tol, max_order, quadrature_only))
+        .map_err(err)?;
+    Ok((PyArray1::from_vec(py, v), e, n))
+}
+
+type Array1<'py> = Bound<'py, PyArray1<f64>>;
+
+/// Quadrature rule: kind "hermite" (probabilists', weights sum to 1), "half_hermite"
+/// (∫_0^∞ φ, weights sum to 1/2) or "legendre" ([-1, 1]).
+#[pyfunction]
+pub(crate) fn quadrature_rule<'py>(
+    py: Python<'py>,
+    kind: &str,
+    n: usize,
+) -> PyResult<(Array1<'py>, Array1<'py>)> {
+    if n == 0 || n > 640 {
+        return Err(PyValueError::new_err("quadrature order must be in 1..=640"));
+    }
+    let r = match kind {
+        "hermite" => rgflow_core::quadrature::hermite(n),
+        "legendre" => rgflow_core::quadrature::legendre(n),
+        _ => {
+            return Err(PyValueError::new_err(
+                "kind must be 'hermite' or 'legendre'",
+            ))
+        }
+    };
+    Ok((
+        PyArray1::from_slice(py, &r.nodes),
+        PyArray1::from_slice(py, &r.weights),
+    ))
+}
+
+/// All tensors of the first-order MLP theory; returns a dict of (L, N, N) / (L, N, N, N, N) arrays.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mlp_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    x: PyReadonlyArray2<'py, f64>,
+    widths: PyReadonlyArray1<'py, f64>,
+    c_b: PyReadonlyArray1<'py, f64>,
+    c_w: PyReadonlyArray1<'py, f64>,
+    lambda_b: PyReadonlyArray1<'py, f64>,
+    lambda_w: PyReadonlyArray1<'py, f64>,
+    ntk: bool,
+    order: usize,
+    quad_order: usize,
+    quadrature_only: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let a = activation(act)?;
+    let (n, n0) = (x.shape()[0], x.shape()[1]);
+    let xs = flat(&x);
+    let spec = MlpSpec {
+        widths: widths.as_array().to_vec(),
+        c_b: c_b.as_array().to_vec(),
+        c_w: c_w.as_array().to_vec(),
+        lambda_b: lambda_b.as_array().to_vec(),
+        lambda_w: lambda_w.as_array().to_vec(),
+    };
+    let opts = QuadOpts {
+        order: quad_order,
+        quadrature_only,
+    };
+    let t = py
+        .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, &opts))
+        .map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("K", into_array(py, t.k, &[n, n])?)?;
+    let two = [("Theta", t.theta), ("K1", t.k1), ("Theta1", t.theta1)];
+    for (name, v) in two {
+        if let Some(v) = v {
+            out.set_item(name, into_array(py, v, &[n, n])?)?;
+        }
+    }
+    let four = [("V", t.v), ("D", t.d), ("F", t.f), ("A", t.a), ("B", t.b)];
+    for (name, v) in four {
+        if let Some(v) = v {
+            out.set_item(name, into_array(py, v, &[n, n, n, n])?)?;
+        }
+    }
+    Ok(out)
+}
+
+/// First-order theory of a residual MLP (PDLT App. B): dict with K, K1 (L, N, N), S (L, N, N, N),
+/// V (L, N, N, N, N); `corrected` selects the S-corrected vertex over the book's (B.25).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resmlp_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    x: PyReadonlyArray2<'py, f64>,
+    c_b: PyReadonlyArray1<'py, f64>,
+    c_w: PyReadonlyArray1<'py, f64>,
+    gamma: PyReadonlyArray1<'py, f64>,
+    width: usize,
+    corrected: bool,
+    order: usize,
+    quad_order: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    if width == 0 {
+        return Err(PyValueError::new_err("width must be >= 1"));
+    }
+    let a = activation(act)?;
+    let (n, n0) = (x.shape()[0], x.shape()[1]);
+    let xs = flat(&x);
+    let spec = rgflow_core::resmlp::ResMlpSpec {
+        c_b: c_b.as_array().to_vec(),
+        c_w: c_w.as_array().to_vec(),
+        gamma: gamma.as_array().to_vec(),
+    };
+    let opts = QuadOpts {
+        order: quad_order,
+        ..Default::default()
+    };
+    let t = py
+        .detach(|| {
+            rgflow_core::resmlp::resmlp_theory(
+                a.as_ref(),
+                &xs,
+                n,
+                n0,
+                &spec,
+                corrected,
+                order,
+                &opts,
+            )
+        })
+        .map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("K", into_array(py, t.k, &[n, n])?)?;
+    if let Some(v) = t.k1 {
+        out.set_item("K1", into_array(py, v, &[n, n])?)?;
+    }
+    if let Some(v) = t.s {
+        out.set_item("S", into_array(py, v, &[n, n, n])?)?;
+    }
+    if let Some(v) = t.v {
+        out.set_item("V", into_array(py, v, &[n, n, n, n])?)?;
+    }
+    Ok(out)
+}
+
+/// Pre-activation ResNet (spec resnets.md, paper (a)): dict with layers, t, K0, K1, E2, U1 (M, N, N),
+/// V4, V_GS, V_SS (M, N, N, N, N), accepted, rejected.  `method` is "ode" or "discrete"; `closure` is
+/// "g_only", "connected" or "sigma".
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn preresnet_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    k_init: PyReadonlyArray2<'py, f64>,
+    c_w: f64,
+    eps: f64,
+    depth: usize,
+    every: usize,
+    method: &str,
+    rtol: f64,
+    atol: f64,
+    closure: &str,
+    quad_order: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    use rgflow_core::preresnet::{K1Closure, Method};
+    let a = activation(act)?;
+    let n = k_init.shape()[0];
+    if k_init.shape()[1] != n {
+        return Err(PyValueError::new_err(
+            "the input kernel must be square (N, N)",
+        ));
+    }
+    let ks = flat(&k_init);
+    let m = match method {
+        "ode" => Method::Ode { rtol, atol },
+        "discrete" => Method::Discrete,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "method must be 'ode' or 'discrete', got {other:?}"
+            )))
+        }
+    };
+    let cl = match closure {
+        "g_only" => K1Closure::GOnly,
+        "connected" => K1Closure::Connected,
+        "sigma" => K1Closure::Sigma,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "closure must be 'g_only', 'connected' or 'sigma', got {other:?}"
+            )))
+        }
+    };
+    let opts = QuadOpts {
+        order: quad_order,
+        ..Default::default()
+    };
+    let t = py
+        .detach(|| {
+            rgflow_core::preresnet::preresnet_theory(
+                a.as_ref(),
+                &ks,
+                n,
+                c_w,
+                eps,
+                depth,
+                every,
+                m,
+                cl,
+                &opts,
+            )
+        })
+        .map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("layers", t.layers)?;
+    out.set_item("t", t.t)?;
+    out.set_item("K0", into_array(py, t.k0, &[n, n])?)?;
+    out.set_item("K1", into_array(py, t.k1, &[n, n])?)?;
+    out.set_item("E2", into_array(py, t.e2, &[n, n])?)?;
+    out.set_item("V4", into_array(py, t.v4, &[n, n, n, n])?)?;
+    out.set_item("U1", into_array(py, t.u1, &[n, n])?)?;
+    out.set_item("V_GS", into_array(py, t.v_gs, &[n, n, n, n])?)?;
+    out.set_item("V_SS", into_array(py, t.v_ss, &[n, n, n, n])?)?;
+    out.set_item("accepted", t.accepted)?;
+    out.set_item("rejected", t.rejected)?;
+    Ok(out)
+}
