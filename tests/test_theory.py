@@ -147,6 +147,22 @@ def test_permuting_inputs_permutes_every_tensor(seed: int, act: str):
         np.testing.assert_allclose(getattr(b, name), t[idx], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issue 17): relu delta-function terms at nearly coinciding inputs (correlation "
+    "0.99992 here) depend on the order of the samples: Θ1 changes by 2e-7 (1.2e-5 relative) under a permutation",
+)
+def test_relu_permutation_invariance_at_nearly_coinciding_inputs():
+    rng = np.random.default_rng(402)  # a case Hypothesis found (the test above with relu, seed 402)
+    x = rng.standard_normal((3, 2))
+    perm = rng.permutation(3)
+    net = MLP("relu", depth=3, width=10, C_b=0.2, C_W=1.4, lambda_b=0.5, lambda_W=1.5)
+    a, b = theory(net, x), theory(net, x[perm])
+    for name, t in a.tensors().items():
+        idx = (slice(None),) + np.ix_(*([perm] * (t.ndim - 1)))
+        np.testing.assert_allclose(getattr(b, name), t[idx], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_tensor_symmetries():
     x = np.array([[0.9, -0.4], [0.3, 1.1], [-0.6, 0.2]])
     th = theory(MLP("gelu", depth=4, width=16, C_b=0.1, C_W=1.5), x, quad_order=10)
