@@ -44,6 +44,7 @@ _ALIASES = {"silu": "swish", "identity": "linear", "leakyrelu": "leaky_relu", "l
 #: delta functions, which the core integrates exactly.
 KINKED = {"relu", "leaky_relu", "elu"}
 
+
 class Activation:
     """An activation function sigma.
 
@@ -175,6 +176,7 @@ class Activation:
         """sigma^(deriv)(z) for deriv in {0, 1, 2} (regular part; at a kink the right value)."""
         z = np.asarray(z, dtype=float)
         if self.is_custom:
+            assert self.function is not None
             fs = (self.function, *self.derivatives)
             if deriv >= len(fs):
                 raise ValueError(

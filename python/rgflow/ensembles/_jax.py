@@ -49,7 +49,7 @@ def x64(jax: Any) -> Any:
         except TypeError:  # pragma: no cover - older jax
             pass
     try:  # pragma: no cover - jax < 0.5
-        from jax.experimental import enable_x64
+        from jax.experimental import enable_x64  # type: ignore[attr-defined]
 
         return enable_x64()
     except ImportError:  # pragma: no cover
@@ -75,8 +75,7 @@ def activation(act: Any) -> tuple[Any, Any]:
                 return g(z)
             except Exception as exc:  # numpy-only user code cannot be traced
                 raise ValueError(
-                    "the custom activation could not be traced by JAX (write it with jax.numpy), "
-                    "or use backend='numpy'"
+                    "the custom activation could not be traced by JAX (write it with jax.numpy), or use backend='numpy'"
                 ) from exc
 
         return wrapped
