@@ -267,7 +267,7 @@ def sample_mlp(
     ----------
     net: the :class:`~rgflow.MLP` (hidden widths, output width, per-layer C_b, C_W, λ_b, λ_W).
     x: inputs, shape (N, n0).
-    networks: number of independent networks (>= 2 per group).
+    networks: number of independent networks (>= 2 per group; groups differ in size by at most one).
     seed: random seed.  numpy: batch k uses ``default_rng(SeedSequence(seed, spawn_key=(k,)))``
         (the k-th child of ``SeedSequence(seed).spawn``), so results are reproducible for a given
         seed and batch size.  jax: network i uses ``fold_in(key(seed), i)``, so results do not
