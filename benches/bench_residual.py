@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, log, machine, table, timed, write_json  # noqa: E402
 from rgflow import PreResNet, ResMLP
-from rgflow.ensembles import sample_preresnet, sample_resmlp
+from rgflow.ensembles import sample
 from rgflow.recursions import (  # noqa: E402
     preresnet_theory,
     preresnet_theory_gh,
@@ -46,7 +46,7 @@ K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 def zmax(a, b, keys) -> float:
     zs = []
     for k in keys:
-        se = np.hypot(getattr(a, k + "_err"), getattr(b, k + "_err"))
+        se = np.hypot(getattr(a.stderr, k), getattr(b.stderr, k))
         d = np.abs(getattr(a, k) - getattr(b, k))
         m = se > 0
         zs.append(float(np.max(d[m] / se[m])))
@@ -119,16 +119,16 @@ def main(argv=None) -> int:
                             "run_s": t, "networks_per_second": e.networks / t, "batch": e.batch})  # fmt: skip
 
     def pre_show(e) -> str:
-        return f"V4[0000]={e.V4[-1, 0, 0, 0, 0]:.2f} ± {e.V4_err[-1, 0, 0, 0, 0]:.2f}"
+        return f"V4[0000]={e.V[-1, 0, 0, 0, 0]:.2f} ± {e.stderr.V[-1, 0, 0, 0, 0]:.2f}"
 
     for sampler, nn in (("block", args.networks), ("weights", args.weights_networks)):
         sampler_rows(
             f"sample_preresnet {sampler}",
             f"L={L}, n=64, N=4, {nn} nets",
-            lambda be, s=sampler, m=nn: sample_preresnet(
-                net, kernel=K_PAPER, networks=m, groups=args.groups, every=every, sampler=s, backend=be
+            lambda be, s=sampler, m=nn: sample(
+                net, kernel=K_PAPER, networks=m, groups=args.groups, every=every, sampler=s, backend=be, progress=False
             ),
-            ("G", "V4", "Sigma"),
+            ("K", "V", "Sigma"),
             pre_show,
         )
 
@@ -137,13 +137,14 @@ def main(argv=None) -> int:
     rth = resmlp_theory(res_net, x)
 
     def res_show(e) -> str:
-        return f"V[0000]={e.V[-1, 0, 0, 0, 0]:.2f} ± {e.V_err[-1, 0, 0, 0, 0]:.2f} (theory {rth.V[-1, 0, 0, 0, 0]:.2f})"
+        v, se = e.V[-1, 0, 0, 0, 0], e.stderr.V[-1, 0, 0, 0, 0]
+        return f"V[0000]={v:.2f} ± {se:.2f} (theory {rth.V[-1, 0, 0, 0, 0]:.2f})"
 
     sampler_rows(
         "sample_resmlp",
         f"depth {args.res_depth}, n=64, N=4, {args.networks} nets",
-        lambda be: sample_resmlp(res_net, x, networks=args.networks, groups=args.groups, backend=be),
-        ("G", "V", "S"),
+        lambda be: sample(res_net, x, networks=args.networks, groups=args.groups, backend=be, progress=False),
+        ("K", "V", "S"),
         res_show,
     )
 

@@ -9,6 +9,7 @@ All thresholds are in units of the reported standard errors; seeds are fixed.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -20,11 +21,11 @@ import warnings
 import numpy as np
 import pytest
 
-from rgflow import MLP
+from rgflow import MLP, PreResNet, ResMLP
 from rgflow._util.progress import Progress as _Progress
 from rgflow.activations import Activation
-from rgflow.ensembles import Comparison, Ensemble, compare, sample
-from rgflow.recursions import ALL_TENSORS, Theory
+from rgflow.ensembles import Comparison, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
+from rgflow.recursions import ALL_TENSORS, Theory, mlp_theory
 
 HAVE_JAX = importlib.util.find_spec("jax") is not None
 needs_jax = pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")
@@ -572,3 +573,163 @@ def test_against_reference_at_criticality(act):
                 failures.append((name, li + 1, round(ratio, 2)))
     print("failures:", failures)
     assert not failures
+
+
+# ---------------------------------------------------------------------------- one API for every architecture
+
+RES_NET = ResMLP("tanh", 3, 6, C_b=0.1, C_W=1.2, gamma=0.5)
+PRE_NET = PreResNet("tanh", depth=4, width=6, eps=0.2, C_W=2.0)
+X2 = np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.7]])
+
+
+def _nets():
+    return [MLP("tanh", depth=3, width=4, C_b=0.1, C_W=1.2), RES_NET, PRE_NET]
+
+
+def test_sample_dispatches_on_the_network_type():
+    import rgflow
+
+    kinds = (Ensemble, ResEnsemble, PreResEnsemble)
+    for net, kind in zip(_nets(), kinds, strict=True):
+        e = rgflow.sample(net, X2, networks=40, groups=4, progress=False)
+        assert type(e) is kind and e.net is net and e.networks == 40 and e.groups == 4
+        assert (e.seed, e.backend, e.dtype) == (0, "numpy", "float64")
+        assert e.batch >= 1 and e.elapsed > 0 and e.networks_per_second > 0
+        assert dataclasses.is_dataclass(e) and dataclasses.is_dataclass(e.stderr)
+    with pytest.raises(TypeError, match="MLP, ResMLP or PreResNet"):
+        rgflow.sample("tanh", X2)
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        ({"networks": 1}, ValueError, "networks must be an int >= 2, got networks=1"),
+        ({"networks": 2.5}, TypeError, "networks must be an int"),
+        ({"groups": 1}, ValueError, "groups must be an int >= 2, got groups=1"),
+        ({"networks": 10, "groups": 6}, ValueError, "fewer than 2 networks per group"),
+        ({"seed": -1}, ValueError, "seed must be an int >= 0"),
+        ({"batch": 0}, ValueError, "batch must be a positive int"),
+        ({"backend": "torch"}, ValueError, "backend must be 'numpy' or 'jax', got backend='torch'"),
+        ({"dtype": "float16"}, ValueError, "dtype must be 'float64'"),
+        ({"devices": ["cpu"]}, ValueError, "devices= is for backend='jax'"),
+    ],
+)
+def test_common_arguments_one_rule_one_message(kw, exc, match):
+    for net in _nets():
+        with pytest.raises(exc, match=match):
+            sample(net, X2, **({"networks": 64, "groups": 4, "progress": False} | kw))
+
+
+def test_indivisible_networks_are_all_used():
+    """networks = 103 in 4 groups (26, 26, 26, 25): every network is sampled.  With batch=1 the
+    numpy stream of network i does not depend on the grouping, so the pooled estimates of 4 and
+    of 3 groups agree, and differ from the first 100 networks."""
+    for net in _nets():
+        kw = {"networks": 103, "batch": 1, "seed": 9, "progress": False}
+        a = sample(net, X2, groups=4, **kw)
+        b = sample(net, X2, groups=3, **kw)
+        c = sample(net, X2, **(kw | {"networks": 100, "groups": 4}))
+        assert a.networks == 103 and a.groups == 4
+        np.testing.assert_allclose(a.K, b.K, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(a.V, b.V, rtol=1e-11, atol=1e-12)
+        assert not np.allclose(a.K[-1], c.K[-1], rtol=1e-12, atol=0)
+
+
+def test_group_bounds_sizes_differ_by_at_most_one():
+    from rgflow._util.stats import group_bounds
+
+    for networks, groups in ((103, 4), (100, 4), (7, 3), (64, 32)):
+        b = group_bounds(networks, groups)
+        sizes = [e - s for s, e in b]
+        assert b[0][0] == 0 and b[-1][1] == networks and sum(sizes) == networks
+        assert max(sizes) - min(sizes) <= 1 and all(b[i][1] == b[i + 1][0] for i in range(groups - 1))
+
+
+def test_every_estimate_has_a_stderr_of_the_same_shape():
+    for net in _nets():
+        e = sample(net, X2, networks=40, groups=4, progress=False)
+        names = e.tensors()
+        assert "K" in names and "V" in names
+        for name, est in names.items():
+            se = getattr(e.stderr, name)
+            assert se is not None and se.shape == est.shape, (type(e).__name__, name)
+            assert np.all(se >= 0)
+        assert set(e.stderr.tensors()) == set(names)
+        assert {f.name for f in dataclasses.fields(e.stderr)} == set(type(e.stderr).ESTIMATES)
+
+
+def test_k1_attribute_and_method_on_every_result():
+    from rgflow.recursions import preresnet_theory, resmlp_theory
+
+    net = MLP("tanh", depth=3, width=4, C_b=0.1, C_W=1.2)
+    th = mlp_theory(net, X2, order=0)
+    e = sample(net, X2, networks=40, groups=4, progress=False)
+    k1, se = e.k1(th)
+    np.testing.assert_allclose(k1, e.K1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(se, e.stderr.K1, rtol=1e-12)
+    rth = resmlp_theory(RES_NET, X2)
+    r0 = sample(RES_NET, X2, networks=40, groups=4, progress=False)
+    assert r0.K1 is None and r0.stderr.K1 is None
+    r = sample(RES_NET, X2, networks=40, groups=4, progress=False, theory=rth)
+    np.testing.assert_array_equal(r.K1, RES_NET.width * (r.K - rth.K))
+    np.testing.assert_array_equal(r.k1(rth)[0], r.K1)
+    np.testing.assert_array_equal(r.stderr.K1, RES_NET.width * r.stderr.K)
+    pth = preresnet_theory(PRE_NET, X2, every=2)
+    p0 = sample(PRE_NET, X2, networks=40, groups=4, every=2, progress=False)
+    assert p0.K1 is None
+    p = sample(PRE_NET, X2, networks=40, groups=4, every=2, progress=False, theory=pth)
+    np.testing.assert_allclose(p.K1, p.k1(pth)[0], rtol=0, atol=0)
+    u, ue = p.u1(pth)
+    assert u.shape == ue.shape == p.Sigma.shape
+    with pytest.raises(ValueError, match="same layers"):
+        sample(PRE_NET, X2, networks=40, groups=4, every=1, progress=False, theory=pth)
+
+
+def test_old_names_warn_and_agree():
+    import rgflow
+    from rgflow.recursions import preresnet_theory
+
+    with pytest.warns(DeprecationWarning, match="rgflow.sample_resmlp is deprecated"):
+        r = rgflow.sample_resmlp(RES_NET, X2, networks=40, groups=4, progress=False)
+    with pytest.warns(DeprecationWarning, match="rgflow.sample_preresnet is deprecated"):
+        p = rgflow.sample_preresnet(PRE_NET, X2, networks=40, groups=4, every=2, progress=False)
+    for obj, old, new in [
+        (r, "G", r.K),
+        (r, "G_err", r.stderr.K),
+        (r, "V_err", r.stderr.V),
+        (r, "S_err", r.stderr.S),
+        (p, "G", p.K),
+        (p, "G_err", p.stderr.K),
+        (p, "V4", p.V),
+        (p, "V4_err", p.stderr.V),
+        (p, "Sigma_err", p.stderr.Sigma),
+        (p, "V_GS_err", p.stderr.V_GS),
+        (p, "V_SS_err", p.stderr.V_SS),
+    ]:
+        with pytest.warns(DeprecationWarning, match=f"{type(obj).__name__}.{old} is deprecated"):
+            assert getattr(obj, old) is new
+    th = preresnet_theory(PRE_NET, X2, every=2)
+    with pytest.warns(DeprecationWarning, match="U1"):
+        u, ue = p.U1(th)
+    np.testing.assert_array_equal(u, p.u1(th)[0])
+
+
+def test_compare_residual_results_and_unsupported_pairs():
+    from rgflow.recursions import preresnet_theory, resmlp_theory
+
+    rth = resmlp_theory(RES_NET, X2)
+    r = sample(RES_NET, X2, networks=400, groups=8, progress=False, theory=rth)
+    rows = compare(rth, r)
+    assert {row.tensor for row in rows} == {"K", "V", "S", "K1"} and len(rows) == 4 * 3
+    assert rows.max_z("K") < 6
+    pth = preresnet_theory(PRE_NET, X2, every=2)
+    p = sample(PRE_NET, X2, networks=400, groups=8, every=2, progress=False)
+    rows = compare(pth, p)
+    assert {row.tensor for row in rows} == {"K", "V", "V_GS", "V_SS"}
+    assert [row.layer for row in rows if row.tensor == "K"] == [0, 2, 4]
+    assert rows.max_z("K") < 6
+    mlp = sample(MLP("tanh", depth=3, width=4), X2, networks=40, groups=4, progress=False)
+    with pytest.raises(TypeError, match=r"compare\(theory, ens\) supports"):
+        compare(rth, mlp)
+    with pytest.raises(TypeError, match="ResTheory, ResEnsemble"):
+        compare(pth, r)

@@ -18,7 +18,7 @@ import pytest
 
 import rgflow
 from rgflow import PreResNet
-from rgflow.ensembles import sample_preresnet
+from rgflow.ensembles import sample
 from rgflow.recursions import preresnet_theory
 
 K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
@@ -121,21 +121,21 @@ def test_sampled_reduced_size():
     # n·Cov(Σ̂, Σ̂) = J V4 Jᵀ is off by ~55 % and its U1_model by ~0.12 (5–20 σ).
     net = PreResNet("tanh", depth=25, width=32, eps=0.2, C_W=2.0)
     k = K_PAPER[:2, :2]
-    ens = sample_preresnet(net, kernel=k, networks=4000, seed=5, every=5)
+    ens = sample(net, kernel=k, networks=4000, seed=5, every=5)
     s = preresnet_theory(net, kernel=k, every=5, method="discrete", closure="sigma")
     g = preresnet_theory(net, kernel=k, every=5, method="discrete")
 
     def z(a, b, err):
         return np.abs(a - b) / err
 
-    u, ue = ens.U1(s)
-    assert z(ens.G, s.metric(), ens.G_err).max() < 4.5
-    for name in ("V4", "V_GS", "V_SS"):
+    u, ue = ens.u1(s)
+    assert z(ens.K, s.metric(), ens.stderr.K).max() < 4.5
+    for name, sampled in (("V4", "V"), ("V_GS", "V_GS"), ("V_SS", "V_SS")):
         # 1/n corrections to the four-point blocks (n = 32) are a few %
-        th, mc, err = getattr(s, name), getattr(ens, name), getattr(ens, name + "_err")
+        th, mc, err = getattr(s, name), getattr(ens, sampled), getattr(ens.stderr, sampled)
         assert (z(mc, th, err + 0.03 * np.abs(th))).max() < 4.5, name
     assert z(u, s.U1, ue).max() < 4.5
-    assert z(ens.V_SS[-1, 0, 0, 0, 0], g.V_SS[-1, 0, 0, 0, 0], ens.V_SS_err[-1, 0, 0, 0, 0]) > 10
+    assert z(ens.V_SS[-1, 0, 0, 0, 0], g.V_SS[-1, 0, 0, 0, 0], ens.stderr.V_SS[-1, 0, 0, 0, 0]) > 10
     assert z(u[-1, 0, 0], g.U1[-1, 0, 0], ue[-1, 0, 0]) > 3
 
 
@@ -150,16 +150,16 @@ def test_paper_setup_T2_reduced_depth():
     net = PreResNet("tanh", depth=L, width=64, eps=(2 / L) ** 0.5, C_W=2.0)
     s = preresnet_theory(net, kernel=K_PAPER, every=8, method="discrete", closure="sigma")
     g = preresnet_theory(net, kernel=K_PAPER, every=8, method="discrete")
-    ens = sample_preresnet(net, kernel=K_PAPER, networks=32000, seed=7, every=8, batch=2000)
+    ens = sample(net, kernel=K_PAPER, networks=32000, seed=7, every=8, batch=2000)
     for idx in [(0, 0, 0, 0), (0, 1, 0, 1)]:
         i = (-1, *idx)
-        assert abs(s.V4[i] - ens.V4[i]) < 3 * ens.V4_err[i], (idx, s.V4[i], ens.V4[i], ens.V4_err[i])
-    assert abs(g.V4[-1, 0, 1, 0, 1] - ens.V4[-1, 0, 1, 0, 1]) > 4 * ens.V4_err[-1, 0, 1, 0, 1]
+        assert abs(s.V4[i] - ens.V[i]) < 3 * ens.stderr.V[i], (idx, s.V4[i], ens.V[i], ens.stderr.V[i])
+    assert abs(g.V4[-1, 0, 1, 0, 1] - ens.V[-1, 0, 1, 0, 1]) > 4 * ens.stderr.V[-1, 0, 1, 0, 1]
     # U1 (the exact K1 source) and K1 = C_W ∫ U1 dt from the measured U1
-    u, ue = ens.U1(s)
+    u, ue = ens.u1(s)
     assert np.abs((u - s.U1) / ue).max() < 4.5
     k1_u1 = 2.0 * np.concatenate(
         [np.zeros((1, 4, 4)), np.cumsum(0.5 * (u[1:] + u[:-1]) * np.diff(ens.t)[:, None, None], axis=0)]
     )
     assert abs(s.K1[-1, 0, 0] - k1_u1[-1, 0, 0]) < 0.15 and abs(g.K1[-1, 0, 0] - k1_u1[-1, 0, 0]) > 0.4
-    assert np.abs((ens.G - s.metric()) / ens.G_err).max() < 4.5
+    assert np.abs((ens.K - s.metric()) / ens.stderr.K).max() < 4.5

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from rgflow import PreResNet, ResMLP
-from rgflow.ensembles import sample_preresnet, sample_resmlp
+from rgflow.ensembles import sample
 from rgflow.ensembles._residual_kernels import block_step as _block_step
 from rgflow.ensembles._residual_kernels import pre_sums as _pre_sums
 from rgflow.ensembles._residual_kernels import psd_factor as _factor
@@ -53,7 +53,7 @@ def test_shared_kernels_are_the_same_functions():
     import jax
     import jax.numpy as jnp
 
-    from rgflow.ensembles._jax_mlp import x64 as _x64
+    from rgflow.ensembles._jax import x64 as _x64
 
     rng = np.random.default_rng(0)
     B, n, N = 3, 7, 3
@@ -96,56 +96,56 @@ def test_shared_kernels_are_the_same_functions():
 def test_preresnet_jax_agrees_with_numpy_and_theory():
     th = preresnet_theory(PRE, kernel=K3, every=10)
     kw = dict(kernel=K3, networks=2400, groups=24, every=10, seed=0)
-    a = sample_preresnet(PRE, **kw)
-    b = sample_preresnet(PRE, backend="jax", **kw)
+    a = sample(PRE, **kw)
+    b = sample(PRE, backend="jax", **kw)
     assert (b.backend, b.sampler, b.networks) == ("jax", "block", 2400)
     np.testing.assert_array_equal(a.layers, b.layers)
     np.testing.assert_array_equal(a.t, b.t)
-    for k in ("G", "V4", "Sigma"):
-        se = np.hypot(getattr(a, k + "_err"), getattr(b, k + "_err"))
+    for k in ("K", "V", "Sigma"):
+        se = np.hypot(getattr(a.stderr, k), getattr(b.stderr, k))
         assert zmax(getattr(a, k), getattr(b, k), se) < 5, k  # measured 0.9 / 2.3 / 1.2 (seed 0)
         # the two backends' errors estimate the same spread
-        ra = getattr(b, k + "_err")[1:] / getattr(a, k + "_err")[1:]
+        ra = getattr(b.stderr, k)[1:] / getattr(a.stderr, k)[1:]
         assert 0.5 < np.median(ra) < 2.0, k
-    assert zmax(b.G, th.metric(), b.G_err) < 5  # measured 1.2
-    assert zmax(b.V4, th.V4, b.V4_err) < 5  # measured 2.2
-    u, ue = b.U1(th)  # U1_exact(0) = 0 exactly (Gaussian layer 0)
+    assert zmax(b.K, th.metric(), b.stderr.K) < 5  # measured 1.2
+    assert zmax(b.V, th.V4, b.stderr.V) < 5  # measured 2.2
+    u, ue = b.u1(th)  # U1_exact(0) = 0 exactly (Gaussian layer 0)
     assert np.all(np.abs(u[0]) < 5 * ue[0])
 
 
 @needs_jax
 def test_resmlp_jax_agrees_with_numpy_and_theory():
     th = resmlp_theory(RES, X2)
-    a = sample_resmlp(RES, X2, networks=2400, groups=24, seed=0)
-    b = sample_resmlp(RES, X2, networks=2400, groups=24, seed=0, backend="jax")
-    assert b.backend == "jax" and b.G.shape == a.G.shape == (4, 2, 2)
-    for k in ("G", "V", "S"):
-        se = np.hypot(getattr(a, k + "_err"), getattr(b, k + "_err"))
+    a = sample(RES, X2, networks=2400, groups=24, seed=0)
+    b = sample(RES, X2, networks=2400, groups=24, seed=0, backend="jax")
+    assert b.backend == "jax" and b.K.shape == a.K.shape == (4, 2, 2)
+    for k in ("K", "V", "S"):
+        se = np.hypot(getattr(a.stderr, k), getattr(b.stderr, k))
         assert zmax(getattr(a, k), getattr(b, k), se) < 5, k  # measured 1.2 / 2.3 / 1.2 (seed 0)
-    assert zmax(b.G, th.K + th.K1 / RES.width, b.G_err) < 5  # measured 1.1
-    assert zmax(b.S, th.S, b.S_err) < 5  # measured 2.0
-    assert zmax(b.V[1:], th.V[1:], b.V_err[1:]) < 5  # measured 2.8
+    assert zmax(b.K, th.K + th.K1 / RES.width, b.stderr.K) < 5  # measured 1.1
+    assert zmax(b.S, th.S, b.stderr.S) < 5  # measured 2.0
+    assert zmax(b.V[1:], th.V[1:], b.stderr.V[1:]) < 5  # measured 2.8
 
 
 def test_backend_argument_errors():
     with pytest.raises(ValueError, match="backend"):
-        sample_preresnet(PRE, kernel=K3, networks=64, backend="torch")
+        sample(PRE, kernel=K3, networks=64, backend="torch")
     with pytest.raises(ValueError, match="devices"):
-        sample_preresnet(PRE, kernel=K3, networks=64, devices=["cpu"])
+        sample(PRE, kernel=K3, networks=64, devices=["cpu"])
     with pytest.raises(ValueError, match="dtype"):
-        sample_preresnet(PRE, kernel=K3, networks=64, dtype="float16")
+        sample(PRE, kernel=K3, networks=64, dtype="float16")
     with pytest.raises(ValueError, match="backend"):
-        sample_resmlp(RES, X2, networks=64, backend="torch")
+        sample(RES, X2, networks=64, backend="torch")
     with pytest.raises(ValueError, match="devices"):
-        sample_resmlp(RES, X2, networks=64, devices=["cpu"])
+        sample(RES, X2, networks=64, devices=["cpu"])
 
 
 def test_missing_jax_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)
     with pytest.raises(ImportError, match=r"rgflow\[jax\]"):
-        sample_preresnet(PRE, kernel=K3, networks=64, backend="jax")
+        sample(PRE, kernel=K3, networks=64, backend="jax")
     with pytest.raises(ImportError, match=r"rgflow\[jax\]"):
-        sample_resmlp(RES, X2, networks=64, backend="jax")
+        sample(RES, X2, networks=64, backend="jax")
 
 
 @needs_jax
@@ -153,16 +153,16 @@ def test_missing_jax_names_the_extra(monkeypatch):
 def test_preresnet_jax_weights_sampler_and_float32():
     th = preresnet_theory(PRE, kernel=K3, every=10)
     kw = dict(kernel=K3, networks=2400, groups=24, every=10)
-    a = sample_preresnet(PRE, backend="jax", sampler="weights", seed=1, **kw)
-    b = sample_preresnet(PRE, seed=2, **kw)
-    for k in ("G", "V4", "Sigma"):
-        se = np.hypot(getattr(a, k + "_err"), getattr(b, k + "_err"))
+    a = sample(PRE, backend="jax", sampler="weights", seed=1, **kw)
+    b = sample(PRE, seed=2, **kw)
+    for k in ("K", "V", "Sigma"):
+        se = np.hypot(getattr(a.stderr, k), getattr(b.stderr, k))
         assert zmax(getattr(a, k), getattr(b, k), se) < 5, k
-    assert zmax(a.G, th.metric(), a.G_err) < 5
+    assert zmax(a.K, th.metric(), a.stderr.K) < 5
     with pytest.warns(UserWarning, match="float32"):
-        c = sample_preresnet(PRE, backend="jax", dtype="float32", seed=3, **kw)
-    assert zmax(c.G, th.metric(), c.G_err) < 5
-    assert zmax(c.V4, th.V4, c.V4_err) < 5
+        c = sample(PRE, backend="jax", dtype="float32", seed=3, **kw)
+    assert zmax(c.K, th.metric(), c.stderr.K) < 5
+    assert zmax(c.V, th.V4, c.stderr.V) < 5
 
 
 @needs_jax
@@ -174,25 +174,28 @@ def test_jax_batch_and_device_invariance():
         """
         import numpy as np, jax
         from rgflow import PreResNet
-        from rgflow.ensembles import sample_preresnet
         from rgflow import ResMLP
-        from rgflow.ensembles import sample_resmlp
+        from rgflow.ensembles import sample
         assert len(jax.devices()) == 2, jax.devices()
         K = 2 * (0.7 * np.eye(3) + 0.3)
         pre = PreResNet("tanh", depth=6, width=8, eps=0.2, C_W=2.0)
         kw = dict(kernel=K, networks=240, groups=4, every=3, seed=5, backend="jax")
-        runs = [sample_preresnet(pre, batch=60, **kw), sample_preresnet(pre, batch=14, **kw),
-                sample_preresnet(pre, batch=60, devices=jax.devices()[:1], **kw)]
+        runs = [sample(pre, batch=60, **kw), sample(pre, batch=14, **kw),
+                sample(pre, batch=60, devices=jax.devices()[:1], **kw)]
         for r in runs[1:]:
-            for k in ("G", "V4", "Sigma", "G_err", "V4_err"):
+            for k in ("K", "V", "Sigma"):
+                if k != "Sigma":
+                    np.testing.assert_allclose(getattr(r.stderr, k), getattr(runs[0].stderr, k), rtol=1e-9, atol=1e-11)
                 np.testing.assert_allclose(getattr(r, k), getattr(runs[0], k), rtol=1e-9, atol=1e-11)
         res = ResMLP("tanh", 3, 6, C_b=0.1, C_W=1.2, gamma=0.5)
         x = np.array([[1.0, 0.5], [0.2, -1.0]])
         kw = dict(networks=240, groups=4, seed=5, backend="jax")
-        runs = [sample_resmlp(res, x, batch=60, **kw), sample_resmlp(res, x, batch=14, **kw),
-                sample_resmlp(res, x, batch=60, devices=jax.devices()[:1], **kw)]
+        runs = [sample(res, x, batch=60, **kw), sample(res, x, batch=14, **kw),
+                sample(res, x, batch=60, devices=jax.devices()[:1], **kw)]
         for r in runs[1:]:
-            for k in ("G", "V", "S", "G_err", "V_err"):
+            for k in ("K", "V", "S"):
+                if k != "S":
+                    np.testing.assert_allclose(getattr(r.stderr, k), getattr(runs[0].stderr, k), rtol=1e-9, atol=1e-11)
                 np.testing.assert_allclose(getattr(r, k), getattr(runs[0], k), rtol=1e-9, atol=1e-11)
         print("OK", [r.batch for r in runs])
         """
@@ -224,13 +227,13 @@ def test_jax_gpu_matches_numpy():
     gpus = _gpus()
     net = PreResNet("tanh", depth=40, width=64, eps=0.05, C_W=2.0)
     kw = dict(kernel=K3, networks=20_000, groups=20, every=20)
-    a = sample_preresnet(net, seed=1, **kw)
-    b = sample_preresnet(net, seed=2, backend="jax", devices=gpus, **kw)
-    for k in ("G", "V4", "Sigma"):
-        se = np.hypot(getattr(a, k + "_err"), getattr(b, k + "_err"))
+    a = sample(net, seed=1, **kw)
+    b = sample(net, seed=2, backend="jax", devices=gpus, **kw)
+    for k in ("K", "V", "Sigma"):
+        se = np.hypot(getattr(a.stderr, k), getattr(b.stderr, k))
         assert zmax(getattr(a, k), getattr(b, k), se) < 5, k
-    r = sample_resmlp(RES, X2, networks=20_000, groups=20, seed=1)
-    g = sample_resmlp(RES, X2, networks=20_000, groups=20, seed=2, backend="jax", devices=gpus)
-    for k in ("G", "V", "S"):
-        se = np.hypot(getattr(r, k + "_err"), getattr(g, k + "_err"))
+    r = sample(RES, X2, networks=20_000, groups=20, seed=1)
+    g = sample(RES, X2, networks=20_000, groups=20, seed=2, backend="jax", devices=gpus)
+    for k in ("K", "V", "S"):
+        se = np.hypot(getattr(r.stderr, k), getattr(g.stderr, k))
         assert zmax(getattr(r, k), getattr(g, k), se) < 5, k

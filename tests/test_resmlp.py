@@ -15,7 +15,7 @@ import pytest
 
 import rgflow
 from rgflow import ResMLP
-from rgflow.ensembles import sample_resmlp
+from rgflow.ensembles import sample
 from rgflow.recursions import nu_scale_invariant, resmlp_theory
 
 G_HALF = math.sqrt(0.5)
@@ -120,7 +120,7 @@ def test_validation_errors():
     with pytest.raises(TypeError):
         resmlp_theory(rgflow.MLP("relu", 2, width=8), X1)
     with pytest.raises(ValueError, match="groups"):
-        sample_resmlp(ResMLP("relu", 2, 8), X1, networks=10, groups=20)
+        sample(ResMLP("relu", 2, 8), X1, networks=10, groups=20)
     t0 = resmlp_theory(ResMLP("relu", 3, 8, gamma=0.5), X1, order=0)
     assert t0.V is None and t0.K.shape == (3, 1, 1)
 
@@ -133,11 +133,11 @@ def test_sampled_relu_residual_vertex():
     net = ResMLP("relu", L, n, C_b=0.0, C_W=1.0, gamma=G_HALF)
     corr = resmlp_theory(net, X1)
     book = resmlp_theory(net, X1, corrected=False)
-    ens = sample_resmlp(net, X1, networks=16_000, seed=7, groups=32)
-    np.testing.assert_allclose(ens.G[:, 0, 0], 1.0, atol=4 * ens.G_err[:, 0, 0].max() + 0.3 / n)
+    ens = sample(net, X1, networks=16_000, seed=7, groups=32)
+    np.testing.assert_allclose(ens.K[:, 0, 0], 1.0, atol=4 * ens.stderr.K[:, 0, 0].max() + 0.3 / n)
     for layer in (2, 3, 4):
         i = layer - 1
-        mc, err = ens.V[i, 0, 0, 0, 0], ens.V_err[i, 0, 0, 0, 0]
+        mc, err = ens.V[i, 0, 0, 0, 0], ens.stderr.V[i, 0, 0, 0, 0]
 
         def ok(v: float) -> bool:
             return abs(mc - v) <= 4 * err + 2 * (layer - 1) * v / n  # noqa: B023
@@ -145,11 +145,11 @@ def test_sampled_relu_residual_vertex():
         assert ok(corr.V[i, 0, 0, 0, 0]), (layer, mc, err, corr.V[i, 0, 0, 0, 0])
         if layer >= 3:  # layer 2 is exact in both forms (2.25)
             assert not ok(book.V[i, 0, 0, 0, 0]), (layer, mc, err, book.V[i, 0, 0, 0, 0])
-        s_mc, s_err = ens.S[i, 0, 0, 0], ens.S_err[i, 0, 0, 0]
+        s_mc, s_err = ens.S[i, 0, 0, 0], ens.stderr.S[i, 0, 0, 0]
         s_th = corr.S[i, 0, 0, 0]
         assert abs(s_mc - s_th) <= 4 * s_err + 2 * (layer - 1) * s_th / n, (layer, s_mc, s_err, s_th)
     # the third cumulant the book ignores is resolved by the sampler at layer 4
-    assert ens.S[3, 0, 0, 0] > 4 * ens.S_err[3, 0, 0, 0]
+    assert ens.S[3, 0, 0, 0] > 4 * ens.stderr.S[3, 0, 0, 0]
 
 
 @pytest.mark.slow
@@ -163,11 +163,11 @@ def test_sampled_two_inputs_slow(act):
     net = ResMLP(act, L, n, C_b=0.1, C_W=1.3, gamma=0.6)
     th = resmlp_theory(net, x)
     book = resmlp_theory(net, x, corrected=False)
-    ens = sample_resmlp(net, x, networks=60_000, seed=3, groups=40)
+    ens = sample(net, x, networks=60_000, seed=3, groups=40)
     for i in range(1, L):
-        tol_v = 5 * ens.V_err[i] + 2 * i * np.abs(th.V[i]).max() / n
+        tol_v = 5 * ens.stderr.V[i] + 2 * i * np.abs(th.V[i]).max() / n
         assert np.all(np.abs(ens.V[i] - th.V[i]) <= tol_v), (i, ens.V[i], th.V[i])
-        tol_s = 5 * ens.S_err[i] + 2 * i * np.abs(th.S[i]).max() / n + 1e-12
+        tol_s = 5 * ens.stderr.S[i] + 2 * i * np.abs(th.S[i]).max() / n + 1e-12
         assert np.all(np.abs(ens.S[i] - th.S[i]) <= tol_s), (i, ens.S[i], th.S[i])
         if act == "gelu" and i == L - 1:
             assert abs(ens.V[i, 0, 0, 0, 0] - book.V[i, 0, 0, 0, 0]) > tol_v[0, 0, 0, 0]
@@ -185,8 +185,8 @@ def test_sampled_two_inputs_slow(act):
 )
 def test_bad_sampling_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
-        sample_resmlp(ResMLP("relu", 2, 8), X1, **({"networks": 64} | kw))
+        sample(ResMLP("relu", 2, 8), X1, **({"networks": 64} | kw))
     with pytest.raises(ValueError, match="width >= 2"):
-        sample_resmlp(ResMLP("relu", 2, 1), X1, networks=64)
+        sample(ResMLP("relu", 2, 1), X1, networks=64)
     with pytest.raises(ValueError, match="width must be >= 1"):
         ResMLP("relu", 2, -4)

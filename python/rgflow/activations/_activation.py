@@ -5,9 +5,11 @@ An activation is named by a string (``"relu"``, ``"gelu"``, ...), by an
 or by a user callable (``Activation.from_callable(f, derivatives=[f1, f2, ...])``).
 
 The Rust core evaluates built-ins natively, with exact derivatives up to 6th order and the
-distributional (delta-function) derivatives of kinked activations.  The numpy evaluation
-here (:meth:`Activation.numpy`) gives sigma and its first derivatives; it is used by the
-ensemble samplers and by the independent numpy reference (:mod:`rgflow.reference`).
+distributional (delta-function) derivatives of kinked activations.  On the Python side every
+built-in is defined once, against an array namespace (:mod:`rgflow.activations._array`):
+:meth:`Activation.numpy` evaluates that definition with numpy (the numpy samplers and the
+independent numpy reference :mod:`rgflow.testing.reference` use it), and the JAX samplers
+trace the same definition with ``jax.numpy``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from ._array import builtin
 
 #: Built-in activation names and their parameters (with defaults).
 BUILTIN_PARAMS: dict[str, dict[str, float]] = {
@@ -39,18 +43,6 @@ _ALIASES = {"silu": "swish", "identity": "linear", "leakyrelu": "leaky_relu", "l
 #: Activations whose derivatives jump at z = 0 (the kink); their higher derivatives carry
 #: delta functions, which the core integrates exactly.
 KINKED = {"relu", "leaky_relu", "elu"}
-
-_SQRT2 = math.sqrt(2.0)
-_SQRT2PI = math.sqrt(2.0 * math.pi)
-
-
-def _erf(z: np.ndarray) -> np.ndarray:
-    try:
-        from scipy.special import erf
-
-        return erf(z)
-    except ImportError:  # pragma: no cover - scipy is a test dependency only
-        return np.vectorize(math.erf, otypes=[float])(z)
 
 
 class Activation:
@@ -184,6 +176,7 @@ class Activation:
         """sigma^(deriv)(z) for deriv in {0, 1, 2} (regular part; at a kink the right value)."""
         z = np.asarray(z, dtype=float)
         if self.is_custom:
+            assert self.function is not None
             fs = (self.function, *self.derivatives)
             if deriv >= len(fs):
                 raise ValueError(
@@ -191,56 +184,10 @@ class Activation:
                     f"pass derivatives=[...] with at least {deriv} entries"
                 )
             return np.asarray(fs[deriv](z), dtype=float)
-        n, p = self.name, self.params
         if deriv not in (0, 1, 2):
             raise ValueError("numpy evaluation provides derivatives 0, 1, 2 only")
-        if n == "linear":
-            return z.copy() if deriv == 0 else (np.ones_like(z) if deriv == 1 else np.zeros_like(z))
-        if n in ("relu", "leaky_relu"):
-            a = 0.0 if n == "relu" else p["slope"]
-            if deriv == 0:
-                return np.where(z > 0, z, a * z)
-            if deriv == 1:
-                return np.where(z > 0, 1.0, a)
-            return np.zeros_like(z)
-        if n == "tanh":
-            t = np.tanh(z)
-            return t if deriv == 0 else (1 - t * t if deriv == 1 else -2 * t * (1 - t * t))
-        if n == "erf":
-            if deriv == 0:
-                return _erf(z)
-            g = 2.0 / math.sqrt(math.pi) * np.exp(-z * z)
-            return g if deriv == 1 else -2 * z * g
-        if n == "sin":
-            return (np.sin(z), np.cos(z), -np.sin(z))[deriv]
-        if n == "gelu":
-            cdf = 0.5 * (1 + _erf(z / _SQRT2))
-            pdf = np.exp(-0.5 * z * z) / _SQRT2PI
-            return (z * cdf, cdf + z * pdf, 2 * pdf - z * z * pdf)[deriv]
-        if n in ("swish", "softplus", "sigmoid"):
-            s = 0.5 * (1 + np.tanh(0.5 * z))
-            ds = s * (1 - s)
-            d2s = ds * (1 - 2 * s)
-            if n == "sigmoid":
-                return (s, ds, d2s)[deriv]
-            if n == "softplus":
-                return (np.logaddexp(0.0, z), s, ds)[deriv]
-            return (z * s, s + z * ds, 2 * ds + z * d2s)[deriv]
-        if n == "elu":
-            al = p["alpha"]
-            e = al * np.exp(np.minimum(z, 0.0))
-            if deriv == 0:
-                return np.where(z > 0, z, e - al)
-            if deriv == 1:
-                return np.where(z > 0, 1.0, e)
-            return np.where(z > 0, 0.0, e)
-        if n == "monomial":
-            k = int(p["p"])
-            if deriv > k:
-                return np.zeros_like(z)
-            c = math.perm(k, deriv)
-            return c * z ** (k - deriv)
-        raise AssertionError(n)  # pragma: no cover
+        out = builtin(np, self.name, self.params, deriv)(z)
+        return out.copy() if out is z else out
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.numpy(z, 0)

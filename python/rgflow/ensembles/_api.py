@@ -5,17 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import MLP, PreResNet, ResMLP
-from ._mlp import Ensemble, sample_mlp
-from ._preresnet import PreResEnsemble, sample_preresnet
-from ._resmlp import ResEnsemble, sample_resmlp
+from ._mlp import sample_mlp
+from ._preresnet import sample_preresnet
+from ._resmlp import sample_resmlp
+from ._results import Ensemble, PreResEnsemble, ResEnsemble
 
 
 def sample(net: MLP | ResMLP | PreResNet, x: Any = None, **options: Any) -> Ensemble | ResEnsemble | PreResEnsemble:
     """Sample finite-width networks like ``net`` on inputs ``x`` (N, n0) and estimate the theory's
     tensors with batch-means standard errors.
 
-    Dispatches on the type of ``net``; ``options`` are those of :func:`sample_mlp`,
-    :func:`sample_resmlp` or :func:`sample_preresnet` (``networks``, ``seed``, ``backend``, …).
+    Dispatches on the type of ``net``: :func:`sample_mlp` → :class:`Ensemble`,
+    :func:`sample_resmlp` → :class:`ResEnsemble`, :func:`sample_preresnet` →
+    :class:`PreResEnsemble` (which also takes ``kernel=`` instead of ``x``).
+
+    Common options, the same defaults for every architecture: ``networks=10_000``,
+    ``seed=0``, ``groups=32`` (groups of sizes differing by at most one; every network is used),
+    ``batch=None`` (automatic), ``backend="numpy"`` or ``"jax"``, ``dtype="float64"`` or
+    ``"float32"``, ``devices=None`` (JAX: all), ``progress=True`` (a progress line on stderr for
+    runs longer than ~2 s), ``theory=None`` (infinite-width kernels for ``K1``).  Architecture
+    options: ``ntk``, ``estimator`` (MLP); ``kernel``, ``every``, ``sampler`` (PreResNet).
     """
     if isinstance(net, MLP):
         return sample_mlp(net, x, **options)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..recursions import ALL_TENSORS, Theory
-from ._mlp import Ensemble
+from ..recursions import ALL_TENSORS, PreResTheory, ResTheory, Theory
+from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,61 @@ class Comparison(list):
         return self.__str__()
 
 
-def compare(th: Theory, ens: Ensemble, tensors: Sequence[str] | None = None) -> Comparison:
+def _rows(
+    th: Any, ens: Any, tensors: Sequence[str] | None
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], list[int]]:
+    """(name, theory, sampled, stderr) per comparable tensor, and the layer labels, for a supported pair."""
+    n = np.asarray(ens.widths, dtype=float)[:, None, None]
+    out: list[tuple[str, Any, Any, Any]] = []
+    if isinstance(ens, Ensemble) and isinstance(th, Theory):
+        labels = list(range(1, ens.K.shape[0] + 1))
+        for name in tensors if tensors is not None else ALL_TENSORS:
+            t = getattr(th, name, None)
+            if t is None:
+                continue
+            t = np.asarray(t, dtype=float)
+            if name == "K" and th.K1 is not None:
+                t = t + th.K1 / n
+            if name == "Theta" and th.Theta1 is not None:
+                t = t + th.Theta1 / n
+            out.append((name, t, getattr(ens, name, None), getattr(ens.stderr, name, None)))
+    elif isinstance(ens, ResEnsemble) and isinstance(th, ResTheory):
+        labels = list(range(1, ens.K.shape[0] + 1))
+        for name in tensors if tensors is not None else ("K", "V", "S", "K1"):
+            t = getattr(th, name, None)
+            if t is None:
+                continue
+            t = np.asarray(t, dtype=float)
+            if name == "K" and th.K1 is not None:
+                t = t + th.K1 / n
+            out.append((name, t, getattr(ens, name, None), getattr(ens.stderr, name, None)))
+    elif isinstance(ens, PreResEnsemble) and isinstance(th, PreResTheory):
+        labels = [int(v) for v in ens.layers]
+        K, V = theory_kernel(th), theory_vertex(th)
+        K1 = getattr(th, "K1", None)
+        theory = {"K": K if K1 is None else K + np.asarray(K1) / n, "V": V, "K1": K1}
+        theory.update({k: getattr(th, k, None) for k in ("V_GS", "V_SS")})
+        for name in tensors if tensors is not None else ("K", "V", "V_GS", "V_SS", "K1"):
+            t = theory.get(name)
+            if t is None:
+                continue
+            out.append((name, np.asarray(t, dtype=float), getattr(ens, name, None), getattr(ens.stderr, name, None)))
+    else:
+        raise TypeError(
+            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
+            f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
+        )
+    return [(k, t, e, s) for k, t, e, s in out if e is not None and s is not None], labels
+
+
+def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparison:
     """Compare a theory with an ensemble, tensor by tensor and layer by layer.
+
+    Supported pairs: :class:`~rgflow.Theory` with :class:`Ensemble` (K, Theta, K1, Theta1, V, D,
+    F, A, B), :class:`~rgflow.ResTheory` with :class:`ResEnsemble` (K, V, S, K1) and
+    :class:`~rgflow.PreResTheory` with :class:`PreResEnsemble` (K, V, V_GS, V_SS, K1 at the recorded
+    layers, which label the rows; the theory must be computed at the same layers).  Any other pair
+    raises TypeError.
 
     ``K`` and ``Theta`` rows compare the first-order means ``K + K1/n`` and ``Θ + Θ1/n`` (the
     infinite-width values if the theory has no K1/Θ1) with the sampled means ``ens.K``,
@@ -66,18 +120,8 @@ def compare(th: Theory, ens: Ensemble, tensors: Sequence[str] | None = None) -> 
     the first-order theory when reading it at small width.
     """
     rows = Comparison()
-    names = tensors if tensors is not None else ALL_TENSORS
-    for name in names:
-        t = getattr(th, name, None)
-        e = getattr(ens, name, None)
-        s = getattr(ens.stderr, name, None)
-        if t is None or e is None or s is None:
-            continue
-        t = np.asarray(t, dtype=float)
-        if name == "K" and th.K1 is not None:
-            t = t + th.K1 / np.asarray(ens.widths, dtype=float)[:, None, None]
-        if name == "Theta" and th.Theta1 is not None:
-            t = t + th.Theta1 / np.asarray(ens.widths, dtype=float)[:, None, None]
+    triples, labels = _rows(th, ens, tensors)
+    for name, t, e, s in triples:
         if t.shape != e.shape:
             raise ValueError(f"{name}: theory shape {t.shape} != ensemble shape {e.shape}")
         for li in range(t.shape[0]):
@@ -94,5 +138,5 @@ def compare(th: Theory, ens: Ensemble, tensors: Sequence[str] | None = None) -> 
             else:
                 rel = 0.0 if mad <= tiny else float("nan")
             worst = tuple(int(i) for i in np.unravel_index(k, zz.shape))
-            rows.append(ComparisonRow(name, li + 1, float(zz.flat[k]), rel, mad, scale, worst))
+            rows.append(ComparisonRow(name, labels[li], float(zz.flat[k]), rel, mad, scale, worst))
     return rows

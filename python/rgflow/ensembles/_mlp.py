@@ -50,7 +50,6 @@ streamed batch by batch: memory does not grow with ``networks``.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,18 +57,25 @@ from typing import Any
 
 import numpy as np
 
-from .._util.progress import Progress
-from .._util.stats import Welford, group_bounds
 from .._util.validation import check_inputs
 from ..models import MLP
-from ..recursions import ALL_TENSORS, Theory, mlp_theory
+from ..recursions import Theory, mlp_theory
+from ._engine import (
+    BACKENDS,
+    DEFAULT_GROUPS,
+    DEFAULT_NETWORKS,
+    DEFAULT_SEED,
+    Sampler,
+    check_options,
+    run,
+    warn_float32,
+)
 from ._estimators import batch_sums
+from ._results import Ensemble, MLPStderr, make_stderr
 
-__all__ = ["Ensemble", "sample_mlp"]
+__all__ = ["BACKENDS", "ESTIMATORS", "Ensemble", "sample_mlp"]
 
-BACKENDS = ("numpy", "jax")
 ESTIMATORS = ("conditional", "direct")
-_DTYPES = {"float64": np.float64, "float32": np.float32}
 #: Memory budget (bytes) for one numpy batch when ``batch=None``.
 NUMPY_BATCH_BYTES = 96 * 2**20
 
@@ -210,101 +216,6 @@ def _estimates(s: dict[str, np.ndarray], shifts: tuple[np.ndarray, np.ndarray], 
     return est
 
 
-def _run_numpy(plan: _Plan, bounds, batch: int, seed: int, shifts, progress: Progress):
-    """Yields the sums of each group (streamed over batches)."""
-    act = _numpy_activation(plan.net.activation, plan.dtype)
-    x = plan.x.astype(plan.dtype)
-    done = 0
-    bidx = 0
-    for start, end in bounds:
-        acc: dict[str, np.ndarray] | None = None
-        for b0 in range(start, end, batch):
-            B = min(batch, end - b0)
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(bidx,)))
-            bidx += 1
-            Ws, bs = _draw_numpy(rng, B, plan.widths, plan.hp, plan.layers_drawn, plan.dtype)
-            s = batch_sums(
-                np,
-                act,
-                x,
-                Ws,
-                bs,
-                plan.hp,
-                plan.consts,
-                shifts,
-                B=B,
-                widths=plan.widths,
-                ntk=plan.ntk,
-                direct=plan.direct,
-            )
-            if acc is None:
-                acc = {k: np.array(v, dtype=np.float64) for k, v in s.items()}
-            else:
-                for k, v in s.items():
-                    acc[k] += v
-            done += B
-            progress.update(done)
-        yield acc
-
-
-# ============================================================================ results
-
-
-class _Tensors:
-    """A plain namespace of tensors (K, K1, Theta, Theta1, V, D, F, A, B)."""
-
-    def __init__(self, d: dict[str, np.ndarray | None]) -> None:
-        for k in ALL_TENSORS:
-            setattr(self, k, d.get(k))
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ALL_TENSORS if getattr(self, k) is not None}
-
-    def __repr__(self) -> str:
-        return f"<tensors {', '.join(self.tensors())}>"
-
-
-class Ensemble:
-    """Monte-Carlo estimates from sampled networks (see :func:`sample` and the module docstring).
-
-    Attributes
-    ----------
-    K, Theta: (L, N, N) sampled means E[Ĝ], E[Θ̂_ii] -- first order ``K + K1/n``, ``Θ + Θ1/n``.
-    mean_metric, mean_ntk: the same arrays (raw sampled means).
-    K1, Theta1: (L, N, N) ``n_{l-1} (E - infinite width)``; None if no infinite-width values.
-    V, D, F, A, B: (L, N, N, N, N), index order as :class:`rgflow.theory.Theory`.
-    stderr: namespace with the standard error of every tensor above.
-    widths: n_{l-1} per layer (the normalisation of layer l).
-    infinite_width: where K∞ and Θ∞ came from (K_infinite, Theta_infinite hold them).
-    networks, groups, seed, backend, dtype, estimator, batch, elapsed, networks_per_second.
-    """
-
-    def __init__(self, **kw: Any) -> None:
-        est: dict = kw.pop("estimates")
-        se: dict = kw.pop("stderr")
-        for k in ALL_TENSORS:
-            setattr(self, k, est.get(k))
-        self.stderr = _Tensors(se)
-        self.mean_metric = self.K
-        self.mean_ntk = self.Theta
-        for k, v in kw.items():
-            setattr(self, k, v)
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        """The estimated tensors by name."""
-        return {k: getattr(self, k) for k in ALL_TENSORS if getattr(self, k) is not None}
-
-    @property
-    def depth(self) -> int:
-        return self.net.depth
-
-    def __repr__(self) -> str:
-        return (
-            f"Ensemble({self.net!r}, N={self.x.shape[0]}, networks={self.networks}, groups={self.groups}, "
-            f"backend={self.backend!r}, estimator={self.estimator!r}, tensors=[{', '.join(self.tensors())}])"
-        )
-
-
 def _infinite_width(net: MLP, x: np.ndarray, theory: Any, ntk: bool) -> tuple[Any, Any, str | None]:
     L, N = net.depth, x.shape[0]
     if theory is False:
@@ -335,48 +246,17 @@ def _infinite_width(net: MLP, x: np.ndarray, theory: Any, ntk: bool) -> tuple[An
     return None, None, None
 
 
-def _check_args(networks, groups, backend, dtype, estimator, batch, seed, devices) -> tuple[str, Any]:
-    if isinstance(networks, bool) or not isinstance(networks, (int, np.integer)):
-        raise TypeError(f"networks must be an int, got {type(networks).__name__}")
-    if networks < 2:
-        raise ValueError(f"networks={networks}: need at least 2 networks to estimate covariances and errors")
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
-        raise TypeError(f"groups must be an int, got {type(groups).__name__}")
-    if groups < 2:
-        raise ValueError(f"groups={groups}: need at least 2 groups for batch-means standard errors")
-    if networks < 2 * groups:
-        raise ValueError(
-            f"networks={networks} with groups={groups} leaves fewer than 2 networks per group; "
-            f"use groups <= {networks // 2} or more networks"
-        )
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend={backend!r}; choose one of {BACKENDS}")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator={estimator!r}; choose one of {ESTIMATORS}")
-    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if key not in _DTYPES:
-        raise ValueError(f"unknown dtype={dtype!r}; use 'float64' (recommended) or 'float32'")
-    if batch is not None:
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch must be a positive int or None (automatic), got {batch!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if devices is not None and backend != "jax":
-        raise ValueError("devices= is for backend='jax' only; leave it None with backend='numpy'")
-    return key, _DTYPES[key]
-
-
 def sample_mlp(
     net: MLP,
     x: Any,
-    networks: int = 100_000,
-    seed: int = 0,
+    networks: int = DEFAULT_NETWORKS,
+    seed: int = DEFAULT_SEED,
     backend: str = "numpy",
     batch: int | None = None,
     dtype: str = "float64",
     devices: Sequence[Any] | None = None,
     theory: Theory | None | bool = None,
-    groups: int = 32,
+    groups: int = DEFAULT_GROUPS,
     progress: bool = True,
     ntk: bool = True,
     estimator: str = "conditional",
@@ -387,7 +267,7 @@ def sample_mlp(
     ----------
     net: the :class:`~rgflow.MLP` (hidden widths, output width, per-layer C_b, C_W, λ_b, λ_W).
     x: inputs, shape (N, n0).
-    networks: number of independent networks (>= 2 per group).
+    networks: number of independent networks (>= 2 per group; groups differ in size by at most one).
     seed: random seed.  numpy: batch k uses ``default_rng(SeedSequence(seed, spawn_key=(k,)))``
         (the k-th child of ``SeedSequence(seed).spawn``), so results are reproducible for a given
         seed and batch size.  jax: network i uses ``fold_in(key(seed), i)``, so results do not
@@ -419,17 +299,10 @@ def sample_mlp(
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
     x = check_inputs(x)
-    dkey, dtype_np = _check_args(networks, groups, backend, dtype, estimator, batch, seed, devices)
-    networks, groups, seed = int(networks), int(groups), int(seed)
-    if dkey == "float32":
-        warnings.warn(
-            "dtype='float32': the forward pass runs in single precision (sums are still float64); "
-            "K1 = n (E[G] - K), Theta1 and the four-point tensors are O(1/n) effects resolved against "
-            "O(1) values, so single-precision rounding (~1e-7 relative, amplified by n and by depth) "
-            "limits them -- use float64 for quantitative checks",
-            UserWarning,
-            stacklevel=2,
-        )
+    opts = check_options(networks, groups, seed, batch, backend, dtype, devices, progress)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator={estimator!r}; choose one of {ESTIMATORS}")
+    warn_float32(opts, "K1 = n (E[G] - K), Theta1 and the four-point tensors")
     direct = estimator == "direct"
     widths = net.layer_widths(x.shape[1])
     if direct and min(widths[1:]) < 2:
@@ -437,44 +310,39 @@ def sample_mlp(
             f"estimator='direct' needs at least 2 neurons in every layer (pairs i != j); widths are {widths[1:]}; "
             "use estimator='conditional'"
         )
-    if backend == "jax":
-        from . import _jax_mlp  # raises ImportError naming rgflow[jax] if jax is missing
-
-        _jax_mlp.require_jax()
     if ntk and net.activation.is_custom and len(net.activation.derivatives) < 1 and backend == "numpy":
         raise ValueError("ntk=True needs sigma'; pass Activation.from_callable(f, derivatives=[f1]) or ntk=False")
     K_inf, Th_inf, source = _infinite_width(net, x, theory, ntk)
 
-    plan = _make_plan(net, x, ntk, direct, dtype_np)
-    shifts = _pilot_shifts(plan, seed)
-    bounds = group_bounds(networks, groups)
-    gmax = max(e - s for s, e in bounds)
-    if backend == "numpy" and batch is None:
-        batch = max(1, min(gmax, NUMPY_BATCH_BYTES // max(1, plan.bytes_per_network())))
-    prog = Progress(networks, progress, f"rgflow.ensemble[{backend}]")
-    t0 = time.perf_counter()
-    if backend == "numpy":
-        gen = _run_numpy(plan, bounds, int(batch), seed, shifts, prog)
-        used_batch = int(batch)
-    else:
-        gen, used_batch = _jax_mlp.run(plan, bounds, batch, seed, shifts, prog, devices)
+    plan = _make_plan(net, x, ntk, direct, opts.np_dtype)
+    shifts = _pilot_shifts(plan, opts.seed)
     nprev = np.array(widths[:-1], dtype=np.float64)
-    wf = Welford()
-    total: dict[str, np.ndarray] | None = None
-    try:
-        for sums in gen:
-            wf.add(_estimates(sums, shifts, nprev, ntk))
-            if total is None:
-                total = {k: v.copy() for k, v in sums.items()}
-            else:
-                for k, v in sums.items():
-                    total[k] += v
-    finally:
-        prog.close()
-    elapsed = time.perf_counter() - t0
-    assert total is not None
-    est = _estimates(total, shifts, nprev, ntk)
-    se = wf.stderr()
+    act = _numpy_activation(net.activation, plan.dtype)
+    xd = plan.x.astype(plan.dtype)
+
+    def numpy_sums(rng: np.random.Generator, B: int) -> dict[str, np.ndarray]:
+        Ws, bs = _draw_numpy(rng, B, plan.widths, plan.hp, plan.layers_drawn, plan.dtype)
+        return batch_sums(
+            np, act, xd, Ws, bs, plan.hp, plan.consts, shifts, B=B, widths=plan.widths, ntk=ntk, direct=direct
+        )
+
+    def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
+        from . import _jax_mlp
+
+        return _jax_mlp.group_function(plan, shifts, devs, nb, bs)
+
+    res = run(
+        opts,
+        Sampler(
+            label="MLP",
+            numpy_sums=numpy_sums,
+            numpy_batch=NUMPY_BATCH_BYTES // max(1, plan.bytes_per_network()),
+            estimates=lambda s: _estimates(s, shifts, nprev, ntk),
+            jax_group=jax_group,
+            bytes_per_network=plan.bytes_per_network(),
+        ),
+    )
+    est, se = res.estimates, res.stderr
     n3 = nprev[:, None, None]
     if K_inf is not None:
         est["K1"] = n3 * (est["K"] - K_inf)
@@ -483,21 +351,21 @@ def sample_mlp(
         est["Theta1"] = n3 * (est["Theta"] - Th_inf)
         se["Theta1"] = n3 * se["Theta"]
     return Ensemble(
-        estimates=est,
-        stderr=se,
         net=net,
         x=x,
-        networks=networks,
-        groups=groups,
-        seed=seed,
-        backend=backend,
-        dtype=dkey,
+        networks=opts.networks,
+        groups=opts.groups,
+        seed=opts.seed,
+        backend=opts.backend,
+        dtype=opts.dtype,
         estimator=estimator,
-        batch=used_batch,
-        elapsed=elapsed,
-        networks_per_second=networks / elapsed if elapsed > 0 else float("inf"),
+        batch=res.batch,
+        elapsed=res.elapsed,
+        networks_per_second=res.networks_per_second,
         widths=tuple(int(v) for v in nprev),
         infinite_width=source,
         K_infinite=K_inf,
         Theta_infinite=Th_inf,
+        stderr=make_stderr(MLPStderr, se),
+        **{k: est.get(k) for k in MLPStderr.ESTIMATES},  # type: ignore[arg-type]
     )

@@ -1,150 +1,127 @@
-"""Sampled residual MLPs (Appendix B): estimates of K, V, S with batch-means standard errors."""
+"""Sampled residual MLPs (PDLT Appendix B): estimates of K, V, S with batch-means standard errors."""
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._util.progress import Progress
 from .._util.validation import check_inputs
 from ..models import ResMLP
-from ..recursions import ResTheory
+from ._engine import DEFAULT_GROUPS, DEFAULT_NETWORKS, DEFAULT_SEED, Sampler, check_options, run, warn_float32
 from ._residual_kernels import res_forward, res_sums
+from ._results import ResEnsemble, ResStderr, make_stderr, theory_kernel
 
-
-class ResEnsemble:
-    """Result of :func:`sample_resmlp`: estimates ``G`` (L, N, N), ``V`` (L, N⁴), ``S`` (L, N³) and
-    their batch-means standard errors ``G_err``, ``V_err``, ``S_err``."""
-
-    def __init__(self, **kw: Any) -> None:
-        self.networks: int = kw.pop("networks")
-        self.width: int = kw.pop("width")
-        for k, v in kw.items():
-            setattr(self, k, v)
-
-    def K1(self, theory: ResTheory) -> tuple[np.ndarray, np.ndarray]:
-        """Estimate of ``n (G − K)`` and its standard error, for comparison with ``theory.K1``."""
-        return self.width * (self.G - theory.K), self.width * self.G_err
-
-    def __repr__(self) -> str:
-        return f"ResEnsemble(networks={self.networks}, width={self.width}, L={self.G.shape[0]}, N={self.G.shape[1]})"
+#: numpy networks per batch when ``batch=None``.
+NUMPY_BATCH = 256
 
 
 def sample_resmlp(
     net: ResMLP,
     x: Any,
-    networks: int = 10_000,
-    seed: int = 0,
-    groups: int = 32,
+    networks: int = DEFAULT_NETWORKS,
+    seed: int = DEFAULT_SEED,
+    groups: int = DEFAULT_GROUPS,
     batch: int | None = None,
     *,
     backend: str = "numpy",
+    dtype: str = "float64",
     devices: Sequence[Any] | None = None,
-    progress: bool = False,
+    theory: Any = None,
+    progress: bool = True,
 ) -> ResEnsemble:
-    """Sample residual MLPs by drawing every weight (float64; numpy or JAX).
+    """Sample residual MLPs by drawing every weight (numpy or JAX); use :func:`rgflow.sample`.
 
     A residual net is *not* conditionally Gaussian given the previous layer's metric alone (the
     identity branch carries z itself), so weights are drawn directly.  Estimators, over
     networks and all neuron pairs i ≠ j (n = width):
 
-    * ``G[a,b] = E[(1/n) Σ_i z_{i;a} z_{i;b}]``
-    * ``V[a,b,c,d] = n (E_{i≠j}[z_{i;a} z_{i;b} z_{j;c} z_{j;d}] − G_ab G_cd)``
+    * ``K[a,b] = E[(1/n) Σ_i z_{i;a} z_{i;b}]``
+    * ``V[a,b,c,d] = n (E_{i≠j}[z_{i;a} z_{i;b} z_{j;c} z_{j;d}] − K_ab K_cd)``
     * ``S[a,b,c] = n E_{i≠j}[z_{i;a} z_{i;b} z_{j;c}]``
+    * ``K1 = n (K − theory.K)`` when ``theory`` (a :class:`~rgflow.ResTheory`) is given, else None.
 
-    Standard errors are batch means over ``groups`` groups of networks.  ``backend="numpy"``
-    (default batch 256, batch k from ``default_rng(SeedSequence(seed, spawn_key=(k,)))``) or
-    ``"jax"`` (jit + ``lax.scan``; network i from ``fold_in(key(seed), i)``, independent of the
-    batch size and of the devices the batches are sharded over).  ``progress=True`` shows a
-    progress line on stderr (after 2 s, updated per group).
+    The common arguments (``networks``, ``seed``, ``groups``, ``batch``, ``backend``, ``dtype``,
+    ``devices``, ``progress``) are those of :func:`rgflow.sample`; ``batch=None`` means 256
+    networks per numpy batch, or the memory budget of the JAX backends.
     """
     if not isinstance(net, ResMLP):
-        raise TypeError(f"net must be an rgflow.resnet.ResMLP, got {type(net).__name__}")
+        raise TypeError(f"net must be an rgflow.ResMLP, got {type(net).__name__}")
     x = check_inputs(x)
-    for name, v, lo in (("networks", networks, 2), ("groups", groups, 2), ("seed", seed, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
-        raise ValueError(f"batch must be a positive int or None (automatic), got {batch!r}")
-    if groups > networks:
-        raise ValueError(f"groups ({groups}) must not exceed networks ({networks})")
-    if backend not in ("numpy", "jax"):
-        raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
-    if devices is not None and backend != "jax":
-        raise ValueError("devices= is for backend='jax' only; leave it None with backend='numpy'")
+    opts = check_options(networks, groups, seed, batch, backend, dtype, devices, progress)
     if net.width < 2:
         raise ValueError("sampling the pair estimators needs width >= 2")
-    n, L, N = net.width, net.depth, x.shape[0]
-    bounds = np.linspace(0, networks, groups + 1).astype(int)
-    t0 = time.perf_counter()
-    if backend == "jax":
+    warn_float32(opts, "V = n·Cov and S")
+    n, L, (N, n0) = net.width, net.depth, x.shape
+    K_inf = None
+    if theory is not None and theory is not False:
+        K_inf = theory_kernel(theory)
+        if K_inf.shape != (L, N, N):
+            raise ValueError(f"theory.K has shape {K_inf.shape}, expected {(L, N, N)} for this network and x")
+    dt = opts.np_dtype
+    sig_np = net.activation.numpy
+    xd = x.astype(dt, copy=False)
+    sb = [np.sqrt(net.C_b[l]) for l in range(L)]
+    sw = [np.sqrt(net.C_W[0] / n0)] + [np.sqrt(net.C_W[l] / n) for l in range(1, L)]
+
+    def sig(z: np.ndarray) -> np.ndarray:
+        return sig_np(z).astype(dt, copy=False)
+
+    def numpy_sums(rng: np.random.Generator, B: int) -> dict[str, np.ndarray]:
+        acc = {k: np.zeros((L,) + (N,) * r) for k, r in (("G", 2), ("P", 4), ("R", 3))}
+        z = (sb[0] * rng.standard_normal((B, n, 1))).astype(dt, copy=False)
+        z = z + (sw[0] * rng.standard_normal((B, n, n0))).astype(dt, copy=False) @ xd.T
+        for l in range(L):
+            if l > 0:
+                W = (sw[l] * rng.standard_normal((B, n, n))).astype(dt, copy=False)
+                b = (sb[l] * rng.standard_normal((B, n, 1))).astype(dt, copy=False)
+                z = res_forward(np, sig, z, W, b, net.gamma[l])
+            for k, v in zip(("G", "P", "R"), res_sums(np, z), strict=True):
+                acc[k][l] += v
+        return acc
+
+    def estimates(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        m = float(s["count"])
+        G, P, R = s["G"] / m, s["P"] / m, s["R"] / m
+        return {"K": G, "V": n * (P - G[..., :, :, None, None] * G[..., None, None, :, :]), "S": n * R}
+
+    def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
         from . import _jax_residual
 
-        gen, used_batch = _jax_residual.run_resmlp(net, x, bounds, batch, int(seed), devices)
-    else:
-        used_batch = int(batch or 256)
-        gen = _run_resmlp_numpy(net, x, bounds, used_batch, int(seed))
-    sums = {k: np.zeros((groups, L) + (N,) * r) for k, r in (("G", 2), ("P", 4), ("R", 3))}
-    prog = Progress(networks, progress, f"rgflow.sample_resmlp[{backend}]")
-    try:
-        for g, out in enumerate(gen):
-            for k in sums:
-                sums[k][g] = out[k]
-            prog.update(int(bounds[g + 1]))
-    finally:
-        prog.close()
-    elapsed = time.perf_counter() - t0
-    counts = np.diff(bounds).astype(float)
+        return _jax_residual.resmlp_group(net, x, opts.dtype, devs, nb, bs)
 
-    def est(G: np.ndarray, P: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        V = n * (P - G[..., :, :, None, None] * G[..., None, None, :, :])
-        return G, V, n * R
+    from ._jax_residual import resmlp_bytes_per_network
 
-    tot = est(*(sums[k].sum(0) / networks for k in ("G", "P", "R")))
-    per = est(*(sums[k] / counts.reshape((-1,) + (1,) * (sums[k].ndim - 1)) for k in ("G", "P", "R")))
-    errs = [p.std(axis=0, ddof=1) / math.sqrt(groups) for p in per]
-    return ResEnsemble(
-        networks=int(networks),
-        width=n,
-        G=tot[0],
-        V=tot[1],
-        S=tot[2],
-        G_err=errs[0],
-        V_err=errs[1],
-        S_err=errs[2],
-        backend=backend,
-        batch=used_batch,
-        elapsed=elapsed,
-        networks_per_second=networks / elapsed if elapsed > 0 else float("inf"),
+    res = run(
+        opts,
+        Sampler(
+            label="ResMLP",
+            numpy_sums=numpy_sums,
+            numpy_batch=NUMPY_BATCH,
+            estimates=estimates,
+            jax_group=jax_group,
+            bytes_per_network=resmlp_bytes_per_network(n, n0, N),
+        ),
     )
-
-
-def _run_resmlp_numpy(
-    net: ResMLP, x: np.ndarray, bounds: np.ndarray, batch: int, seed: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """Per group of networks: float64 sums of the pair estimators, every layer stacked."""
-    n, L, (N, n0) = net.width, net.depth, x.shape
-    sig = net.activation.numpy
-    bidx = 0
-    for g in range(len(bounds) - 1):
-        acc = {k: np.zeros((L,) + (N,) * r) for k, r in (("G", 2), ("P", 4), ("R", 3))}
-        done = bounds[g]
-        while done < bounds[g + 1]:
-            B = min(batch, bounds[g + 1] - done)
-            done += B
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(bidx,)))
-            bidx += 1
-            z = np.sqrt(net.C_b[0]) * rng.standard_normal((B, n, 1))
-            z = z + np.sqrt(net.C_W[0] / n0) * rng.standard_normal((B, n, n0)) @ x.T
-            for l in range(L):
-                if l > 0:
-                    W = np.sqrt(net.C_W[l] / n) * rng.standard_normal((B, n, n))
-                    b = np.sqrt(net.C_b[l]) * rng.standard_normal((B, n, 1))
-                    z = res_forward(np, sig, z, W, b, net.gamma[l])
-                for k, v in zip(("G", "P", "R"), res_sums(np, z), strict=True):
-                    acc[k][l] += v
-        yield acc
+    est, se = res.estimates, res.stderr
+    if K_inf is not None:
+        est["K1"], se["K1"] = n * (est["K"] - K_inf), n * se["K"]
+    return ResEnsemble(
+        net=net,
+        x=x,
+        width=n,
+        networks=opts.networks,
+        groups=opts.groups,
+        seed=opts.seed,
+        backend=opts.backend,
+        batch=res.batch,
+        dtype=opts.dtype,
+        elapsed=res.elapsed,
+        networks_per_second=res.networks_per_second,
+        K=est["K"],
+        V=est["V"],
+        S=est["S"],
+        K1=est.get("K1"),
+        stderr=make_stderr(ResStderr, se),
+    )
