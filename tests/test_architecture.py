@@ -93,3 +93,11 @@ def test_theory_is_a_function_and_the_results_are_reachable() -> None:
     """``rgflow.theory`` used to be both a function and a submodule (``rgflow.theory.Theory`` failed)."""
     assert callable(rgflow.theory) and callable(rgflow.sample)
     assert rgflow.Theory is rgflow.recursions.Theory and rgflow.Ensemble is rgflow.ensembles.Ensemble
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_rgflow_imports_inside_functions(path: Path) -> None:
+    """Imports of rgflow modules sit at module level, where the dependency graph shows them (optional
+    third-party packages — jax, matplotlib, scipy — may still be imported lazily inside functions)."""
+    inside = [f"l.{line}: {'.'.join(target)}" for line, target, _, nested in _imports(path) if nested]
+    assert not inside, f"{path.relative_to(PACKAGE)}: rgflow imports inside functions:\n" + "\n".join(inside)

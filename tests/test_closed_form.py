@@ -136,5 +136,8 @@ def test_theory_methods_agree() -> None:
 def test_bad_method() -> None:
     with pytest.raises(ValueError, match="method must be one of"):
         expect(np.eye(1), [(0, 0)], "relu", method="exact")
-    with pytest.raises(ValueError, match="method must be one of"):
-        rgflow.theory(rgflow.MLP.critical("relu", 2, width=8), np.ones((2, 2)), method="fast")
+    net = rgflow.MLP.critical("relu", 2, width=8)
+    with pytest.raises(ValueError, match="method must be one of"), pytest.warns(DeprecationWarning, match="method="):
+        rgflow.theory(net, np.ones((2, 2)), method="fast")
+    with pytest.raises(ValueError, match="expectations must be one of"):
+        rgflow.theory(net, np.ones((2, 2)), expectations="fast")

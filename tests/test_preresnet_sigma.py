@@ -31,10 +31,10 @@ def test_linear_activation_is_exact():
     for method, k in (("discrete", K_PAPER[:3, :3]), ("ode", K_PAPER[:2, :2])):
         g = preresnet_theory(net, kernel=k, method=method, every=10, rtol=1e-10, atol=1e-12)
         s = preresnet_theory(net, kernel=k, method=method, every=10, rtol=1e-10, atol=1e-12, closure="sigma")
-        np.testing.assert_allclose(s.K0, g.K0, rtol=1e-12)
-        np.testing.assert_allclose(s.V4, g.V4, rtol=1e-9)
-        np.testing.assert_allclose(s.V_GS, g.V4, rtol=1e-9)
-        np.testing.assert_allclose(s.V_SS, g.V4, rtol=1e-9)
+        np.testing.assert_allclose(s.K, g.K, rtol=1e-12)
+        np.testing.assert_allclose(s.V, g.V, rtol=1e-9)
+        np.testing.assert_allclose(s.V_GS, g.V, rtol=1e-9)
+        np.testing.assert_allclose(s.V_SS, g.V, rtol=1e-9)
         assert np.abs(s.K1).max() < 1e-12 and np.abs(s.U1).max() < 1e-12
 
 
@@ -78,21 +78,21 @@ def test_discrete_close_to_ode_at_small_eps():
         net = PreResNet("tanh", depth=L, width=64, eps=eps, C_W=2.0)
         c = preresnet_theory(net, kernel=K_PAPER[:2, :2], every=L, rtol=1e-10, atol=1e-12, closure="sigma")
         d = preresnet_theory(net, kernel=K_PAPER[:2, :2], every=L, method="discrete", closure="sigma")
-        errs.append([np.abs(d.V4[-1] - c.V4[-1]).max(), np.abs(d.K1[-1] - c.K1[-1]).max()])
+        errs.append([np.abs(d.V[-1] - c.V[-1]).max(), np.abs(d.K1[-1] - c.K1[-1]).max()])
     errs = np.array(errs)
     ratio = errs[0] / errs[1]  # O(ε²)
     assert np.all((ratio > 3.3) & (ratio < 4.7)), ratio
-    assert errs[1, 0] < 0.01 * np.abs(c.V4[-1]).max()
+    assert errs[1, 0] < 0.01 * np.abs(c.V[-1]).max()
 
 
 def test_ode_tolerance_and_symmetries():
     net = PreResNet("tanh", depth=800, width=64, eps=0.05, C_W=2.0)
     lo = preresnet_theory(net, kernel=K_PAPER[:2, :2], every=400, rtol=1e-6, atol=1e-9, closure="sigma")
     hi = preresnet_theory(net, kernel=K_PAPER[:2, :2], every=400, rtol=1e-10, atol=1e-13, closure="sigma")
-    for name in ("K0", "V4", "K1", "U1", "V_GS", "V_SS"):
+    for name in ("K", "V", "K1", "U1", "V_GS", "V_SS"):
         a, b = getattr(lo, name), getattr(hi, name)
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), name
-    v = hi.V4[-1]
+    v = hi.V[-1]
     np.testing.assert_allclose(v, v.transpose(1, 0, 2, 3), atol=1e-12)
     np.testing.assert_allclose(v, v.transpose(2, 3, 0, 1), atol=1e-10)
     np.testing.assert_allclose(hi.V_SS[-1], hi.V_SS[-1].transpose(2, 3, 0, 1), atol=1e-10)
@@ -104,7 +104,7 @@ def test_marginal_consistency():
     net = PreResNet("tanh", depth=20, width=64, eps=0.1, C_W=2.0)
     a = preresnet_theory(net, kernel=K_PAPER[:2, :2], every=20, method="discrete", closure="sigma")
     b = preresnet_theory(net, kernel=K_PAPER[:3, :3], every=20, method="discrete", closure="sigma")
-    for name in ("V4", "V_GS", "V_SS"):
+    for name in ("V", "V_GS", "V_SS"):
         np.testing.assert_allclose(getattr(b, name)[:, :2, :2, :2, :2], getattr(a, name), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b.K1[:, :2, :2], a.K1, rtol=1e-10, atol=1e-14)
 
@@ -130,7 +130,7 @@ def test_sampled_reduced_size():
 
     u, ue = ens.u1(s)
     assert z(ens.K, s.metric(), ens.stderr.K).max() < 4.5
-    for name, sampled in (("V4", "V"), ("V_GS", "V_GS"), ("V_SS", "V_SS")):
+    for name, sampled in (("V", "V"), ("V_GS", "V_GS"), ("V_SS", "V_SS")):
         # 1/n corrections to the four-point blocks (n = 32) are a few %
         th, mc, err = getattr(s, name), getattr(ens, sampled), getattr(ens.stderr, sampled)
         assert (z(mc, th, err + 0.03 * np.abs(th))).max() < 4.5, name
@@ -153,8 +153,8 @@ def test_paper_setup_T2_reduced_depth():
     ens = sample(net, kernel=K_PAPER, networks=32000, seed=7, every=8, batch=2000)
     for idx in [(0, 0, 0, 0), (0, 1, 0, 1)]:
         i = (-1, *idx)
-        assert abs(s.V4[i] - ens.V[i]) < 3 * ens.stderr.V[i], (idx, s.V4[i], ens.V[i], ens.stderr.V[i])
-    assert abs(g.V4[-1, 0, 1, 0, 1] - ens.V[-1, 0, 1, 0, 1]) > 4 * ens.stderr.V[-1, 0, 1, 0, 1]
+        assert abs(s.V[i] - ens.V[i]) < 3 * ens.stderr.V[i], (idx, s.V[i], ens.V[i], ens.stderr.V[i])
+    assert abs(g.V[-1, 0, 1, 0, 1] - ens.V[-1, 0, 1, 0, 1]) > 4 * ens.stderr.V[-1, 0, 1, 0, 1]
     # U1 (the exact K1 source) and K1 = C_W ∫ U1 dt from the measured U1
     u, ue = ens.u1(s)
     assert np.abs((u - s.U1) / ue).max() < 4.5

@@ -5,5 +5,6 @@ that the Rust core, the numpy samplers and the JAX samplers all read.
 """
 
 from ._activation import BUILTIN_PARAMS, KINKED, Activation, as_activation
+from ._array import array_function, array_functions, erf_for
 
-__all__ = ["BUILTIN_PARAMS", "KINKED", "Activation", "as_activation"]
+__all__ = ["BUILTIN_PARAMS", "KINKED", "Activation", "array_function", "array_functions", "as_activation", "erf_for"]

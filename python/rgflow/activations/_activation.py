@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import builtin
+from ._array import array_function
 
 #: Built-in activation names and their parameters (with defaults).
 BUILTIN_PARAMS: dict[str, dict[str, float]] = {
@@ -186,7 +186,7 @@ class Activation:
             return np.asarray(fs[deriv](z), dtype=float)
         if deriv not in (0, 1, 2):
             raise ValueError("numpy evaluation provides derivatives 0, 1, 2 only")
-        out = builtin(np, self.name, self.params, deriv)(z)
+        out = array_function(np, self.name, self.params, deriv)(z)
         return out.copy() if out is z else out
 
     def __call__(self, z: np.ndarray) -> np.ndarray:

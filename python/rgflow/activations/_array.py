@@ -45,11 +45,11 @@ def erf_for(xp: Any) -> ArrayFn:
     if name.startswith("jax"):
         from jax.scipy.special import erf
 
-        return erf  # type: ignore[no-any-return]
+        return erf
     erf_ = getattr(xp, "erf", None)
     if erf_ is None:
         raise TypeError(f"array namespace {name or xp!r} has no erf; pass numpy or jax.numpy")
-    return erf_  # type: ignore[no-any-return]
+    return erf_
 
 
 def _constant(xp: Any, z: Any, value: Any) -> Any:
@@ -58,7 +58,7 @@ def _constant(xp: Any, z: Any, value: Any) -> Any:
     return out if out.dtype == z.dtype else out.astype(z.dtype)
 
 
-def builtin(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> ArrayFn:
+def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> ArrayFn:
     """``z ↦ σ^(deriv)(z)`` of the built-in activation ``name`` (parameters ``params``) in ``xp``.
 
     ``deriv`` is 0, 1 or 2.  The expressions are those of rgflow 0.1's numpy evaluation, so
@@ -78,7 +78,7 @@ def builtin(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> Arr
         return lambda z: xp.zeros_like(z)
     if name == "tanh":
         if deriv == 0:
-            return xp.tanh  # type: ignore[no-any-return]
+            return xp.tanh
 
         def dtanh(z: Any) -> Any:
             t = xp.tanh(z)
@@ -95,7 +95,7 @@ def builtin(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> Arr
 
         return derf
     if name == "sin":
-        return (xp.sin, xp.cos, lambda z: -xp.sin(z))[deriv]  # type: ignore[no-any-return]
+        return (xp.sin, xp.cos, lambda z: -xp.sin(z))[deriv]
     if name == "gelu":
         erf = erf_for(xp)
 
@@ -147,6 +147,6 @@ def builtin(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> Arr
     raise ValueError(f"unknown built-in activation {name!r}")
 
 
-def builtins(xp: Any, name: str, params: dict[str, float]) -> tuple[ArrayFn, ArrayFn]:
+def array_functions(xp: Any, name: str, params: dict[str, float]) -> tuple[ArrayFn, ArrayFn]:
     """(σ, σ') of a built-in in the namespace ``xp``."""
-    return builtin(xp, name, params, 0), builtin(xp, name, params, 1)
+    return array_function(xp, name, params, 0), array_function(xp, name, params, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from ..models import MLP, PreResNet, ResMLP
 from ._mlp import sample_mlp
@@ -11,6 +11,12 @@ from ._resmlp import sample_resmlp
 from ._results import Ensemble, PreResEnsemble, ResEnsemble
 
 
+@overload
+def sample(net: MLP, x: Any = None, **options: Any) -> Ensemble: ...
+@overload
+def sample(net: ResMLP, x: Any = None, **options: Any) -> ResEnsemble: ...
+@overload
+def sample(net: PreResNet, x: Any = None, **options: Any) -> PreResEnsemble: ...
 def sample(net: MLP | ResMLP | PreResNet, x: Any = None, **options: Any) -> Ensemble | ResEnsemble | PreResEnsemble:
     """Sample finite-width networks like ``net`` on inputs ``x`` (N, n0) and estimate the theory's
     tensors with batch-means standard errors.

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._util.progress import Progress
 from .._util.stats import Welford, group_bounds
+from . import _jax
 
 BACKENDS = ("numpy", "jax")
 DTYPES: dict[str, Any] = {"float64": np.float64, "float32": np.float32}
@@ -106,9 +107,7 @@ def check_options(
     if devices is not None and backend != "jax":
         raise ValueError("devices= is for backend='jax' only; leave it None with backend='numpy'")
     if backend == "jax":
-        from ._jax import require_jax
-
-        require_jax()  # an ImportError naming the rgflow[jax] extra, before any work is done
+        _jax.require_jax()  # an ImportError naming the rgflow[jax] extra, before any work is done
     return Options(
         networks,
         groups,
@@ -207,8 +206,6 @@ def run(opts: Options, sampler: Sampler) -> Run:
     else:
         if sampler.jax_group is None:  # pragma: no cover - every architecture has one
             raise ValueError(f"{sampler.label} has no JAX backend; use backend='numpy'")
-        from . import _jax
-
         groups, batch = _jax.run_groups(
             bounds, opts.batch, opts.seed, opts.devices, sampler.bytes_per_network, sampler.jax_group
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..activations._array import builtins
+from ..activations import array_functions
 
 _INSTALL = "pip install rgflow[jax]"
 #: Memory budget (bytes) of one batch when ``batch=None``: per device on CPU, and on GPU/TPU.
@@ -65,7 +65,7 @@ def activation(act: Any) -> tuple[Any, Any]:
     import jax.numpy as jnp
 
     if not act.is_custom:
-        return builtins(jnp, act.name, act.params)
+        return array_functions(jnp, act.name, act.params)
     f = act.function
     df = act.derivatives[0] if act.derivatives else jnp.vectorize(jax.grad(f))
 

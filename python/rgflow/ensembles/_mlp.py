@@ -60,6 +60,7 @@ import numpy as np
 from .._util.validation import check_inputs
 from ..models import MLP
 from ..recursions import Theory, mlp_theory
+from . import _jax_mlp
 from ._engine import (
     BACKENDS,
     DEFAULT_GROUPS,
@@ -327,8 +328,6 @@ def sample_mlp(
         )
 
     def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
-        from . import _jax_mlp
-
         return _jax_mlp.group_function(plan, shifts, devs, nb, bs)
 
     res = run(

@@ -10,7 +10,9 @@ import numpy as np
 
 from .._util.validation import recorded_layers
 from ..models import PreResNet
+from . import _jax_residual
 from ._engine import DEFAULT_GROUPS, DEFAULT_NETWORKS, DEFAULT_SEED, Sampler, check_options, run, warn_float32
+from ._jax_residual import preresnet_bytes_per_network
 from ._residual_kernels import block_step, pre_sums, sqrtm_psd, weights_step
 from ._results import PreResEnsemble, PreResStderr, make_stderr, theory_kernel
 
@@ -110,11 +112,7 @@ def sample_preresnet(
         }
 
     def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
-        from . import _jax_residual
-
         return _jax_residual.preresnet_group(net, r0, layers, sampler, opts.dtype, devs, nb, bs)
-
-    from ._jax_residual import preresnet_bytes_per_network
 
     res = run(
         opts,

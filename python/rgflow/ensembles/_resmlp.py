@@ -9,7 +9,9 @@ import numpy as np
 
 from .._util.validation import check_inputs
 from ..models import ResMLP
+from . import _jax_residual
 from ._engine import DEFAULT_GROUPS, DEFAULT_NETWORKS, DEFAULT_SEED, Sampler, check_options, run, warn_float32
+from ._jax_residual import resmlp_bytes_per_network
 from ._residual_kernels import res_forward, res_sums
 from ._results import ResEnsemble, ResStderr, make_stderr, theory_kernel
 
@@ -87,11 +89,7 @@ def sample_resmlp(
         return {"K": G, "V": n * (P - G[..., :, :, None, None] * G[..., None, None, :, :]), "S": n * R}
 
     def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
-        from . import _jax_residual
-
         return _jax_residual.resmlp_group(net, x, opts.dtype, devs, nb, bs)
-
-    from ._jax_residual import resmlp_bytes_per_network
 
     res = run(
         opts,

@@ -81,11 +81,12 @@ def _terms(core_act: tuple[Any, ...], factors: Sequence[Factor], d: int, max_der
 METHODS = ("auto", "quadrature")
 
 
-def quadrature_only(method: str) -> bool:
+def quadrature_only(method: str, name: str = "method") -> bool:
     """Validate ``method`` ("auto": closed forms where they exist, else quadrature;
-    "quadrature": always the nested quadrature rule) and return whether to skip closed forms."""
+    "quadrature": always the nested quadrature rule; ``name``: the argument's name in errors)
+    and return whether to skip closed forms."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"{name} must be one of {METHODS}, got {method!r}")
     return method == "quadrature"
 
 

@@ -150,8 +150,9 @@ def mlp_theory(
             DeprecationWarning,
             stacklevel=2,
         )
+    qonly = quadrature_only(method, "method") if method is not None else quadrature_only(expectations, "expectations")
+    if method is not None:
         expectations = method
-    qonly = quadrature_only(expectations)
     act = core_activation(net.activation)
     widths = np.array(net.layer_widths(x.shape[1]), dtype=float)
     # Exactly repeated inputs: compute on the unique ones and expand (exact, no jitter).

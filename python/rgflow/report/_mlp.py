@@ -131,13 +131,13 @@ def run_report(
             lab = f"{base} #{k}"
             k += 1
         labels.append(lab)
-    ens_objs = []
-    ens_results = []
+    ens_objs: list[ensembles.Ensemble] = []
+    ens_results: list[dict[str, Any]] = []
     for lab, es in zip(labels, spec.ensembles, strict=True):
         net = spec.net(es)
         say(f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}")
         t0 = time.perf_counter()
-        ens = ensembles.sample(
+        ens = ensembles.sample_mlp(
             net,
             x,
             networks=es.networks,

@@ -113,20 +113,23 @@ def run_residual_report(
     }
     if out_path is not None:
         arrays: dict[str, Any] = {}
-        for k in ("layers", "t", "K0", "V4", "K1", "E2", "K", "V", "S"):
+        for k in ("layers", "t", "K", "K1", "V", "E2", "S"):
             v = getattr(th, k, None)
             if v is not None:
                 arrays[k] = np.asarray(v)
         if th_gh is not None:
-            for k in ("K0", "V4", "K1", "E2"):
+            for k in ("K", "V", "K1", "E2"):
                 arrays[f"gh_{k}"] = np.asarray(getattr(th_gh, k))
         np.savez_compressed(out_path / "theory.npz", **arrays)
         results["theory"]["file"] = "theory.npz"
         for er, ens in zip(results["ensembles"], ens_objs, strict=True):
-            keys = ("G", "G_err", "V4", "V4_err", "Sigma", "Sigma_err", "layers", "t", "V", "V_err", "S", "S_err")
-            data = {k: np.asarray(getattr(ens, k)) for k in keys if getattr(ens, k, None) is not None}
+            data: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in ens.tensors().items()}
+            data.update({f"stderr_{k}": np.asarray(v) for k, v in ens.stderr.tensors().items()})
+            for k in ("layers", "t"):
+                if getattr(ens, k, None) is not None:
+                    data[k] = np.asarray(getattr(ens, k))
             er["file"] = _fname(er["label"])
-            np.savez_compressed(out_path / er["file"], **data)
+            np.savez_compressed(out_path / er["file"], allow_pickle=False, **data)
         if plots:
             say("plotting")
             results["plots"] = _plots(spec, results, out_path)
@@ -143,6 +146,9 @@ def run_residual_report(
 # ---------------------------------------------------------------------------- pre-activation ResNet
 
 #: Entries of the preresnet table: (quantity, index).
+#: Report labels of the paper (K0, V4) → the theory results' attributes (K, V).
+_THEORY_ATTR = {"K0": "K", "V4": "V"}
+
 PRE_ENTRIES = (
     ("K0", (0, 0)),
     ("K0", (0, 1)),
@@ -263,20 +269,23 @@ def _run_preresnet(spec: ResidualRunSpec, say: Log, progress: bool) -> dict[str,
 
 def _pre_row(q: str, idx: tuple[int, ...], i: int, n: int, th: Any, th_gh: Any, ens: Any) -> dict[str, Any]:
     """One (quantity, entry, checkpoint) row: theory (converged, published scheme), sampled, errors."""
+    first: float | None
+    s_gh: float | None
     if q == "K0":
-        samp, se = float(ens.G[i][idx]), float(ens.G_err[i][idx])
+        samp, se = float(ens.K[i][idx]), float(ens.stderr.K[i][idx])
         first = float(th.K[i][idx] + th.K1[i][idx] / n)
         s_gh = samp
     elif q == "V4":
-        samp, se = float(ens.V4[i][idx]), float(ens.V4_err[i][idx])
+        samp, se = float(ens.V[i][idx]), float(ens.stderr.V[i][idx])
         first = None
         s_gh = samp
     else:  # K1_mic = n(Ḡ − K0): with the converged K0, and with the published scheme's K0
-        samp, se = float(n * (ens.G[i][idx] - th.K[i][idx])), float(n * ens.G_err[i][idx])
+        samp, se = float(n * (ens.K[i][idx] - th.K[i][idx])), float(n * ens.stderr.K[i][idx])
         first = None
-        s_gh = float(n * (ens.G[i][idx] - th_gh.K[i][idx])) if th_gh is not None else None
-    tv = float(getattr(th, q)[i][idx])
-    tg = float(getattr(th_gh, q)[i][idx]) if th_gh is not None else None
+        s_gh = float(n * (ens.K[i][idx] - th_gh.K[i][idx])) if th_gh is not None else None
+    attr = _THEORY_ATTR.get(q, q)
+    tv = float(getattr(th, attr)[i][idx])
+    tg = float(getattr(th_gh, attr)[i][idx]) if th_gh is not None else None
     rel, rel_se = _rel(tv, samp, se)
     rel_gh = _rel(tg, s_gh, se)[0] if tg is not None and s_gh is not None else None
     ref = first if first is not None else tv
@@ -304,18 +313,18 @@ def _pre_summary(th: Any, th_gh: Any, ens: Any) -> dict[str, Any]:
     n = ens.width
 
     def k0_err(K0: np.ndarray) -> float:
-        return float(np.mean(np.abs(ens.G[1:][:, iu[0], iu[1]] / K0[1:][:, iu[0], iu[1]] - 1)))
+        return float(np.mean(np.abs(ens.K[1:][:, iu[0], iu[1]] / K0[1:][:, iu[0], iu[1]] - 1)))
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        zk = np.abs(ens.G - th.metric()) / ens.G_err
-        zv = np.abs(ens.V4 - th.V) / ens.V4_err
-    rel_se = ens.G_err[1:][:, iu[0], iu[1]] / np.abs(th.K[1:][:, iu[0], iu[1]])
+        zk = np.abs(ens.K - th.metric()) / ens.stderr.K
+        zv = np.abs(ens.V - th.V) / ens.stderr.V
+    rel_se = ens.stderr.K[1:][:, iu[0], iu[1]] / np.abs(th.K[1:][:, iu[0], iu[1]])
     dg = np.arange(N)
     out: dict[str, Any] = {
         "K0_mean_rel_error": k0_err(th.K),
         "K0_mean_rel_stderr": float(np.mean(rel_se)),  # pure noise gives a mean |error| of ~0.8 of this
-        "K0_mean_rel_error_diagonal": float(np.mean(np.abs(ens.G[1:][:, dg, dg] / th.K[1:][:, dg, dg] - 1))),
-        "K0_mean_rel_stderr_diagonal": float(np.mean(ens.G_err[1:][:, dg, dg] / np.abs(th.K[1:][:, dg, dg]))),
+        "K0_mean_rel_error_diagonal": float(np.mean(np.abs(ens.K[1:][:, dg, dg] / th.K[1:][:, dg, dg] - 1))),
+        "K0_mean_rel_stderr_diagonal": float(np.mean(ens.stderr.K[1:][:, dg, dg] / np.abs(th.K[1:][:, dg, dg]))),
         "K0_max_z_first_order": float(np.nanmax(np.where(np.isfinite(zk), zk, np.nan)[1:])),
         "V4_max_z": float(np.nanmax(np.where(np.isfinite(zv), zv, np.nan)[1:])),
         "V4_rel_error_at_T": {},
@@ -328,21 +337,21 @@ def _pre_summary(th: Any, th_gh: Any, ens: Any) -> dict[str, Any]:
             continue
         lab = _entry_label(q, idx)
         if q == "V4":
-            r, rs = _rel(float(th.V[-1][idx]), float(ens.V4[-1][idx]), float(ens.V4_err[-1][idx]))
-            d = {"theory": float(th.V[-1][idx]), "sampled": float(ens.V4[-1][idx]), "rel": r, "rel_stderr": rs}
+            r, rs = _rel(float(th.V[-1][idx]), float(ens.V[-1][idx]), float(ens.stderr.V[-1][idx]))
+            d = {"theory": float(th.V[-1][idx]), "sampled": float(ens.V[-1][idx]), "rel": r, "rel_stderr": rs}
             if th_gh is not None:
                 d["theory_gh"] = float(th_gh.V[-1][idx])
-                d["rel_gh"] = _rel(float(th_gh.V[-1][idx]), float(ens.V4[-1][idx]), float(ens.V4_err[-1][idx]))[0]
+                d["rel_gh"] = _rel(float(th_gh.V[-1][idx]), float(ens.V[-1][idx]), float(ens.stderr.V[-1][idx]))[0]
             out["V4_rel_error_at_T"][lab] = d
         if q == "K1":
             d = {
                 "theory": float(th.K1[-1][idx]),
-                "sampled": float(n * (ens.G[-1][idx] - th.K[-1][idx])),
-                "stderr": float(n * ens.G_err[-1][idx]),
+                "sampled": float(n * (ens.K[-1][idx] - th.K[-1][idx])),
+                "stderr": float(n * ens.stderr.K[-1][idx]),
             }
             if th_gh is not None:
                 d["theory_gh"] = float(th_gh.K1[-1][idx])
-                d["sampled_gh"] = float(n * (ens.G[-1][idx] - th_gh.K[-1][idx]))
+                d["sampled_gh"] = float(n * (ens.K[-1][idx] - th_gh.K[-1][idx]))
             out["K1_at_T"][lab] = d
     return out
 
@@ -387,7 +396,7 @@ def _run_resmlp(spec: ResidualRunSpec, say: Log, progress: bool) -> dict[str, An
             tt = getattr(th, q)
             if tt is None or max(idx) >= N:
                 continue
-            e, s = (ens.G, ens.G_err) if q == "K" else (getattr(ens, q), getattr(ens, q + "_err"))
+            e, s = getattr(ens, q), getattr(ens.stderr, q)
             for li in range(spec.depth):
                 lead = float(tt[li][idx])
                 first = lead + float(th.K1[li][idx]) / n if q == "K" and th.K1 is not None else None
@@ -414,7 +423,7 @@ def _run_resmlp(spec: ResidualRunSpec, say: Log, progress: bool) -> dict[str, An
             if tt is None:
                 continue
             t_all = tt + th.K1 / n if q == "K" and th.K1 is not None else tt
-            e, s = (ens.G, ens.G_err) if q == "K" else (getattr(ens, q), getattr(ens, q + "_err"))
+            e, s = getattr(ens, q), getattr(ens.stderr, q)
             zl: list[float | None] = []
             for li in range(spec.depth):
                 d = np.abs(t_all[li] - e[li])
@@ -508,7 +517,7 @@ def _format_pre(results: dict[str, Any]) -> str:
     ]
     ghl = f"GH{gh['gh_order']}" if gh else None
     head = f"{'t':>6} {'entry':<11}{'ensemble':>11} {'theory':>11}" + (f" {ghl:>11}" if gh else "")
-    head += f" {'sampled':>11} {'± stderr':>10} {'rel.err ± se':>15}" + (f" {'rel.err ' + ghl:>15}" if gh else "")
+    head += f" {'sampled':>11} {'± stderr':>10} {'rel.err ± se':>15}" + (f" {f'rel.err {ghl}':>15}" if gh else "")
     head += f" {'|z|':>7}"
     lines += [head, "-" * len(head)]
     layers = sorted({e["layer"] for e in results["entries"]})
@@ -619,9 +628,9 @@ def _plots(spec: ResidualRunSpec, results: dict[str, Any], out: Path) -> list[st
     pre = spec.architecture == "preresnet"
     keys: list[tuple[str, tuple[int, ...]]] = []
     for e in entries:
-        k = (e["quantity"], tuple(e["index"]))
-        if k not in keys:
-            keys.append(k)
+        key = (e["quantity"], tuple(e["index"]))
+        if key not in keys:
+            keys.append(key)
     labels = [e["label"] for e in results["ensembles"]]
     ncol = 2 if pre else 3
     nrow = math.ceil(len(keys) / ncol)
