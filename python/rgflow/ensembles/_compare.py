@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..recursions import ALL_TENSORS, Theory
+from ..recursions import THEORY_TENSORS, Theory
 from ._mlp import Ensemble
 
 
@@ -66,7 +66,7 @@ def compare(th: Theory, ens: Ensemble, tensors: Sequence[str] | None = None) -> 
     the first-order theory when reading it at small width.
     """
     rows = Comparison()
-    names = tensors if tensors is not None else ALL_TENSORS
+    names = tensors if tensors is not None else THEORY_TENSORS
     for name in names:
         t = getattr(th, name, None)
         e = getattr(ens, name, None)
