@@ -175,13 +175,13 @@ def dntk_layers(
         Pn, Qn, Rn, Sn, Tn, Un = (np.zeros((N,) * 4) for _ in range(6))
         for d0, d1, d2, d3 in tuples:
             # P (11.49), as printed
-            Pn[d0, d1, d2, d3] = cw**2 * Th[d0, d1] * Th[d0, d2] * g4((2, 1, 1, 0), (d0, d1, d2, d3)) + rho * cw**2 * p2[
-                d1, d2
-            ] * (s20[d0, d3] * (B[d0, d0, d1, d2] + P[d0, d1, d2, d0]) + p2[d0, d3] * P[d0, d1, d2, d3])
-            # Q (11.52), as printed (coefficient lambda_W / C_W of F^(l+1), dntk.md §3.2)
-            tf = sum(
-                v1 * v2 * F[g1, d0, g2, d2] for g1, v1 in gz[d0, d1].items() for g2, v2 in gs[d2, d3].items()
+            Pn[d0, d1, d2, d3] = cw**2 * Th[d0, d1] * Th[d0, d2] * g4(
+                (2, 1, 1, 0), (d0, d1, d2, d3)
+            ) + rho * cw**2 * p2[d1, d2] * (
+                s20[d0, d3] * (B[d0, d0, d1, d2] + P[d0, d1, d2, d0]) + p2[d0, d3] * P[d0, d1, d2, d3]
             )
+            # Q (11.52), as printed (coefficient lambda_W / C_W of F^(l+1), dntk.md §3.2)
+            tf = sum(v1 * v2 * F[g1, d0, g2, d2] for g1, v1 in gz[d0, d1].items() for g2, v2 in gs[d2, d3].items())
             Qn[d0, d1, d2, d3] = (
                 cw**2 * Th[d0, d1] * Th[d0, d2] * g4((2, 1, 1, 0), (d0, d1, d2, d3))
                 + lw / cw * Fn[d1, d0, d3, d2]
@@ -212,23 +212,19 @@ def dntk_layers(
                 + lw * cw * Th[a1, a3] * g4((2, 1, 1, 0), (a1, a2, a3, a4))
                 + cw**2 * Th[a1, a3] * Th[a2, a4] * g4((2, 2, 1, 1), (a1, a2, a3, a4))
             )
-            tf = sum(
-                v1 * v2 * F[g1, a1, g2, a2] for g1, v1 in gx[a1, a3].items() for g2, v2 in gx[a2, a4].items()
-            )
+            tf = sum(v1 * v2 * F[g1, a1, g2, a2] for g1, v1 in gx[a1, a3].items() for g2, v2 in gx[a2, a4].items())
             tq = p2[a2, a4] * sum(v * Q[a2, a4, a1, g] for g, v in gx[a1, a3].items()) + p2[a1, a3] * sum(
                 v * Q[a1, a3, a2, g] for g, v in gx[a2, a4].items()
             )
             Tn[a1, a3, a4, a2] = (
-                Th[a1, a2] * src
-                + rho * tf
-                + rho * cw * tq
-                + rho * cw**2 * p2[a1, a3] * p2[a2, a4] * T[a1, a3, a4, a2]
+                Th[a1, a2] * src + rho * tf + rho * cw * tq + rho * cw**2 * p2[a1, a3] * p2[a2, a4] * T[a1, a3, a4, a2]
             )
             # U (∞.181): the entry U_{1423}, i.e. U[d0, d1, d2, d3] with 1 = d0, 4 = d1, 2 = d2, 3 = d3
             a1, a4, a2, a3 = d0, d1, d2, d3
-            Un[a1, a4, a2, a3] = cw**2 * Th[a1, a2] * Th[a1, a3] * Th[a2, a4] * g4(
-                (2, 2, 1, 1), (a1, a2, a3, a4)
-            ) + rho * cw**2 * p2[a1, a4] * p2[a2, a3] * U[a1, a4, a2, a3]
+            Un[a1, a4, a2, a3] = (
+                cw**2 * Th[a1, a2] * Th[a1, a3] * Th[a2, a4] * g4((2, 2, 1, 1), (a1, a2, a3, a4))
+                + rho * cw**2 * p2[a1, a4] * p2[a2, a3] * U[a1, a4, a2, a3]
+            )
         for k, v in zip("PQRSTU", (Pn, Qn, Rn, Sn, Tn, Un), strict=True):
             out[k].append(v)
     return {k: np.stack(v) for k, v in out.items()}
