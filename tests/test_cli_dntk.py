@@ -55,7 +55,7 @@ def test_run_config_dntk_table_results_and_theory_file(tmp_path, capsys):
     for e in entries:
         assert e["theory"] == getattr(direct, e["tensor"])[(2, *e["index"])]
     # the printed row of U at [0,1,1,0] is the value, to the printed digits
-    u = getattr(direct, "U")[2, 0, 1, 1, 0]
+    u = direct.U[2, 0, 1, 1, 0]
     row = next(ln for ln in out.splitlines() if ln.startswith("U "))
     assert f"{u:.6g}" in row.split()
     np.testing.assert_array_equal(th.P, direct.P)

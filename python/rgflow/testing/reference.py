@@ -1226,6 +1226,6 @@ def theory(
             quad_order,
         )
         for k, v in d.items():
-            tensors[k] = np.ascontiguousarray(v[(slice(None), *ix4)])
+            tensors[k] = np.ascontiguousarray(np.stack([layer[ix4] for layer in v]))
     options = {"ntk": ntk, "order": order, "quad_order": quad_order, "engine": "reference", "dntk": dntk}
     return Theory(net, x, tensors, options)
