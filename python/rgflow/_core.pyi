@@ -54,6 +54,7 @@ def mlp_theory(
     order: int,
     quad_order: int,
     quadrature_only: bool,
+    dntk: bool = False,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
 
 #: The theory functions return C-contiguous float64 arrays (L, N, N) / (L, N, N, N, N) whose memory

@@ -145,6 +145,8 @@ def build_spec(cfg: Config, base: Path) -> RunSpec | ResidualRunSpec:
     resolved["ensemble"].update(widths=widths, networks=nets, backend=backends)
     if arch == "mlp":
         assert x is not None
+        if th.dntk and not (th.ntk and th.order == 1):
+            raise ConfigError("'theory.dntk': the dNTK family needs theory.ntk = true and theory.order = 1")
         spec = RunSpec(
             activation=nw.activation,
             depth=depth,
@@ -161,6 +163,7 @@ def build_spec(cfg: Config, base: Path) -> RunSpec | ResidualRunSpec:
             out_width=nw.out_width,
             title=cfg.title,
             ntk=th.ntk,
+            dntk=th.dntk,
             order=th.order,
             quad_order=th.quad_order or None,
             method=th.expectations,
@@ -216,7 +219,7 @@ def build_spec(cfg: Config, base: Path) -> RunSpec | ResidualRunSpec:
     return spec
 
 
-def demo_spec(networks: int | None = None, quick: bool = False) -> RunSpec:
+def demo_spec(networks: int | None = None, quick: bool = False, dntk: bool = False) -> RunSpec:
     """The demo: a GELU MLP at criticality, depth 4, sampled at widths 16 and 64 (numpy)."""
     n_inputs, widths, nets, groups = (3, [16, 32], 1000, 16) if quick else (4, [16, 64], 8000, 32)
     nets = nets if networks is None else networks
@@ -230,6 +233,7 @@ def demo_spec(networks: int | None = None, quick: bool = False) -> RunSpec:
         "network": {"activation": "gelu", "depth": 4, **DEMO_CRITICAL},
         "inputs": {"generate": {"n": n_inputs, "dim": 3, "seed": 0, "mean_square": DEMO_MEAN_SQUARE}},
         "ensemble": {"widths": widths, "networks": nets, "groups": groups},
+        "theory": {"dntk": dntk},
     }
     spec = config_from_dict(raw)
     assert isinstance(spec, RunSpec)

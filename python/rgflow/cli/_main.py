@@ -2,7 +2,7 @@
 
 Usage::
 
-    rgflow demo [--out DIR] [--networks N] [--quick] [--no-plots] [--quiet]
+    rgflow demo [--out DIR] [--networks N] [--quick] [--dntk] [--no-plots] [--quiet]
     rgflow run CONFIG.toml [--out DIR] [--networks N] [--no-plots] [--quiet]
     rgflow run --schema [mlp|resmlp|preresnet]   # every configuration key, as a commented example
     rgflow critical [ACTIVATION ...]          # e.g. rgflow critical gelu leaky_relu:slope=0.2
@@ -80,8 +80,9 @@ class _Failure(RuntimeError):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    spec = demo_spec(args.networks, args.quick)
-    return _report(spec, args.out, args, "rgflow demo" + (" --quick" if args.quick else ""))
+    spec = demo_spec(args.networks, args.quick, args.dntk)
+    flags = (" --quick" if args.quick else "") + (" --dntk" if args.dntk else "")
+    return _report(spec, args.out, args, "rgflow demo" + flags)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -215,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="a smoke-test version: 3 inputs, widths 16 and 32, 1000 networks (a few seconds)",
+    )
+    d.add_argument(
+        "--dntk",
+        action="store_true",
+        help="also the dNTK family P, Q, R, S, T, U (theory values at the table layer; theory.dntk = true)",
     )
     d.set_defaults(func=_cmd_demo)
 

@@ -401,6 +401,11 @@ class Theory:
     """``[theory]``: what theory to compute and how."""
 
     ntk: bool = key("also the NTK family (Θ, Θ1, D, F, A, B)", True, archs=_MLP)
+    dntk: bool = key(
+        "also the dNTK family P, Q, R, S, T, U (theory only; needs ntk, order = 1; R-U NaN for kinked activations)",
+        False,
+        archs=_MLP,
+    )
     order: Literal[0, 1] = key("0: infinite width only, 1: first order in 1/n", 1, archs=_NOT_PRE)
     quad_order: int = key("quadrature nodes per piece (0: the core's default)", 0, ge=0)
     expectations: Literal["auto", "quadrature"] = key(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..recursions import ALL_TENSORS, PreResTheory, ResTheory, Theory
+from ..recursions import THEORY_TENSORS, PreResTheory, ResTheory, Theory
 from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
 
 
@@ -65,7 +65,7 @@ def _rows(
     out: list[tuple[str, Any, Any, Any]] = []
     if isinstance(ens, Ensemble) and isinstance(th, Theory):
         labels = list(range(1, ens.K.shape[0] + 1))
-        for name in tensors if tensors is not None else ALL_TENSORS:
+        for name in tensors if tensors is not None else THEORY_TENSORS:
             t = getattr(th, name, None)
             if t is None:
                 continue

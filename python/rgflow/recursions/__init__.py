@@ -3,19 +3,22 @@
 Layer 5 (depends on models, gauss and the Rust core).  One entry point, :func:`theory`, that
 dispatches on the network type:
 
-* :class:`~rgflow.MLP` → :class:`Theory` (K, K1, Θ, Θ1, V, D, F, A, B; ``ntk.md`` §1.2),
+* :class:`~rgflow.MLP` → :class:`Theory` (K, K1, Θ, Θ1, V, D, F, A, B; ``ntk.md`` §1.2; with
+  ``dntk=True`` also P, Q, R, S, T, U; ``dntk.md``),
 * :class:`~rgflow.ResMLP` → :class:`ResTheory` (K, V, S, K1; Appendix B),
 * :class:`~rgflow.PreResNet` → :class:`PreResTheory` (K0, V4, K1, …; ``resnets.md``).
 """
 
 from ._api import theory
-from ._mlp import ALL_TENSORS, FOUR_POINT, TWO_POINT, Theory, mlp_theory
+from ._mlp import ALL_TENSORS, DNTK_TENSORS, FOUR_POINT, THEORY_TENSORS, TWO_POINT, Theory, mlp_theory
 from ._preresnet import PreResTheory, preresnet_theory, preresnet_theory_gh
 from ._resmlp import ResTheory, nu_scale_invariant, resmlp_theory
 
 __all__ = [
     "ALL_TENSORS",
+    "DNTK_TENSORS",
     "FOUR_POINT",
+    "THEORY_TENSORS",
     "TWO_POINT",
     "PreResTheory",
     "ResTheory",

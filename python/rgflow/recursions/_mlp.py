@@ -9,6 +9,11 @@ Tensors, each float64, layer axis 0 = layer 1 (``../shared/spec/ntk.md`` §1.2):
   (slots 1, 3 preactivation samples, 2, 4 NTK samples),
   ``A[l, a1, a2, a3, a4] = A_{(a1 a2)(a3 a4)}``, ``B[l, a1, a2, a3, a4] = B_{a1 a2 a3 a4}``:
   shape (L, N, N, N, N).  Every layer-l tensor multiplies ``1/n_{l-1}``.
+* With ``dntk=True`` (``../shared/spec/dntk.md`` §1.3, each tensor in its own subscript order):
+  ``P[l, d0, d1, d2, d3] = P_{d0 d1 d2 d3}``, ``Q`` likewise (dNTK-preactivation
+  cross-correlations, PDLT (11.30)), ``R`` (first ddNTK mean, (∞.11)), ``S``, ``T``, ``U``
+  (second ddNTK mean, (∞.12): ``T[l, a, b, c, d] = T_{abcd}``, so the recursion's
+  ``T_{1342}`` is ``T[l, d1, d3, d4, d2]``), all (L, N, N, N, N), each multiplying ``1/n_{l-1}``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,16 @@ from ..models import MLP
 TWO_POINT = ("K", "K1", "Theta", "Theta1")
 FOUR_POINT = ("V", "D", "F", "A", "B")
 ALL_TENSORS = TWO_POINT + FOUR_POINT
+#: The dNTK family (``rgflow.theory(..., dntk=True)``; ``dntk.md``): P, Q and the ddNTK means R, S, T, U.
+DNTK_TENSORS = ("P", "Q", "R", "S", "T", "U")
+#: Every tensor a :class:`Theory` can hold.
+THEORY_TENSORS = ALL_TENSORS + DNTK_TENSORS
 
 
 class Theory:
     """Result of :func:`rgflow.theory`: tensors plus the network and inputs they came from.
 
-    Tensors not computed (``ntk=False`` or ``order=0``) are ``None``.
+    Tensors not computed (``ntk=False``, ``order=0`` or ``dntk=False``) are ``None``.
     """
 
     def __init__(
@@ -52,6 +61,12 @@ class Theory:
         self.F: np.ndarray | None = tensors.get("F")
         self.A: np.ndarray | None = tensors.get("A")
         self.B: np.ndarray | None = tensors.get("B")
+        self.P: np.ndarray | None = tensors.get("P")
+        self.Q: np.ndarray | None = tensors.get("Q")
+        self.R: np.ndarray | None = tensors.get("R")
+        self.S: np.ndarray | None = tensors.get("S")
+        self.T: np.ndarray | None = tensors.get("T")
+        self.U: np.ndarray | None = tensors.get("U")
 
     @property
     def depth(self) -> int:
@@ -63,7 +78,7 @@ class Theory:
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The computed tensors by name."""
-        return {k: getattr(self, k) for k in ALL_TENSORS if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in THEORY_TENSORS if getattr(self, k) is not None}
 
     def width(self, layer: int) -> int:
         """n_{l-1}, the width whose inverse multiplies layer-l corrections (1-based layer)."""
@@ -104,7 +119,7 @@ class Theory:
         """Load a :class:`Theory` saved by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            tensors = {k: (np.array(data[k]) if k in data.files else None) for k in ALL_TENSORS}
+            tensors = {k: (np.array(data[k]) if k in data.files else None) for k in THEORY_TENSORS}
             x = np.array(data["x"])
         return cls(MLP.from_dict(meta["net"]), x, tensors, meta.get("options"))
 
@@ -122,6 +137,7 @@ def mlp_theory(
     quad_order: int | None = None,
     expectations: str = "auto",
     method: str | None = None,
+    dntk: bool = False,
 ) -> Theory:
     """Compute the infinite-width kernels and their first-order (1/n) tensors for ``net`` on ``x``.
 
@@ -136,6 +152,10 @@ def mlp_theory(
     expectations: ``"auto"`` (closed-form expectations for relu, leaky_relu, linear, monomial,
         erf and gelu; quadrature otherwise) or ``"quadrature"`` (always quadrature).
     method: deprecated name of ``expectations`` (rgflow 0.1).
+    dntk: also the dNTK family (``dntk.md``; needs ``ntk=True``, ``order=1``): P, Q (PDLT ch. 11)
+        and the ddNTK means R, S, T, U (ch. ∞).  For kinked activations (relu, leaky_relu, elu)
+        the ddNTK means are not defined (PDLT (∞.39)-(∞.44), ``dntk.md`` §6.1): R, S, T, U are
+        NaN, with a :class:`RuntimeWarning`; P and Q are computed.
     """
 
     if not isinstance(net, MLP):
@@ -143,6 +163,8 @@ def mlp_theory(
     x = check_inputs(x)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
+    if dntk and not (ntk and order == 1):
+        raise ValueError("dntk=True needs ntk=True and order=1 (the dNTK family is first order in 1/n)")
 
     if method is not None:
         warnings.warn(
@@ -172,11 +194,24 @@ def mlp_theory(
         int(order),
         0 if quad_order is None else int(quad_order),
         qonly,
+        bool(dntk),
     )
-    tensors = {k: out.get(k) for k in ALL_TENSORS}
+    tensors = {k: out.get(k) for k in THEORY_TENSORS}
+    if dntk and out.get("R") is None:
+        warnings.warn(
+            f"the ddNTK means R, S, T, U are not defined for the kinked activation {net.activation.name!r} "
+            "(PDLT (∞.39)-(∞.44)); they are NaN.  P and Q are computed; use a smooth activation (gelu, swish) "
+            "for the ddNTKs",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        nan = np.full_like(out["P"], np.nan)
+        for k in ("R", "S", "T", "U"):
+            tensors[k] = nan.copy()
     if inverse is not None:
         for k, v in tensors.items():
             if v is not None:
                 idx = (slice(None),) + np.ix_(*([inverse] * (v.ndim - 1)))
                 tensors[k] = np.ascontiguousarray(v[idx])
-    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order, "expectations": expectations})
+    options = {"ntk": ntk, "order": order, "quad_order": quad_order, "expectations": expectations, "dntk": dntk}
+    return Theory(net, x, tensors, options)

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import ensembles
 from .._util.validation import check_inputs
+from ..recursions import DNTK_TENSORS
 from ..recursions import theory as _theory
 from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
 from ._spec import EnsembleSpec, RunSpec
@@ -116,7 +117,11 @@ def run_report(
     net0 = spec.net()
     say(f"theory: {net0!r} on {N} inputs of dimension {x.shape[1]} (order={spec.order}, ntk={spec.ntk})")
     t0 = time.perf_counter()
-    th = _theory(net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order, expectations=spec.method)
+    if spec.dntk and not (spec.ntk and spec.order == 1):
+        raise ValueError("theory.dntk = true needs theory.ntk = true and theory.order = 1")
+    th = _theory(
+        net0, x, ntk=spec.ntk, order=spec.order, quad_order=spec.quad_order, expectations=spec.method, dntk=spec.dntk
+    )
     t_theory = time.perf_counter() - t0
     say(f"theory done in {t_theory:.2f} s")
 
@@ -197,6 +202,7 @@ def run_report(
             "file": "theory.npz" if out_path is not None else None,
             "order": spec.order,
             "ntk": spec.ntk,
+            "dntk": spec.dntk,
             "quad_order": spec.quad_order,
             "expectations": spec.method,
             "seconds": t_theory,
@@ -204,6 +210,7 @@ def run_report(
         },
         "ensembles": ens_results,
         "entries": entries,
+        "dntk": _dntk_entries(th, N),
         "machine": machine_info(),
         "plots": [],
     }
@@ -234,6 +241,27 @@ def run_report(
     results["_theory"] = th
     results["_ensembles"] = ens_objs
     return results
+
+
+#: Representative sample patterns of the dNTK tables: one input, two inputs in each pairing.
+_DNTK_PATTERNS = ((0, 0, 0, 0), (0, 0, 1, 1), (0, 1, 0, 1), (0, 1, 1, 0), (1, 0, 0, 0))
+
+
+def _dntk_entries(th: Any, N: int) -> list[dict[str, Any]]:
+    """Theory values of P, Q, R, S, T, U at representative entries, every layer (empty without dntk)."""
+    out: list[dict[str, Any]] = []
+    pats = [p for p in _DNTK_PATTERNS if max(p) < N]
+    for name in DNTK_TENSORS:
+        t = getattr(th, name, None)
+        if t is None:
+            continue
+        for idx in pats:
+            for li in range(t.shape[0]):
+                v = float(t[li][idx])
+                out.append(
+                    {"tensor": name, "index": list(idx), "layer": li + 1, "theory": None if math.isnan(v) else v}
+                )
+    return out
 
 
 def _entries(th: Any, ens_objs: Sequence[Any], labels: Sequence[str], N: int) -> list[dict[str, Any]]:
@@ -395,6 +423,19 @@ def format_table(results: dict[str, Any], layer: int | None = None) -> str:
             by.setdefault(r["tensor"], []).append("inf" if z is None or math.isinf(z) else f"{z:.1f}")
         cells = "  ".join(f"{t}: {'/'.join(by[t])}" for t in tens if t in by)
         lines.append(f"  {er['label']:<10} (layers 2..{net['depth']})  {cells}")
+    dn = [e for e in results.get("dntk", []) if e["layer"] == layer]
+    if dn:
+        pats = sorted({tuple(e["index"]) for e in dn})
+        lines += ["", f"dNTK family at layer {layer} (theory, each multiplying 1/n_{layer - 1}; dntk.md §1.3):"]
+        head = f"{'tensor':<8}" + "".join(f"{'[' + ','.join(map(str, p)) + ']':>14}" for p in pats)
+        lines += [head, "-" * len(head)]
+        for name in DNTK_TENSORS:
+            vals = {tuple(e["index"]): e["theory"] for e in dn if e["tensor"] == name}
+            if vals:
+                cells = "".join(f"{'n/a' if vals.get(p) is None else format(vals[p], '.6g'):>14}" for p in pats)
+                lines.append(f"{name:<8}{cells}")
+        if any(e["theory"] is None for e in dn):
+            lines.append("n/a: not defined for kinked activations (PDLT (∞.39)-(∞.44)).")
     return "\n".join(lines)
 
 

@@ -69,7 +69,8 @@ import numpy as np
 from .._util.validation import check_inputs
 from ..activations import Activation
 from ..models import MLP
-from ..recursions import Theory
+from ..recursions import THEORY_TENSORS, Theory
+from ._dntk import dntk_layers
 
 __all__ = ["theory", "gaussian_expectation", "default_quad_orders"]
 
@@ -1143,7 +1144,9 @@ def _step(
     return new
 
 
-def theory(net: MLP, x: Any, *, ntk: bool = True, order: int = 1, quad_order: int | None = None) -> Theory:
+def theory(
+    net: MLP, x: Any, *, ntk: bool = True, order: int = 1, quad_order: int | None = None, dntk: bool = False
+) -> Theory:
     """Reference (pure numpy) first-order theory of ``net`` on inputs ``x``; same output as :func:`rgflow.theory`.
 
     Parameters
@@ -1155,6 +1158,10 @@ def theory(net: MLP, x: Any, *, ntk: bool = True, order: int = 1, quad_order: in
     quad_order: None (default) for the adaptive rules described in the module docstring; an
         integer n forces plain fixed rules with n nodes per level (per piece for kinked
         activations) for every block size (for convergence studies; n^d nodes per block).
+    dntk: also P, Q, R, S, T, U (``shared/spec/dntk.md``; needs ntk and order=1; smooth
+        activations), by the book's inverse-kernel form of the recursions on tensor
+        Gauss-Hermite rules (``rgflow.testing._dntk``; ``quad_order`` sets its nodes per
+        dimension too).
 
     Returns a :class:`~rgflow.theory.Theory` with K, K1, Theta, Theta1 of shape (L, N, N) and
     V, D, F, A, B of shape (L, N, N, N, N), index order of ``shared/spec/ntk.md`` §1.2.
@@ -1164,6 +1171,8 @@ def theory(net: MLP, x: Any, *, ntk: bool = True, order: int = 1, quad_order: in
     x = check_inputs(x)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
+    if dntk and not (ntk and order == 1):
+        raise ValueError("dntk=True needs ntk=True and order=1")
     if quad_order is not None and (isinstance(quad_order, bool) or int(quad_order) != quad_order or quad_order < 2):
         raise ValueError(f"quad_order must be an integer >= 2, got {quad_order!r}")
     ntk = bool(ntk)
@@ -1198,9 +1207,25 @@ def theory(net: MLP, x: Any, *, ntk: bool = True, order: int = 1, quad_order: in
     names4 = (["V"] + (["D", "F", "A", "B"] if ntk else [])) if order == 1 else []
     ix2 = np.ix_(inv, inv)
     ix4 = np.ix_(inv, inv, inv, inv)
-    tensors: dict[str, np.ndarray | None] = {k: None for k in ("K", "K1", "Theta", "Theta1", "V", "D", "F", "A", "B")}
+    tensors: dict[str, np.ndarray | None] = {k: None for k in THEORY_TENSORS}
     for k in names2:
         tensors[k] = np.stack([np.asarray(h[k], dtype=float)[ix2] for h in hist])
     for k in names4:
         tensors[k] = np.stack([np.asarray(h[k], dtype=float)[ix4] for h in hist])
-    return Theory(net, x, tensors, {"ntk": ntk, "order": order, "quad_order": quad_order, "engine": "reference"})
+    if dntk:
+        rhos = [widths[l] / widths[l - 1] for l in range(1, L)]
+        d = dntk_layers(
+            net.activation,
+            [h["K"] for h in hist],
+            [h["Theta"] for h in hist],
+            [h["F"] for h in hist],
+            [h["B"] for h in hist],
+            list(net.C_W),
+            list(net.lambda_W),
+            rhos,
+            quad_order,
+        )
+        for k, v in d.items():
+            tensors[k] = np.ascontiguousarray(np.stack([layer[ix4] for layer in v]))
+    options = {"ntk": ntk, "order": order, "quad_order": quad_order, "engine": "reference", "dntk": dntk}
+    return Theory(net, x, tensors, options)

@@ -4,7 +4,9 @@
 //! * [`PairTable`]: two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for every pair a < b and
 //!   single-sample values `⟨D^m(σ^{(p)}σ^{(q)})⟩` on the diagonal, with the accessors the
 //!   recursions use (`⟨∂_{g₁}…∂_{gₘ}(σ_aσ_b)⟩` over the distinct samples of a pair);
-//! * [`FourPoint`]: dense four-point tables `⟨σσσσ⟩`, `⟨σσσ'σ'⟩`, `⟨σ'σ'σ'σ'⟩`;
+//! * [`FourPoint`]: dense four-point tables `⟨σ^{(o₀)}σ^{(o₁)}σ^{(o₂)}σ^{(o₃)}⟩` per derivative
+//!   pattern: `⟨σσσσ⟩`, `⟨σσσ'σ'⟩`, `⟨σ'σ'σ'σ'⟩` and for the dNTK family `⟨σ''σ'σ'σ⟩`,
+//!   `⟨σ'''σ'σ'σ'⟩`, `⟨σ''σ''σ'σ'⟩`, all from one pass over the unique sample multisets;
 //! * the sample bookkeeping: [`distinct`] samples of a pair, [`multisets4`], [`key4`], and
 //!   [`fill4`] for N⁴ tensors in parallel.
 //!
@@ -15,7 +17,7 @@ use std::ops::Deref;
 use rayon::prelude::*;
 
 use crate::activations::ActivationFn;
-use crate::expect::{expect_block, pair_values, QuadOpts, Term};
+use crate::expect::{expect_block, first_singular_order, pair_values, QuadOpts, Term};
 use crate::RgError;
 
 /// The distinct samples of a pair (a, b): `[a]` when a = b, else `[a, b]` (no allocation).
@@ -208,41 +210,95 @@ pub(crate) fn key4(mut codes: [u16; 4]) -> u64 {
     codes[0] as u64 | (codes[1] as u64) << 16 | (codes[2] as u64) << 32 | (codes[3] as u64) << 48
 }
 
-/// Factor code: σ (`prime = false`) or σ' at `sample`.
+/// Factor code: σ^{(order)} at `sample` (order ≤ 3).
 #[inline]
-fn code(sample: usize, prime: bool) -> u16 {
-    ((sample << 1) | prime as usize) as u16
+fn code(sample: usize, order: u8) -> u16 {
+    ((sample << 2) | order as usize) as u16
 }
 
-/// Dense four-point expectations of one layer (N⁴ each, row-major):
-/// `s0[a,b,c,d] = ⟨σ_aσ_bσ_cσ_d⟩`, and with the NTK family `s2[a,b,c,d] = ⟨σ_aσ_b σ'_cσ'_d⟩`
-/// and `s4[a,b,c,d] = ⟨σ'_aσ'_bσ'_cσ'_d⟩`.
+/// Derivative-order pattern of a dense four-point table: entry `[a, b, c, d]` of the table of
+/// pattern `o` is `⟨σ^{(o₀)}_a σ^{(o₁)}_b σ^{(o₂)}_c σ^{(o₃)}_d⟩`.
+pub(crate) type Pattern = [u8; 4];
+
+/// ⟨σσσσ⟩ (V, D, A).
+pub(crate) const P0000: Pattern = [0, 0, 0, 0];
+/// ⟨σσσ'σ'⟩ (D, F, A; Q and T as `⟨σ'σσ'σ⟩`).
+pub(crate) const P0011: Pattern = [0, 0, 1, 1];
+/// ⟨σ'σ'σ'σ'⟩ (A, B, S).
+pub(crate) const P1111: Pattern = [1, 1, 1, 1];
+/// ⟨σ''σ'σ'σ⟩ (P, Q, R, T).
+pub(crate) const P2110: Pattern = [2, 1, 1, 0];
+/// ⟨σ'''σ'σ'σ'⟩ (R).
+pub(crate) const P3111: Pattern = [3, 1, 1, 1];
+/// ⟨σ''σ''σ'σ'⟩ (S, T, U).
+pub(crate) const P2211: Pattern = [2, 2, 1, 1];
+
+/// Which four-point tables a layer needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FourPointSet {
+    /// ⟨σσσσ⟩ only (V).
+    Kernel,
+    /// and ⟨σσσ'σ'⟩, ⟨σ'σ'σ'σ'⟩ (D, F, A, B).
+    Ntk,
+    /// and ⟨σ''σ'σ'σ⟩ (P, Q).
+    Dntk,
+    /// and ⟨σ'''σ'σ'σ'⟩, ⟨σ''σ''σ'σ'⟩ (R, S, T, U).
+    Ddntk,
+}
+
+impl FourPointSet {
+    fn patterns(self) -> &'static [Pattern] {
+        const ALL: [Pattern; 6] = [P0000, P0011, P1111, P2110, P3111, P2211];
+        match self {
+            FourPointSet::Kernel => &ALL[..1],
+            FourPointSet::Ntk => &ALL[..3],
+            FourPointSet::Dntk => &ALL[..4],
+            FourPointSet::Ddntk => &ALL,
+        }
+    }
+}
+
+/// Dense four-point expectations of one layer (N⁴ each, row-major), one table per
+/// [`Pattern`] of the requested [`FourPointSet`] (in the order of [`FourPointSet::patterns`]).
 pub(crate) struct FourPoint {
     n: usize,
-    pub(crate) s0: Vec<f64>,
-    pub(crate) s2: Vec<f64>,
-    pub(crate) s4: Vec<f64>,
+    tables: Vec<Vec<f64>>,
 }
 
 impl FourPoint {
     #[inline]
-    fn at(&self, t: &[f64], a: usize, b: usize, c: usize, d: usize) -> f64 {
-        t[((a * self.n + b) * self.n + c) * self.n + d]
+    fn at(&self, t: usize, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.tables[t][((a * self.n + b) * self.n + c) * self.n + d]
     }
     /// ⟨σ_aσ_bσ_cσ_d⟩.
     #[inline]
     pub(crate) fn ssss(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.at(&self.s0, a, b, c, d)
+        self.at(0, a, b, c, d)
     }
     /// ⟨σ_aσ_b σ'_cσ'_d⟩.
     #[inline]
     pub(crate) fn sspp(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.at(&self.s2, a, b, c, d)
+        self.at(1, a, b, c, d)
     }
     /// ⟨σ'_aσ'_bσ'_cσ'_d⟩.
     #[inline]
     pub(crate) fn pppp(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.at(&self.s4, a, b, c, d)
+        self.at(2, a, b, c, d)
+    }
+    /// ⟨σ''_a σ'_b σ'_c σ_d⟩.
+    #[inline]
+    pub(crate) fn g2110(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.at(3, a, b, c, d)
+    }
+    /// ⟨σ'''_a σ'_b σ'_c σ'_d⟩.
+    #[inline]
+    pub(crate) fn g3111(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.at(4, a, b, c, d)
+    }
+    /// ⟨σ''_a σ''_b σ'_c σ'_d⟩.
+    #[inline]
+    pub(crate) fn g2211(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        self.at(5, a, b, c, d)
     }
 }
 
@@ -279,22 +335,67 @@ fn perms4() -> Vec<[usize; 4]> {
     out
 }
 
-/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ over all multisets of 4 samples and even prime patterns (each unique
-/// multiset once, in parallel), scattered into the dense [`FourPoint`] tables.
+/// The per-sample factor `Π_i σ^{(m_i)}(z)` of one sample as a linear combination of engine
+/// terms.  Regular products are one [`Term::prod`], a lone distributional derivative one
+/// [`Term::sigma`].  For an activation whose σ' jumps (relu, leaky relu: σ'' = jump·δ), a
+/// σ'' times powers of σ' and σ at the *same* sample is the distribution
+/// `σ''σ'^kσ^j = [D(σ'^{k+1}σ^j) − j σ'^{k+2}σ^{j−1}]/(k+1)` (the product rule, with
+/// `σ''σ'^k = D(σ'^{k+1})/(k+1)`: δ times a step takes the step's mean value at the kink);
+/// any other product of a distribution with factors at its own sample is refused.
+pub(crate) fn sample_factor(
+    orders: &[u8],
+    first_singular: usize,
+) -> Result<Vec<(f64, Term)>, RgError> {
+    let singular = orders
+        .iter()
+        .filter(|&&m| m as usize >= first_singular)
+        .count();
+    if singular == 0 {
+        return Ok(vec![(1.0, Term::prod(orders))]);
+    }
+    if orders.len() == 1 {
+        return Ok(vec![(1.0, Term::sigma(orders[0]))]);
+    }
+    let twos = orders.iter().filter(|&&m| m == 2).count();
+    if first_singular == 2 && singular == 1 && twos == 1 && orders.iter().all(|&m| m <= 2) {
+        let k = orders.iter().filter(|&&m| m == 1).count();
+        let j = orders.iter().filter(|&&m| m == 0).count();
+        let mut d = vec![1u8; k + 1];
+        d.extend(std::iter::repeat_n(0u8, j));
+        let mut out = vec![(1.0 / (k + 1) as f64, Term::deriv_of(1, &d))];
+        if j > 0 {
+            let mut r = vec![1u8; k + 2];
+            r.extend(std::iter::repeat_n(0u8, j - 1));
+            out.push((-(j as f64) / (k + 1) as f64, Term::prod(&r)));
+        }
+        return Ok(out);
+    }
+    Err(RgError::value(format!(
+        "the product of derivatives {orders:?} of a kinked activation at one sample is not defined \
+         (products of its delta functions); use a smooth activation (gelu, swish, tanh, ...)"
+    )))
+}
+
+/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ for every [`Pattern`] of `set`, over all multisets of 4 samples:
+/// one pass over the unique sample multisets (in parallel), each evaluating the distinct
+/// integrands of all patterns and orderings in one [`expect_block`] call (shared nodes),
+/// scattered into the dense [`FourPoint`] tables.
 pub(crate) fn four_point_expectations(
     act: &dyn ActivationFn,
     k: &[f64],
     n: usize,
-    ntk: bool,
+    set: FourPointSet,
     opts: &QuadOpts,
 ) -> Result<FourPoint, RgError> {
     let sets = multisets4(n);
-    let masks: Vec<u32> = (0u32..16)
-        .filter(|m| m.count_ones() % 2 == 0 && (ntk || *m == 0))
-        .collect();
-    let values: Vec<Vec<f64>> = sets
+    let patterns = set.patterns();
+    let perms = perms4();
+    let first_singular = first_singular_order(act)?;
+    let np = patterns.len() * perms.len();
+    // per multiset: the unique values and, per (pattern, permutation), the slot of its value
+    let values: Vec<(Vec<f64>, Vec<u8>)> = sets
         .par_iter()
-        .map(|s| -> Result<Vec<f64>, RgError> {
+        .map(|s| -> Result<(Vec<f64>, Vec<u8>), RgError> {
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
             let dn = ds.len();
@@ -303,60 +404,69 @@ pub(crate) fn four_point_expectations(
                 .flat_map(|&p| ds.iter().map(move |&q| k[p * n + q]))
                 .collect();
             let mut keys: Vec<u64> = vec![];
-            let mut slot: Vec<usize> = vec![];
+            let mut slot: Vec<u8> = Vec::with_capacity(np);
+            // per unique key: (coefficient, integrand index) of its expansion
+            let mut combos: Vec<Vec<(f64, usize)>> = vec![];
             let mut its: Vec<Vec<Term>> = vec![];
-            for &mask in &masks {
-                let key = key4([0, 1, 2, 3].map(|i| code(s[i], mask >> i & 1 == 1)));
-                if let Some(p) = keys.iter().position(|&x| x == key) {
-                    slot.push(p);
-                    continue;
+            for pat in patterns {
+                for p in &perms {
+                    let key = key4([0, 1, 2, 3].map(|i| code(s[p[i]], pat[i])));
+                    if let Some(q) = keys.iter().position(|&x| x == key) {
+                        slot.push(q as u8);
+                        continue;
+                    }
+                    slot.push(keys.len() as u8);
+                    keys.push(key);
+                    // each distinct sample's factor as a combination of terms, multiplied out
+                    let mut expansion: Vec<(f64, Vec<Term>)> = vec![(1.0, vec![])];
+                    for &smp in &ds {
+                        let orders: Vec<u8> =
+                            (0..4).filter(|&i| s[p[i]] == smp).map(|i| pat[i]).collect();
+                        let factor = sample_factor(&orders, first_singular)?;
+                        let mut next = Vec::with_capacity(expansion.len() * factor.len());
+                        for (c, ts) in &expansion {
+                            for (cf, t) in &factor {
+                                let mut ts = ts.clone();
+                                ts.push(t.clone());
+                                next.push((c * cf, ts));
+                            }
+                        }
+                        expansion = next;
+                    }
+                    let mut combo = vec![];
+                    for (c, ts) in expansion {
+                        let i = match its.iter().position(|x| *x == ts) {
+                            Some(i) => i,
+                            None => {
+                                its.push(ts);
+                                its.len() - 1
+                            }
+                        };
+                        combo.push((c, i));
+                    }
+                    combos.push(combo);
                 }
-                slot.push(keys.len());
-                keys.push(key);
-                let terms: Vec<Term> = ds
-                    .iter()
-                    .map(|&smp| {
-                        let orders: Vec<u8> = (0..4)
-                            .filter(|&i| s[i] == smp)
-                            .map(|i| (mask >> i & 1) as u8)
-                            .collect();
-                        Term::prod(&orders)
-                    })
-                    .collect();
-                its.push(terms);
             }
             let v = expect_block(act, &cov, dn, &its, opts)
                 .map_err(|e| e.context(&format!("four-point expectations for inputs {s:?}")))?;
-            Ok(slot.into_iter().map(|p| v[p]).collect())
+            let vals = combos
+                .iter()
+                .map(|c| c.iter().map(|&(cf, i)| cf * v[i]).sum())
+                .collect();
+            Ok((vals, slot))
         })
         .collect::<Result<_, _>>()?;
     let n4 = n * n * n * n;
     let idx = |p: [usize; 4]| ((p[0] * n + p[1]) * n + p[2]) * n + p[3];
-    let mut fp = FourPoint {
-        n,
-        s0: vec![0.0; n4],
-        s2: if ntk { vec![0.0; n4] } else { vec![] },
-        s4: if ntk { vec![0.0; n4] } else { vec![] },
-    };
-    let perms = perms4();
-    for (s, v) in sets.iter().zip(&values) {
-        for (&mask, &val) in masks.iter().zip(v) {
-            match mask.count_ones() {
-                0 => perms.iter().for_each(|p| fp.s0[idx(p.map(|i| s[i]))] = val),
-                4 => perms.iter().for_each(|p| fp.s4[idx(p.map(|i| s[i]))] = val),
-                _ => {
-                    let (pr, un): (Vec<usize>, Vec<usize>) =
-                        (0..4).partition(|&i| mask >> i & 1 == 1);
-                    for (u0, u1) in [(un[0], un[1]), (un[1], un[0])] {
-                        for (p0, p1) in [(pr[0], pr[1]), (pr[1], pr[0])] {
-                            fp.s2[idx([s[u0], s[u1], s[p0], s[p1]])] = val;
-                        }
-                    }
-                }
+    let mut tables = vec![vec![0.0; n4]; patterns.len()];
+    for (s, (vals, slot)) in sets.iter().zip(&values) {
+        for (t, table) in tables.iter_mut().enumerate() {
+            for (j, p) in perms.iter().enumerate() {
+                table[idx(p.map(|i| s[i]))] = vals[slot[t * perms.len() + j] as usize];
             }
         }
     }
-    Ok(fp)
+    Ok(FourPoint { n, tables })
 }
 
 /// Fill an N⁴ tensor in parallel over the first index.

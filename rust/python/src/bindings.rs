@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyTuple};
 use rgflow_core::expect::{
     expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term,
 };
-use rgflow_core::mlp::{mlp_theory as core_theory, MlpSpec};
+use rgflow_core::mlp::{mlp_theory_dntk as core_theory, MlpSpec};
 
 use crate::activation::activation;
 use crate::convert::{err, flat, into_array, terms, TermSpec};
@@ -103,7 +103,9 @@ pub(crate) fn quadrature_rule<'py>(
 }
 
 /// All tensors of the first-order MLP theory; returns a dict of (L, N, N) / (L, N, N, N, N) arrays.
+/// `dntk` adds P, Q and (activations smooth up to σ''') R, S, T, U.
 #[pyfunction]
+#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mlp_theory<'py>(
     py: Python<'py>,
@@ -118,6 +120,7 @@ pub(crate) fn mlp_theory<'py>(
     order: usize,
     quad_order: usize,
     quadrature_only: bool,
+    dntk: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let a = activation(act)?;
     let (n, n0) = (x.shape()[0], x.shape()[1]);
@@ -134,7 +137,7 @@ pub(crate) fn mlp_theory<'py>(
         quadrature_only,
     };
     let t = py
-        .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, &opts))
+        .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, dntk, &opts))
         .map_err(err)?;
     let out = PyDict::new(py);
     out.set_item("K", into_array(py, t.k, &[n, n])?)?;
@@ -144,7 +147,19 @@ pub(crate) fn mlp_theory<'py>(
             out.set_item(name, into_array(py, v, &[n, n])?)?;
         }
     }
-    let four = [("V", t.v), ("D", t.d), ("F", t.f), ("A", t.a), ("B", t.b)];
+    let four = [
+        ("V", t.v),
+        ("D", t.d),
+        ("F", t.f),
+        ("A", t.a),
+        ("B", t.b),
+        ("P", t.p),
+        ("Q", t.q),
+        ("R", t.r),
+        ("S", t.s),
+        ("T", t.t),
+        ("U", t.u),
+    ];
     for (name, v) in four {
         if let Some(v) = v {
             out.set_item(name, into_array(py, v, &[n, n, n, n])?)?;

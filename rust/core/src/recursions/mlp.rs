@@ -8,12 +8,16 @@
 //! * K' = C_b + C_W⟨σσ⟩ (4.118);  Θ' = λ_b + λ_W⟨σσ⟩ + C_W⟨σ'σ'⟩Θ (9.5)
 //! * V' (4.119) with ⟨σσ(zz−K)⟩ K^{-1}K^{-1} → C^{12}_{γγ'} = ⟨∂γ∂γ'(σσ)⟩ (§4c)
 //! * K1' = ρ C_W 𝒩[σσ] (4.115), 𝒩[O] = ½K1·⟨∂∂O⟩ + ⅛V·⟨∂⁴O⟩ (ntk.md §1.3)
-//! * D' (8.77), F' (8.79), B' (8.89), A' (8.97, D-terms with C_W/2), Θ1' (ntk.md §1.4).
+//! * D' (8.77), F' (8.79), B' (8.89), A' (8.97, D-terms with C_W/2), Θ1' (ntk.md §1.4);
+//! * with `dntk`: P, Q, R, S, T, U ([`super::dntk`], `dntk.md` §3).
 
 use crate::activations::ActivationFn;
+use crate::expect::first_singular_order;
 use crate::expect::QuadOpts;
 use crate::layers::Layers;
-use crate::tables::{distinct, fill4, four_point_expectations, PairTable};
+use crate::tables::{distinct, fill4, four_point_expectations, FourPointSet, PairTable};
+
+use super::dntk::{dntk_layer, DntkStacks};
 use crate::RgError;
 
 /// Network hyperparameters; per-layer vectors have length L, `widths` = (n_0, …, n_L).
@@ -84,6 +88,14 @@ pub struct TheoryTensors {
     pub f: Option<Layers>,
     pub a: Option<Layers>,
     pub b: Option<Layers>,
+    /// dNTK–preactivation cross-correlations P, Q (`dntk.md` §3.1–3.2), N⁴ per layer.
+    pub p: Option<Layers>,
+    pub q: Option<Layers>,
+    /// ddNTK means R, S, T, U (`dntk.md` §3.3–3.6); None for kinked activations (§6.1).
+    pub r: Option<Layers>,
+    pub s: Option<Layers>,
+    pub t: Option<Layers>,
+    pub u: Option<Layers>,
 }
 
 /// (i, j) derivative-order pairs needed off the diagonal.
@@ -145,7 +157,29 @@ pub fn mlp_theory(
     order: usize,
     opts: &QuadOpts,
 ) -> Result<TheoryTensors, RgError> {
+    mlp_theory_dntk(act, x, n, n0, spec, ntk, order, false, opts)
+}
+
+/// [`mlp_theory`], and with `dntk` (needs `ntk` and `order == 1`) the dNTK family P, Q and,
+/// for activations without a kink in their derivatives up to σ''', the ddNTK family R, S, T, U.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_theory_dntk(
+    act: &dyn ActivationFn,
+    x: &[f64],
+    n: usize,
+    n0: usize,
+    spec: &MlpSpec,
+    ntk: bool,
+    order: usize,
+    dntk: bool,
+    opts: &QuadOpts,
+) -> Result<TheoryTensors, RgError> {
     spec.validate()?;
+    if dntk && !(ntk && order == 1) {
+        return Err(RgError::value(
+            "the dNTK family (P, Q, R, S, T, U) needs ntk = true and order = 1",
+        ));
+    }
     if n == 0 {
         return Err(RgError::value("no inputs (N = 0)"));
     }
@@ -196,6 +230,9 @@ pub fn mlp_theory(
         stack(n4, first && ntk),
         stack(n4, first && ntk),
     );
+    // dNTK family: P, Q always, R, S, T, U only for activations smooth up to σ'''
+    let ddntk = dntk && first_singular_order(act)? == usize::MAX;
+    let mut dntk_prev = dntk.then(|| DntkStacks::new(n4, l_total, ddntk));
     if first {
         k1s.push_zeros();
         vs.push_zeros();
@@ -221,7 +258,13 @@ pub fn mlp_theory(
             .map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * thl[i])
             .collect();
         if first {
-            let g4 = four_point_expectations(act, kl, n, ntk, opts)
+            let set = match (ntk, dntk, ddntk) {
+                (_, _, true) => FourPointSet::Ddntk,
+                (_, true, false) => FourPointSet::Dntk,
+                (true, false, _) => FourPointSet::Ntk,
+                (false, ..) => FourPointSet::Kernel,
+            };
+            let g4 = four_point_expectations(act, kl, n, set, opts)
                 .map_err(|e| e.context(&format!("layer {l}")))?;
             let v = &vs[l - 1];
             let k1 = &k1s[l - 1];
@@ -394,6 +437,11 @@ pub fn mlp_theory(
                             + cw * tdf)
                     })
                     .collect();
+                if let Some(dn) = dntk_prev.as_mut() {
+                    let dl = dntk_layer(act, ly, &g4, kl, thl, ft, bt, dn, l, n, cw, lw, rho, opts)
+                        .map_err(|e| e.context(&format!("layer {l}")))?;
+                    dn.push(dl);
+                }
                 dss.push(d_new);
                 fs.push(f_new);
                 bs.push(b_new);
@@ -419,6 +467,9 @@ pub fn mlp_theory(
             out.a = Some(as_);
             out.b = Some(bs);
         }
+    }
+    if let Some(dn) = dntk_prev {
+        dn.store(&mut out);
     }
     Ok(out)
 }

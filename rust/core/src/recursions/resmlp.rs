@@ -26,7 +26,7 @@
 use crate::activations::ActivationFn;
 use crate::expect::QuadOpts;
 use crate::layers::Layers;
-use crate::tables::{distinct, fill4, four_point_expectations, PairTable};
+use crate::tables::{distinct, fill4, four_point_expectations, FourPointSet, PairTable};
 use crate::RgError;
 
 /// Residual-MLP hyperparameters, one entry per layer 1..L; `gamma[0]` is unused (layer 1
@@ -150,7 +150,7 @@ pub fn resmlp_theory(
             .map(|i| cb + cw * ly.s(i / n, i % n) + g2 * kl[i])
             .collect();
         if first {
-            let g4 = four_point_expectations(act, kl, n, false, opts)
+            let g4 = four_point_expectations(act, kl, n, FourPointSet::Kernel, opts)
                 .map_err(|e| e.context(&format!("layer {l}")))?;
             let (v, s, k1) = (&vs[l - 1], &ss[l - 1], &k1s[l - 1]);
             let v_at = |a: usize, b: usize, c: usize, d: usize| v[((a * n + b) * n + c) * n + d];
