@@ -1,4 +1,4 @@
-"""Benchmark 2: the first-order theory, rgflow.theory (Rust core) vs rgflow.reference.theory (numpy).
+"""Benchmark 2: the first-order theory, rgflow.theory (Rust core) vs rgflow.testing.reference.theory (numpy).
 
 All tensors (K, K1, Theta, Theta1, V, D, F, A, B) of a depth-L MLP (default L = 10) for gelu at
 criticality and relu (C_W = 2), on N random inputs, for N in ``--sizes`` (default 4 8 16 32).
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rgflow  # noqa: E402
 from _common import fmt, log, machine, table, timed, write_json  # noqa: E402
-from rgflow import reference  # noqa: E402
+from rgflow.testing import reference  # noqa: E402
 
 NETS = {
     "gelu": {"C_b": 0.17292239, "C_W": 1.98305826},
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             cells += ["—", "—", "—", "—"]
         cells.append(fmt(r.get("rgflow_full_s", r.get("rgflow_s"))))
         rows.append(cells)
-    print(f"First-order theory, all tensors, depth {args.depth}: rgflow.theory vs rgflow.reference.theory (numpy)")
+    print(f"First-order theory, all tensors, depth {args.depth}: rgflow.theory vs the numpy reference (rgflow.testing)")
     print(table(headers, rows))
     write_json(args.json, {"benchmark": "theory", "machine": machine(), "results": results,
                            "headers": headers, "rows": rows, "cap_s": args.cap})  # fmt: skip
