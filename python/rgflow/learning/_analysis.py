@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..models import MLP
-from ..recursions import Theory, theory
+from ..recursions import Theory, mlp_theory
 from ._bayes import evidence_kernel_gradient, hebbian_conditional_variance, log_evidence_from_kernel
 from ._bayes import representation_shift as _shift
 from ._checks import Chol, check_indices, check_noise, check_targets, check_theory
@@ -44,7 +44,7 @@ def evidence_gradient(
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
     xx = np.asarray(x, dtype=float)
-    th = theory(net, xx, ntk=False, order=0)
+    th = mlp_theory(net, xx, ntk=False, order=0)
     tr = check_indices("train", np.arange(th.n_inputs) if train is None else train, th.n_inputs)
     yy = check_targets(y, len(tr))
     s2 = check_noise(noise)
@@ -62,10 +62,11 @@ def evidence_gradient(
             for sgn in (1.0, -1.0):
                 v = list(vals)
                 v[ell] = vals[ell] + sgn * h
-                kw = {"C_b": list(net.C_b), "C_W": list(net.C_W), name: v}
-                shifted = MLP(net.activation, L, widths=list(net.widths), lambda_b=list(net.lambda_b),
-                              lambda_W=list(net.lambda_W), out_width=net.out_width, **kw)  # fmt: skip
-                Ks.append(theory(shifted, xx, ntk=False, order=0).K[-1][np.ix_(tr, tr)])
+                cb = v if name == "C_b" else list(net.C_b)
+                cw = v if name == "C_W" else list(net.C_W)
+                shifted = MLP(net.activation, L, widths=list(net.widths), C_b=cb, C_W=cw, lambda_b=list(net.lambda_b),
+                              lambda_W=list(net.lambda_W), out_width=net.out_width)  # fmt: skip
+                Ks.append(mlp_theory(shifted, xx, ntk=False, order=0).K[-1][np.ix_(tr, tr)])
             g[ell] = float(np.sum(dlogp * (Ks[0] - Ks[1]) / (2 * h)))
         grads[name] = g
     logp = log_evidence_from_kernel(Kt, yy, s2)

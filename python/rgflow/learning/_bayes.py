@@ -135,7 +135,9 @@ def finite_width_mean_book(
     # second: ½ Σ (n_L 𝕂_{b1b2} 𝕂_{b b3} + 2 𝕂_{b b1} 𝕂_{b2 b3}) v^{(b1b2)(b3δ1)} Φ_{i;δ1}
     vBBB = v[B][:, B][:, :, B]  # (b1, b2, b3, δ1)
     w = np.einsum("pqrd,di->pqri", vBBB, Phi)
-    second = 0.5 * (n_out * np.einsum("pq,br,pqri->bi", Kpost, Kpost, w) + 2 * np.einsum("bp,qr,pqri->bi", Kpost, Kpost, w))
+    second = 0.5 * (
+        n_out * np.einsum("pq,br,pqri->bi", Kpost, Kpost, w) + 2 * np.einsum("bp,qr,pqri->bi", Kpost, Kpost, w)
+    )
     return m + first + second
 
 

@@ -37,7 +37,11 @@ def nu_of(activation: str | float, *, slope: float | None = None) -> float:
 def entropy(G: float, V: float, width: int, m: int) -> float:
     """(A.66): S = m/2 log(2πeG) − (m² + 2m)/16 x² + (m³ + 10m² + 16m)/48 x³, x = V/(nG²)."""
     x = V / (width * G * G)
-    return 0.5 * m * math.log(2 * math.pi * math.e * G) - (m * m + 2 * m) / 16 * x**2 + (m**3 + 10 * m * m + 16 * m) / 48 * x**3
+    return (
+        0.5 * m * math.log(2 * math.pi * math.e * G)
+        - (m * m + 2 * m) / 16 * x**2
+        + (m**3 + 10 * m * m + 16 * m) / 48 * x**3
+    )
 
 
 def mutual_information(G: float, V: float, width: int, m1: int, m2: int) -> float:

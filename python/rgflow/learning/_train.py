@@ -33,7 +33,7 @@ from .._util.progress import Progress
 from .._util.stats import group_bounds
 from .._util.validation import check_inputs, check_int
 from ..models import MLP
-from ..recursions import Theory, theory
+from ..recursions import Theory, mlp_theory
 from ._checks import Chol, check_indices, check_targets
 
 BACKENDS = ("numpy", "jax")
@@ -72,7 +72,7 @@ def _setup(net: Any, x: Any, y: Any, train: Any, test: Any, networks: Any, group
 
 def _theory0(net: MLP, x: np.ndarray, th: Theory | None) -> Theory:
     if th is None:
-        return theory(net, x, ntk=True, order=0)
+        return mlp_theory(net, x, ntk=True, order=0)
     if not isinstance(th, Theory) or th.x.shape != x.shape or not np.array_equal(th.x, x):
         raise ValueError("theory must be rgflow.theory(net, x) on the same inputs x")
     return th
@@ -205,7 +205,10 @@ def _train_jax(net, widths, x_tr, x_te, y, lr, tol, max_steps, fixed, seed, star
         def body(c):
             p, t, _ = c
             g = jax.grad(loss)(p)
-            p = [(W - lr * lamW[l] * gW, b - lr * lamb[l] * gb) for l, ((W, b), (gW, gb)) in enumerate(zip(p, g))]
+            p = [
+                (W - lr * lamW[l] * gW, b - lr * lamb[l] * gb)
+                for l, ((W, b), (gW, gb)) in enumerate(zip(p, g, strict=True))
+            ]
             return p, t + 1, loss(p)
 
         p, t, ls = jax.lax.while_loop(cond, body, (p0, jnp.asarray(0), loss(p0)))
@@ -301,7 +304,7 @@ def train(
     widths = _widths(net, xx.shape[1], n_out)
     x_tr, x_te = xx[tr], xx[te]
     NB = len(te)
-    sums = {k: [] for k in ("n", "z", "zz", "cv")}
+    sums: dict[str, list[np.ndarray]] = {k: [] for k in ("n", "z", "zz", "cv")}
     max_loss, max_steps_taken = 0.0, 0
     bounds = group_bounds(nets, G)
     per_net = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1)) * (len(tr) + len(te)) * 8 * 4
@@ -309,7 +312,12 @@ def train(
     prog = Progress(nets, progress, "train")
     done = 0
     for g, (a, b) in enumerate(bounds):
-        acc = {"n": 0.0, "z": np.zeros((NB, n_out)), "zz": np.zeros((NB, NB)), "cv": np.zeros((NB, n_out))}
+        acc: dict[str, Any] = {
+            "n": 0.0,
+            "z": np.zeros((NB, n_out)),
+            "zz": np.zeros((NB, NB)),
+            "cv": np.zeros((NB, n_out)),
+        }
         for s0 in range(a, b, bsz):
             s1 = min(b, s0 + bsz)
             if backend == "numpy":
@@ -390,17 +398,17 @@ def condition(
     xx, tr, te, yy, nets, G = _setup(net, x, y, train, test, networks, groups)
     bsz = check_int("batch", batch)
     n_out = yy.shape[1]
-    N, NB = len(xx), len(te)
+    N = len(xx)
     widths = _widths(net, xx.shape[1], n_out)
     nL1 = widths[-2]
     Cb, CW = net.C_b[-1], net.C_W[-1]
     # reference log-weight: the infinite-width evidence, so that the weights stay O(1)
-    th = theory(net, xx, ntk=False, order=0)
+    th = mlp_theory(net, xx, ntk=False, order=0)
     ref = None
     keys = ("w", "w2", "m", "mm", "c", "O", "Ow", "one")
     sums: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for g, (a, b) in enumerate(group_bounds(nets, G)):
-        acc = {k: 0.0 for k in keys}
+        acc: dict[str, Any] = {k: 0.0 for k in keys}
         for s0 in range(a, b, bsz):
             s1 = min(b, s0 + bsz)
             rng = np.random.default_rng([seed, g, s0])
