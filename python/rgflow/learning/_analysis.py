@@ -14,7 +14,7 @@ from ._bayes import evidence_kernel_gradient, hebbian_conditional_variance, log_
 from ._bayes import representation_shift as _shift
 from ._checks import Chol, check_indices, check_noise, check_targets, check_theory
 from ._ntk import gamma_components, gd_trajectory, one_point_generalisation, polation_expansion, polation_weights
-from ._predict import Prediction, _check_schedule, _layer_tensor, _require_width
+from ._predict import Prediction, check_schedule, layer_tensor, require_width
 
 
 @dataclass
@@ -100,8 +100,8 @@ def trajectory(
     tr = check_indices("train", train, th.n_inputs)
     te = check_indices("test", test, th.n_inputs)
     yy = check_targets(y, len(tr))
-    st, eta, tau = _check_schedule(steps, lr, time)
-    Theta, K = _layer_tensor(th, "Theta"), _layer_tensor(th, "K")
+    st, eta, tau = check_schedule(steps, lr, time)
+    Theta, K = layer_tensor(th, "Theta"), layer_tensor(th, "K")
     Chol(Theta[np.ix_(tr, tr)], "NTK Θ", x=th.x, idx=tr)
     m, c, r = gd_trajectory(Theta, K, yy, tr, te, steps=st, lr=eta, time=tau)
     return Trajectory(st, eta, tau, m, c, r)
@@ -135,7 +135,7 @@ def robustness(th: Theory, plus: int, minus: int) -> tuple[float, float]:
     """One training input ``plus``, test input ``minus``: (Θ_{−+}/Θ_{++} − 1 (10.57), trained variance (10.63))."""
     th = check_theory(th, need=("K", "Theta"))
     p, m = check_indices("plus/minus", [plus, minus], th.n_inputs)
-    return one_point_generalisation(_layer_tensor(th, "Theta"), _layer_tensor(th, "K"), int(p), int(m))
+    return one_point_generalisation(layer_tensor(th, "Theta"), layer_tensor(th, "K"), int(p), int(m))
 
 
 def gamma_basis(th: Theory, plus: int, minus: int, tensor: str = "Theta") -> tuple[float, float, float]:
@@ -144,7 +144,7 @@ def gamma_basis(th: Theory, plus: int, minus: int, tensor: str = "Theta") -> tup
         raise ValueError(f"tensor must be 'K', 'Theta', 'K1' or 'Theta1', got {tensor!r}")
     th = check_theory(th, need=(tensor,))
     p, m = check_indices("plus/minus", [plus, minus], th.n_inputs)
-    return gamma_components(_layer_tensor(th, tensor), int(p), int(m))
+    return gamma_components(layer_tensor(th, tensor), int(p), int(m))
 
 
 @dataclass
@@ -170,7 +170,7 @@ def polation(
     yp, ym = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (y_plus, y_minus))
     if yp.shape != ym.shape or yp.ndim != 1:
         raise ValueError(f"y_plus and y_minus must be equal-length 1-D target vectors, got {yp.shape}, {ym.shape}")
-    Theta = _layer_tensor(th, "Theta")
+    Theta = layer_tensor(th, "Theta")
     if not np.isclose(Theta[p, p], Theta[m, m], rtol=1e-8):
         raise ValueError("∗-polation's two-channel form needs equal-norm training inputs (Θ_++ = Θ_−−)")
     x = th.x
@@ -190,11 +190,11 @@ def representation_shift(th: Theory, y: Any, train: Any, rows: Any = None) -> np
     """(6.104): O(1/n) posterior shift of the penultimate feature kernel Σ_j σ_j;δ1 σ_j;δ2 / n_{L-1} on
     ``rows`` (default all inputs), (len(rows), len(rows))."""
     th = check_theory(th, need=("K", "V"))
-    n = _require_width(th, "the representation shift (6.104)")
+    n = require_width(th, "the representation shift (6.104)")
     tr = check_indices("train", train, th.n_inputs)
     rr = check_indices("rows", np.arange(th.n_inputs) if rows is None else rows, th.n_inputs)
     yy = check_targets(y, len(tr))
-    K, V = _layer_tensor(th, "K"), _layer_tensor(th, "V")
+    K, V = layer_tensor(th, "K"), layer_tensor(th, "V")
     Chol(K[np.ix_(tr, tr)], "kernel K", x=th.x, idx=tr)
     return _shift(K, V, th.net.C_W[-1], n, yy, tr, rr)
 

@@ -79,7 +79,7 @@ def output_width(th: Theory) -> int | None:
     return None if th.net.depth == 1 else int(th.net.widths[-1])
 
 
-def _require_width(th: Theory, what: str) -> int:
+def require_width(th: Theory, what: str) -> int:
     n = output_width(th)
     if n is None:
         raise ValueError(
@@ -89,7 +89,7 @@ def _require_width(th: Theory, what: str) -> int:
     return n
 
 
-def _layer_tensor(th: Theory, name: str) -> np.ndarray:
+def layer_tensor(th: Theory, name: str) -> np.ndarray:
     T = getattr(th, name)
     return np.asarray(T[-1], dtype=float)
 
@@ -156,7 +156,7 @@ def predict(
 def _predict_bayes(
     th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray, order: int, noise: float, method: str
 ) -> Prediction:
-    K = _layer_tensor(th, "K")
+    K = layer_tensor(th, "K")
     c = Chol(K[np.ix_(tr, tr)] + noise * np.eye(len(tr)), "kernel K", x=th.x, idx=tr)
     mean0, cov0 = gp_posterior(K, y, tr, te, noise, chol=c)
     logev = log_evidence_from_kernel(K[np.ix_(tr, tr)], y, noise, chol=c)
@@ -164,8 +164,8 @@ def _predict_bayes(
     width = output_width(th)
     mean = mean0
     if order == 1:
-        n = _require_width(th, "the O(1/n) Bayesian posterior")
-        K1, V = _layer_tensor(th, "K1"), _layer_tensor(th, "V")
+        n = require_width(th, "the O(1/n) Bayesian posterior")
+        K1, V = layer_tensor(th, "K1"), layer_tensor(th, "V")
         if method == "compact":
             metric, vertex, _ = finite_width_mean(K, K1, V, n, y, tr, te, noise, chol=c)
             pieces = {"metric": metric - mean0, "vertex": vertex}
@@ -182,19 +182,19 @@ def _predict_bayes(
 def _predict_gd(
     th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray, steps: Any, lr: Any, time: Any
 ) -> Prediction:
-    K, Theta = _layer_tensor(th, "K"), _layer_tensor(th, "Theta")
+    K, Theta = layer_tensor(th, "K"), layer_tensor(th, "Theta")
     c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ", x=th.x, idx=tr)
     mean0, cov0 = gd_fully_trained(Theta, K, y, tr, te, chol=c)
     mean, cov = mean0, cov0
     if steps is not None or lr is not None or time is not None:
-        st, eta, tau = _check_schedule(steps, lr, time)
+        st, eta, tau = check_schedule(steps, lr, time)
         means, covs, _ = gd_trajectory(Theta, K, y, tr, te, steps=st, lr=eta, time=tau)
         mean, cov = means[0], covs[0]
         mean0, cov0 = mean, cov
     return Prediction("gd", 0, tr, te, mean, cov, mean0, cov0, output_width(th), y.shape[1])
 
 
-def _check_schedule(steps: Any, lr: Any, time: Any) -> tuple[Any, Any, Any]:
+def check_schedule(steps: Any, lr: Any, time: Any) -> tuple[Any, Any, Any]:
     if time is not None:
         if steps is not None or lr is not None:
             raise ValueError("give either time (gradient flow τ = ηt) or steps and lr, not both")
@@ -247,9 +247,9 @@ def _predict_gd_first_order(th: Theory, y: np.ndarray, tr: np.ndarray, te: np.nd
             "is issue 13 part 3 and not implemented yet"
         )
     check_theory(th, need=("Theta1", "A", "B"), why=" (needed by the O(1/n) GD mean)")
-    n = _require_width(th, "the O(1/n) GD mean")
-    K, Theta = _layer_tensor(th, "K"), _layer_tensor(th, "Theta")
-    Theta1, A, B = (_layer_tensor(th, k) for k in ("Theta1", "A", "B"))
+    n = require_width(th, "the O(1/n) GD mean")
+    K, Theta = layer_tensor(th, "K"), layer_tensor(th, "Theta")
+    Theta1, A, B = (layer_tensor(th, k) for k in ("Theta1", "A", "B"))
     c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ", x=th.x, idx=tr)
     mean0, cov0 = gd_fully_trained(Theta, K, y, tr, te, chol=c)
     H = Theta + Theta1 / n
@@ -269,7 +269,7 @@ def log_evidence(th: Theory, y: Any, train: Any, *, noise: float = 0.0) -> float
     th = check_theory(th)
     tr = check_indices("train", train, th.n_inputs)
     yy = check_targets(y, len(tr))
-    K = _layer_tensor(th, "K")
+    K = layer_tensor(th, "K")
     s2 = check_noise(noise)
     c = Chol(K[np.ix_(tr, tr)] + s2 * np.eye(len(tr)), "kernel K", x=th.x, idx=tr)
     return log_evidence_from_kernel(K[np.ix_(tr, tr)], yy, s2, chol=c)
