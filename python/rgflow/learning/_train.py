@@ -123,7 +123,7 @@ def _train_numpy(Ws, bs, x_tr, y, net, lr, tol, max_steps, fixed):
             if t == fixed:
                 break
         else:
-            active = loss >= tol
+            active = (loss >= tol) & np.isfinite(loss)
             if not active.any() or t == max_steps:
                 break
         m = active[:, None, None] * 1.0
@@ -200,7 +200,9 @@ def _train_jax(net, widths, x_tr, x_te, y, lr, tol, max_steps, fixed, seed, star
 
         def cond(c):
             p, t, ls = c
-            return (t < fixed) if fixed is not None else ((ls >= tol) & (t < max_steps))
+            if fixed is not None:
+                return t < fixed
+            return (ls >= tol) & (t < max_steps) & jnp.isfinite(ls)
 
         def body(c):
             p, t, _ = c
@@ -214,16 +216,28 @@ def _train_jax(net, widths, x_tr, x_te, y, lr, tol, max_steps, fixed, seed, star
         p, t, ls = jax.lax.while_loop(cond, body, (p0, jnp.asarray(0), loss(p0)))
         return fwd(p, x_te), fwd(p0, x_te), fwd(p0, x_tr), ls, t
 
-    run = jax.jit(jax.vmap(one))
-    base = jax.random.key(seed)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, stop))
-    devs = jax.devices()
-    if len(devs) > 1 and (stop - start) % len(devs) == 0:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    with _x64(jax):
+        x_tr, x_te, y = (jnp.asarray(a, dtype=jnp.float64) for a in (x_tr, x_te, y))
+        run = jax.jit(jax.vmap(one))
+        base = jax.random.key(seed)
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, stop))
+        devs = jax.devices()
+        if len(devs) > 1 and (stop - start) % len(devs) == 0:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        keys = jax.device_put(keys, NamedSharding(Mesh(np.array(devs), ("b",)), PartitionSpec("b")))
-    out = run(keys)
-    return [np.asarray(o) for o in out]
+            keys = jax.device_put(keys, NamedSharding(Mesh(np.array(devs), ("b",)), PartitionSpec("b")))
+        out = run(keys)
+        return [np.asarray(o) for o in out]
+
+
+def _x64(jax: Any) -> Any:
+    """float64 for the duration of the run (a scoped setting; the global default is not touched)."""
+    ctx = getattr(jax, "enable_x64", None)
+    if ctx is not None:
+        return ctx(True)
+    from jax.experimental import enable_x64  # pragma: no cover - older jax
+
+    return enable_x64()  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------- train
@@ -336,6 +350,11 @@ def train(
             acc["z"] += zT.sum(axis=0)
             acc["zz"] += np.einsum("kbi,kci->bc", zT, zT)
             acc["cv"] += cvres.sum(axis=0)
+            if not np.all(np.isfinite(loss)) or not np.all(np.isfinite(zT)):
+                raise ValueError(
+                    f"gradient descent diverged for some networks (lr = {lr:.4g}): the empirical NTK of a "
+                    "finite-width network can exceed 2/lr; pass a smaller lr (e.g. half the default)"
+                )
             max_loss = max(max_loss, float(np.max(loss)))
             max_steps_taken = max(max_steps_taken, int(np.max(st)))
             done += s1 - s0
