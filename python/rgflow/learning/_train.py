@@ -235,7 +235,7 @@ def _x64(jax: Any) -> Any:
     ctx = getattr(jax, "enable_x64", None)
     if ctx is not None:
         return ctx(True)
-    from jax.experimental import enable_x64  # pragma: no cover - older jax
+    from jax.experimental import enable_x64  # type: ignore[attr-defined]  # pragma: no cover - older jax
 
     return enable_x64()  # pragma: no cover
 
