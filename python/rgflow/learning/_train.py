@@ -248,7 +248,8 @@ class TrainedEnsemble:
     ``mean`` (N_B, n_L) and ``cov`` (N_B, N_B, pooled over output components) with jackknife
     ``stderr`` / ``cov_stderr``; ``mean_cv`` / ``stderr_cv``: the control-variate estimate of the
     same mean (much smaller error); ``max_loss``: the largest final training loss; ``steps``: the
-    largest number of steps taken.
+    largest number of steps taken; ``extra["control_mean"]``, ``extra["control_stderr"]``: the sample mean
+    of the control variate z_B(0) − Θ_BA Θ̃⁻¹ z_A(0) (exactly zero in expectation) and its error.
     """
 
     networks: int
@@ -366,13 +367,14 @@ def train(
     def f(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = t["z"] / t["n"]
         cov = t["zz"] / (t["n"] * n_out) - m @ m.T / n_out
-        return {"mean": m, "cov": cov * t["n"] / (t["n"] - 1), "cv": t["cv"] / t["n"]}
+        return {"mean": m, "cov": cov * t["n"] / (t["n"] - 1), "cv": t["cv"] / t["n"], "c": m - t["cv"] / t["n"]}
 
     est, err = jackknife({k: np.array(v) for k, v in sums.items()}, f)
     converged = bool(fixed is not None or max_loss < tol)
+    extra = {"control_mean": est["c"], "control_stderr": err["c"]}
     return TrainedEnsemble(
         nets, widths[-2], float(lr), est["mean"], err["mean"], est["cov"], err["cov"], est["cv"], err["cv"],
-        max_loss, max_steps_taken, converged, backend,
+        max_loss, max_steps_taken, converged, backend, extra,
     )  # fmt: skip
 
 
