@@ -29,6 +29,7 @@ from .criticality import (
 )
 from .ensembles import Comparison, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
 from .gauss import expect, expect_with_error, sigma, zpow
+from .learning import ConditionedEnsemble, Prediction, TrainedEnsemble, predict, train
 from .models import MLP, PreResNet, ResMLP, critical_mlp
 from .recursions import PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
 
@@ -36,6 +37,7 @@ __all__ = [
     "MLP",
     "Activation",
     "Comparison",
+    "ConditionedEnsemble",
     "CriticalPoint",
     "Criticality",
     "Ensemble",
@@ -43,10 +45,12 @@ __all__ = [
     "PreResEnsemble",
     "PreResNet",
     "PreResTheory",
+    "Prediction",
     "ResEnsemble",
     "ResMLP",
     "ResTheory",
     "Theory",
+    "TrainedEnsemble",
     "__version__",
     "compare",
     "critical",
@@ -55,6 +59,7 @@ __all__ = [
     "expect_with_error",
     "fixed_point",
     "plot",
+    "predict",
     "preresnet_theory",
     "preresnet_theory_gh",
     "resmlp_theory",
@@ -65,6 +70,7 @@ __all__ = [
     "susceptibilities",
     "taylor_coefficients",
     "theory",
+    "train",
     "universality_class",
     "zpow",
 ]

@@ -1,0 +1,62 @@
+"""Learning: predictions of trained and Bayesian-conditioned networks from the layer tensors
+(PDLT ch. 6, 10, ∞, App. A; spec ``learning.md``), and the ensembles that judge them.
+
+Layer 6 (depends on recursions, models and _util).  Entry points:
+
+* :func:`predict` — kind ``"bayes"`` (GP posterior (6.57), (6.64); O(1/n) mean, spec §2.3 ≡ (6.87)–(6.88))
+  or ``"gd"`` (NTK regression (10.40)–(10.41), finite-step/flow trajectory; O(1/n) only for
+  last-layer training — the general case needs the dNTK tensors P…U of issue 13 part 3);
+* :func:`log_evidence`, :func:`evidence_gradient` — (6.34) and its C_b/C_W gradient;
+* :func:`trajectory`, :func:`generalization`, :func:`robustness`, :func:`gamma_basis`, :func:`polation`;
+* :func:`representation_shift` (6.104), :func:`conditional_variance` (6.78);
+* :func:`entropy`, :func:`mutual_information`, :func:`optimal_aspect_ratio` (Appendix A);
+* :func:`train` — gradient-descent-trained ensembles; :func:`condition` — exactly conditioned ones.
+"""
+
+from ._analysis import (
+    EvidenceGradient,
+    Generalization,
+    Polation,
+    Trajectory,
+    conditional_variance,
+    evidence_gradient,
+    gamma_basis,
+    generalization,
+    polation,
+    representation_shift,
+    robustness,
+    trajectory,
+)
+from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
+from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
+from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, train
+
+__all__ = [
+    "BACKENDS",
+    "DNTK_TENSORS",
+    "KINDS",
+    "ConditionedEnsemble",
+    "EvidenceGradient",
+    "Generalization",
+    "Polation",
+    "Prediction",
+    "TrainedEnsemble",
+    "Trajectory",
+    "condition",
+    "conditional_variance",
+    "entropy",
+    "evidence_gradient",
+    "gamma_basis",
+    "generalization",
+    "log_evidence",
+    "mutual_information",
+    "nu_of",
+    "optimal_aspect_ratio",
+    "polation",
+    "predict",
+    "representation_shift",
+    "robustness",
+    "train",
+    "trains_last_layer_only",
+    "trajectory",
+]

@@ -1,0 +1,275 @@
+"""``rgflow.predict``: predictions of trained (or Bayesian-conditioned) networks from the
+output-layer tensors of a :class:`rgflow.Theory` computed on all inputs (train ∪ test).
+
+kind="bayes": order 0 — GP posterior (6.57), (6.64); order 1 — posterior mean at O(1/n_{L-1})
+(spec §2.3, ≡ (6.87)–(6.88)), covariance at leading order (the book prints no O(1/n) posterior
+covariance).  kind="gd": order 0 — (10.40), (10.41), or the trajectory after ``steps`` GD steps at
+rate ``lr`` / flow time ``time``; order 1 — the O(1/n) ensemble mean (∞.160)–(∞.165) needs the
+dNTK/ddNTK tensors P, Q, R, S, T, U (issue 13 part 3): available here only when the layers below L
+do not train (λ^{(ℓ<L)} = 0), where P = … = U = 0 (∞.173) and the mean is
+m = H_BA H̃⁻¹ y − [m^{ΔNTK}]^⊥ / n with H = Θ + Θ1/n and the sign σ_Δ = −1 of spec §4.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..recursions import Theory
+from ._bayes import finite_width_mean, finite_width_mean_book, gp_posterior, log_evidence_from_kernel
+from ._checks import Chol, check_indices, check_noise, check_targets, check_theory
+from ._ntk import gd_fully_trained, gd_trajectory
+
+KINDS = ("bayes", "gd")
+#: The dNTK / ddNTK tensors that the finite-width GD mean (∞.160)–(∞.165) needs (issue 13 part 3).
+DNTK_TENSORS = ("P", "Q", "R", "S", "T", "U")
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`rgflow.predict`.
+
+    Attributes
+    ----------
+    mean: (N_B, n_L) predicted ensemble/posterior mean of the test outputs.
+    cov: (N_B, N_B) covariance of each output component (identical for every component, δ_{i1 i2}).
+    mean_infinite, cov_infinite: the infinite-width parts ((6.64)/(6.57) or (10.40)/(10.41)).
+    mean_correction: ``mean − mean_infinite`` — the O(1/n_{L-1}) part (zero at order 0).
+    pieces: named terms of the correction (e.g. ``metric`` and ``vertex`` for Bayes, ``ntk_mean`` and
+        ``ntk_variance`` for last-layer GD), each (N_B, n_L) and already divided by n.
+    cov_order: the order in 1/n to which ``cov`` is exact (0: leading order only).
+    log_evidence: log p(y_A | H) (6.34) at infinite width (Bayes only).
+    """
+
+    kind: str
+    order: int
+    train: np.ndarray
+    test: np.ndarray
+    mean: np.ndarray
+    cov: np.ndarray
+    mean_infinite: np.ndarray
+    cov_infinite: np.ndarray
+    width: int | None
+    n_out: int
+    noise: float = 0.0
+    cov_order: int = 0
+    log_evidence: float | None = None
+    pieces: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def mean_correction(self) -> np.ndarray:
+        return self.mean - self.mean_infinite
+
+    @property
+    def std(self) -> np.ndarray:
+        """(N_B,) standard deviation of each test output."""
+        return np.sqrt(np.maximum(np.diag(self.cov), 0.0))
+
+    def __repr__(self) -> str:
+        return (
+            f"Prediction(kind={self.kind!r}, order={self.order}, N_A={len(self.train)}, N_B={len(self.test)}, "
+            f"n_L={self.n_out}, n_{{L-1}}={self.width})"
+        )
+
+
+def output_width(th: Theory) -> int | None:
+    """n_{L-1}, the width whose inverse multiplies the output-layer corrections (None for depth 1)."""
+    return None if th.net.depth == 1 else int(th.net.widths[-1])
+
+
+def require_width(th: Theory, what: str) -> int:
+    n = output_width(th)
+    if n is None:
+        raise ValueError(
+            f"{what} needs a hidden layer below the output (n_{{L-1}}), but the network has depth 1; "
+            "use depth >= 2 or order=0"
+        )
+    return n
+
+
+def layer_tensor(th: Theory, name: str) -> np.ndarray:
+    T = getattr(th, name)
+    return np.asarray(T[-1], dtype=float)
+
+
+def _common(
+    th: Any, y: Any, train: Any, test: Any, need: tuple[str, ...]
+) -> tuple[Theory, np.ndarray, np.ndarray, np.ndarray]:
+    th = check_theory(th, need=need)
+    N = th.n_inputs
+    tr = check_indices("train", train, N)
+    te = check_indices("test", test, N)
+    yy = check_targets(y, len(tr))
+    return th, yy, tr, te
+
+
+def predict(
+    th: Theory,
+    y: Any,
+    train: Any,
+    test: Any,
+    *,
+    kind: str = "bayes",
+    order: int = 0,
+    noise: float = 0.0,
+    steps: int | None = None,
+    lr: float | None = None,
+    time: float | None = None,
+    method: str = "compact",
+) -> Prediction:
+    """Predict the test outputs of networks trained on (x[train], y).
+
+    Parameters
+    ----------
+    th: ``rgflow.theory(net, x)`` on all inputs (train and test together); the output layer is used.
+    y: training targets (N_A, n_L) (1-D: one output).
+    train, test: integer index arrays into ``th.x`` (test may include training inputs).
+    kind: ``"bayes"`` (posterior given the training data) or ``"gd"`` (gradient descent on the MSE (10.5)).
+    order: 0 (infinite width) or 1 (with the O(1/n_{L-1}) mean correction).
+    noise: i.i.d. observation-noise variance σ² ≥ 0 added to the training kernel's diagonal (Bayes).
+    steps, lr: finite GD (``kind="gd"``, order 0): ``steps`` full-batch steps at global rate ``lr``;
+        ``time``: gradient flow for τ = ηt.  Default: fully trained.
+    method: Bayes order 1: ``"compact"`` (spec §2.3) or ``"book"`` ((4.108) + (6.81)–(6.88)).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if isinstance(order, bool) or order not in (0, 1):
+        raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order!r}")
+    sigma2 = check_noise(noise)
+    if kind == "bayes":
+        need: tuple[str, ...] = ("K",) if order == 0 else ("K", "K1", "V")
+        th, yy, tr, te = _common(th, y, train, test, need)
+        return _predict_bayes(th, yy, tr, te, order, sigma2, method)
+    if sigma2:
+        raise ValueError("noise applies to kind='bayes' only; gradient descent fits the targets exactly (noise=0)")
+    th, yy, tr, te = _common(th, y, train, test, ("K", "Theta"))
+    finite = steps is not None or lr is not None or time is not None
+    if order == 1:
+        if finite:
+            raise NotImplementedError("the O(1/n) GD prediction is implemented for fully trained networks only")
+        return _predict_gd_first_order(th, yy, tr, te)
+    return _predict_gd(th, yy, tr, te, steps, lr, time)
+
+
+def _predict_bayes(
+    th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray, order: int, noise: float, method: str
+) -> Prediction:
+    K = layer_tensor(th, "K")
+    c = Chol(K[np.ix_(tr, tr)] + noise * np.eye(len(tr)), "kernel K", x=th.x, idx=tr)
+    mean0, cov0 = gp_posterior(K, y, tr, te, noise, chol=c)
+    logev = log_evidence_from_kernel(K[np.ix_(tr, tr)], y, noise, chol=c)
+    pieces: dict[str, np.ndarray] = {}
+    width = output_width(th)
+    mean = mean0
+    if order == 1:
+        n = require_width(th, "the O(1/n) Bayesian posterior")
+        K1, V = layer_tensor(th, "K1"), layer_tensor(th, "V")
+        if method == "compact":
+            metric, vertex, _ = finite_width_mean(K, K1, V, n, y, tr, te, noise, chol=c)
+            pieces = {"metric": metric - mean0, "vertex": vertex}
+            mean = metric + vertex
+        elif method == "book":
+            if noise:
+                raise ValueError("method='book' has no noise term; use method='compact' with noise")
+            mean = finite_width_mean_book(K, K1, V, n, y.shape[1], y, tr, te)
+        else:
+            raise ValueError(f"method must be 'compact' or 'book', got {method!r}")
+    return Prediction("bayes", order, tr, te, mean, cov0, mean0, cov0, width, y.shape[1], noise, 0, logev, pieces)
+
+
+def _predict_gd(
+    th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray, steps: Any, lr: Any, time: Any
+) -> Prediction:
+    K, Theta = layer_tensor(th, "K"), layer_tensor(th, "Theta")
+    c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ", x=th.x, idx=tr)
+    mean0, cov0 = gd_fully_trained(Theta, K, y, tr, te, chol=c)
+    mean, cov = mean0, cov0
+    if steps is not None or lr is not None or time is not None:
+        st, eta, tau = check_schedule(steps, lr, time)
+        means, covs, _ = gd_trajectory(Theta, K, y, tr, te, steps=st, lr=eta, time=tau)
+        mean, cov = means[0], covs[0]
+        mean0, cov0 = mean, cov
+    return Prediction("gd", 0, tr, te, mean, cov, mean0, cov0, output_width(th), y.shape[1])
+
+
+def check_schedule(steps: Any, lr: Any, time: Any) -> tuple[Any, Any, Any]:
+    if time is not None:
+        if steps is not None or lr is not None:
+            raise ValueError("give either time (gradient flow τ = ηt) or steps and lr, not both")
+        t = np.atleast_1d(np.asarray(time, dtype=float))
+        if not np.all(np.isfinite(t)) or np.any(t < 0):
+            raise ValueError(f"time must be finite and >= 0, got {time}")
+        return None, None, t
+    if steps is None or lr is None:
+        raise ValueError("finite-step gradient descent needs both steps (an int >= 0) and lr (the global rate η > 0)")
+    st = np.atleast_1d(np.asarray(steps))
+    if not np.issubdtype(st.dtype, np.integer) or np.any(st < 0):
+        raise ValueError(f"steps must be non-negative integers, got {steps}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not lr > 0:
+        raise ValueError(f"lr (the global learning rate η) must be a number > 0, got {lr!r}")
+    return st, float(lr), None
+
+
+def trains_last_layer_only(th: Theory) -> bool:
+    """True when λ_b = λ_W = 0 in every layer below the output (only W^(L), b^(L) move)."""
+    net = th.net
+    return all(net.lambda_b[i] == 0 and net.lambda_W[i] == 0 for i in range(net.depth - 1))
+
+
+def ntk_variance_mean(
+    Theta: np.ndarray, A: np.ndarray, B: np.ndarray, n_out: int, y: np.ndarray, tr: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """m^{ΔNTK}_{i;δ} of (∞.162) on ``rows`` (not yet projected, not divided by n):
+    Σ [A_(δα1)(α2α3) + B_δα2α1α3 + n_L B_δα3α1α2] H̃^{α1α2} H̃^{α3α4} y_{i;α4}."""
+    c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ")
+    T = A[np.ix_(rows, tr, tr, tr)] + B[np.ix_(rows, tr, tr, tr)].transpose(0, 2, 1, 3)
+    T = T + n_out * B[np.ix_(rows, tr, tr, tr)].transpose(0, 2, 3, 1)
+    NA = len(tr)
+    X = c.solve(T.transpose(1, 0, 2, 3).reshape(NA, -1)).reshape(NA, len(rows), NA, NA)  # H̃^{·1} T_{δ1 2 3}
+    tr12 = np.einsum("qbqr->br", X)
+    return tr12 @ c.solve(y)
+
+
+def _predict_gd_first_order(th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> Prediction:
+    """Hook for issue 13 part 3 (finite-width GD needs the dNTK/ddNTK tensors)."""
+    if not trains_last_layer_only(th):
+        missing = [k for k in DNTK_TENSORS if getattr(th, k, None) is None]
+        if missing:
+            raise NotImplementedError(
+                "the O(1/n) gradient-descent mean (∞.160)–(∞.165) needs the dNTK/ddNTK tensors "
+                f"{', '.join(missing)}, which this Theory does not carry (issue 13 part 3); use order=0, or train "
+                "only the last layer (lambda_b = lambda_W = 0 below layer L, where P = Q = R = S = T = U = 0)"
+            )
+        raise NotImplementedError(
+            "the Theory carries P, Q, R, S, T, U but the assembly of (∞.160)–(∞.165) (spec §4.3–4.5) "
+            "is issue 13 part 3 and not implemented yet"
+        )
+    check_theory(th, need=("Theta1", "A", "B"), why=" (needed by the O(1/n) GD mean)")
+    n = require_width(th, "the O(1/n) GD mean")
+    K, Theta = layer_tensor(th, "K"), layer_tensor(th, "Theta")
+    Theta1, A, B = (layer_tensor(th, k) for k in ("Theta1", "A", "B"))
+    c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ", x=th.x, idx=tr)
+    mean0, cov0 = gd_fully_trained(Theta, K, y, tr, te, chol=c)
+    H = Theta + Theta1 / n
+    cH = Chol(H[np.ix_(tr, tr)], "NTK mean H = Θ + Θ1/n", x=th.x, idx=tr)
+    m_ntk = H[np.ix_(te, tr)] @ cH.solve(y)
+    mdA = ntk_variance_mean(Theta, A, B, y.shape[1], y, tr, tr)
+    mdB = ntk_variance_mean(Theta, A, B, y.shape[1], y, tr, te)
+    proj = mdB - c.solve(Theta[np.ix_(tr, te)]).T @ mdA  # [·]^⊥
+    dvar = -proj / n  # σ_Δ = −1 (spec §4.5, the corrected sign of (∞.160))
+    mean = m_ntk + dvar
+    pieces = {"ntk_mean": m_ntk - mean0, "ntk_variance": dvar}
+    return Prediction("gd", 1, tr, te, mean, cov0, mean0, cov0, n, y.shape[1], pieces=pieces)
+
+
+def log_evidence(th: Theory, y: Any, train: Any, *, noise: float = 0.0) -> float:
+    """log p(y_A | H) (6.34) of the infinite-width output kernel on the training inputs."""
+    th = check_theory(th)
+    tr = check_indices("train", train, th.n_inputs)
+    yy = check_targets(y, len(tr))
+    K = layer_tensor(th, "K")
+    s2 = check_noise(noise)
+    c = Chol(K[np.ix_(tr, tr)] + s2 * np.eye(len(tr)), "kernel K", x=th.x, idx=tr)
+    return log_evidence_from_kernel(K[np.ix_(tr, tr)], yy, s2, chol=c)
