@@ -32,6 +32,7 @@ def expect_batch(
     integrands: list[list[_TermSpec]],
     order: int,
     quadrature_only: bool,
+    tol: float = 0.0,
 ) -> npt.NDArray[np.float64]: ...
 def expect_adaptive(
     act: _ActivationSpec,
@@ -55,6 +56,7 @@ def mlp_theory(
     quad_order: int,
     quadrature_only: bool,
     dntk: bool = False,
+    tol: float = 0.0,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
 
 #: The theory functions return C-contiguous float64 arrays (L, N, N) / (L, N, N, N, N) whose memory

@@ -28,8 +28,11 @@ pub(crate) fn term_from_factors(
     Ok((t.deriv, t.zpow, t.sig))
 }
 
-/// Batched expectations: covs (B, d, d); returns (B, n_integrands).
+/// Batched expectations: covs (B, d, d); returns (B, n_integrands).  With `order` 0 and not
+/// `quadrature_only`, smooth activations without closed forms use the error-controlled rule
+/// with target accuracy `tol` (0: the core's default).
 #[pyfunction]
+#[pyo3(signature = (act, covs, integrands, order, quadrature_only, tol=0.0))]
 pub(crate) fn expect_batch<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -37,6 +40,7 @@ pub(crate) fn expect_batch<'py>(
     integrands: Vec<Vec<TermSpec>>,
     order: usize,
     quadrature_only: bool,
+    tol: f64,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let a = activation(act)?;
     let shape = covs.shape().to_vec();
@@ -46,6 +50,7 @@ pub(crate) fn expect_batch<'py>(
     let opts = QuadOpts {
         order,
         quadrature_only,
+        tol,
     };
     let out = py
         .detach(|| core_batch(a.as_ref(), &buf, d, &its, &opts))
@@ -104,9 +109,10 @@ pub(crate) fn quadrature_rule<'py>(
 
 /// All tensors of the first-order MLP theory; returns a dict of (L, N, N) / (L, N, N, N, N) arrays.
 /// `dntk` adds P, Q and (activations smooth up to σ''') R, S, T, U.
+/// `tol`: target accuracy of the error-controlled rule for smooth activations (0: default).
 #[pyfunction]
-#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false))]
 #[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false, tol=0.0))]
 pub(crate) fn mlp_theory<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -121,6 +127,7 @@ pub(crate) fn mlp_theory<'py>(
     quad_order: usize,
     quadrature_only: bool,
     dntk: bool,
+    tol: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let a = activation(act)?;
     let (n, n0) = (x.shape()[0], x.shape()[1]);
@@ -135,6 +142,7 @@ pub(crate) fn mlp_theory<'py>(
     let opts = QuadOpts {
         order: quad_order,
         quadrature_only,
+        tol,
     };
     let t = py
         .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, dntk, &opts))

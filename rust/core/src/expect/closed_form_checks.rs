@@ -12,6 +12,7 @@ fn quad(act: &Builtin, cov: &[f64], d: usize, its: &[Vec<Term>], order: usize) -
     let opts = QuadOpts {
         order,
         quadrature_only: true,
+        ..Default::default()
     };
     quad_block(act, cov, d, its, &opts).unwrap()
 }

@@ -24,6 +24,7 @@
 //!   batching, adaptive order and the pair tables of a kernel.
 
 pub mod closed_form;
+pub mod fast;
 mod nested;
 pub mod orthant;
 pub mod terms;
@@ -46,8 +47,22 @@ pub use terms::{first_singular_order, Term};
 pub struct QuadOpts {
     /// Nodes per piece and level; 0 selects [`default_order`] by the number of integrated levels.
     pub order: usize,
-    /// Skip the closed forms of [`closed_form`] (for benchmarks and cross-checks).
+    /// Skip the closed forms of [`closed_form`] and the error-controlled rule of [`fast`]:
+    /// always the nested rule of fixed order (for benchmarks and cross-checks).
     pub quadrature_only: bool,
+    /// Target accuracy of the error-controlled rule ([`fast`]) for smooth activations
+    /// without closed forms (used when `order == 0` and not `quadrature_only`); 0 selects
+    /// [`fast::DEFAULT_TOL`].
+    pub tol: f64,
+}
+
+impl QuadOpts {
+    /// Whether a block of `d` samples of a smooth (kink-free) activation uses the
+    /// error-controlled rule of [`fast`]; blocks of one or two samples (cheap, and carrying
+    /// derivatives up to σ^{(5)} in the pair tables) keep the default fixed-order rule.
+    pub fn uses_fast_rule(&self, act: &dyn ActivationFn, d: usize) -> bool {
+        !self.quadrature_only && self.order == 0 && d >= 3 && act.kink().is_none()
+    }
 }
 
 /// Evaluate expectations of `integrands` (each a Term per sample) over z ~ N(0, cov).
@@ -147,15 +162,27 @@ pub fn expect_block(
             ));
         }
     }
-    let vals = nested(
-        act,
-        &zero_mean,
-        cov,
-        d,
-        &regular_specs,
-        &regular_integ,
-        opts.order,
-    )?;
+    let vals = if opts.uses_fast_rule(act, d) {
+        fast::nested_fast(
+            act,
+            &zero_mean,
+            cov,
+            d,
+            &regular_specs,
+            &regular_integ,
+            opts.tol,
+        )?
+    } else {
+        nested(
+            act,
+            &zero_mean,
+            cov,
+            d,
+            &regular_specs,
+            &regular_integ,
+            opts.order,
+        )?
+    };
     for (v, &t) in vals.iter().zip(&regular_target) {
         result[t] += v;
     }
@@ -390,6 +417,7 @@ pub fn expect_adaptive(
         &QuadOpts {
             order: n,
             quadrature_only: true,
+            ..Default::default()
         },
     )?;
     loop {
@@ -402,6 +430,7 @@ pub fn expect_adaptive(
             &QuadOpts {
                 order: next_n,
                 quadrature_only: true,
+                ..Default::default()
             },
         )?;
         let err = prev
