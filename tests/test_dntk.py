@@ -289,10 +289,16 @@ def test_permutation_of_inputs_and_duplicates():
 
 def test_first_order_tensors_unchanged_and_options(tmp_path):
     net = rgflow.MLP("tanh", depth=3, width=8, C_b=0.1, C_W=1.2)
+    # with a fixed quadrature order the dNTK pass leaves the first-order tensors bit-identical; the
+    # default error-controlled rule for smooth activations chooses its nodes per block from all the
+    # integrands it is given, so there they agree to within its tolerance (2e-11), not bitwise
+    a, b = rgflow.theory(net, X3, quad_order=12), _dntk(net, X3, quad_order=12)
+    for name in ("K", "K1", "Theta", "Theta1", "V", "D", "F", "A", "B"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     a = rgflow.theory(net, X3)
     b = _dntk(net, X3)
     for name in ("K", "K1", "Theta", "Theta1", "V", "D", "F", "A", "B"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-11, atol=1e-14)
     assert a.P is None and a.U is None
     assert b.options["dntk"] is True
     with pytest.raises(ValueError, match="dntk"):
