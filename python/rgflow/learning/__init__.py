@@ -27,11 +27,13 @@ from ._analysis import (
     robustness,
     trajectory,
 )
+from ._finite_gd import ALGORITHMS, Projectors, projectors
 from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
 from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
 from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, train
 
 __all__ = [
+    "ALGORITHMS",
     "BACKENDS",
     "DNTK_TENSORS",
     "KINDS",
@@ -40,6 +42,7 @@ __all__ = [
     "Generalization",
     "Polation",
     "Prediction",
+    "Projectors",
     "TrainedEnsemble",
     "Trajectory",
     "condition",
@@ -54,6 +57,7 @@ __all__ = [
     "optimal_aspect_ratio",
     "polation",
     "predict",
+    "projectors",
     "representation_shift",
     "robustness",
     "train",
