@@ -29,6 +29,7 @@ from ._analysis import (
 )
 from ._finite_gd import ALGORITHMS, Projectors, projectors
 from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
+from ._network import NetworkPrediction, NetworkTensors, network_prediction, predict_network
 from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
 from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, train
 
@@ -37,6 +38,8 @@ __all__ = [
     "BACKENDS",
     "DNTK_TENSORS",
     "KINDS",
+    "NetworkPrediction",
+    "NetworkTensors",
     "ConditionedEnsemble",
     "EvidenceGradient",
     "Generalization",
@@ -53,10 +56,12 @@ __all__ = [
     "generalization",
     "log_evidence",
     "mutual_information",
+    "network_prediction",
     "nu_of",
     "optimal_aspect_ratio",
     "polation",
     "predict",
+    "predict_network",
     "projectors",
     "representation_shift",
     "robustness",
