@@ -439,5 +439,5 @@ def test_missing_tensors_and_depth_one() -> None:
 
 
 def test_gd_first_order_names_the_missing_dntk_tensors(erf_theory: rgflow.Theory) -> None:
-    with pytest.raises(NotImplementedError, match="P, Q, R, S, T, U"):
+    with pytest.raises(ValueError, match=r"P, Q, R, S, T, U.*rgflow\.theory\(net, x, dntk=True\)"):
         rgflow.predict(erf_theory, np.zeros((4, 1)), np.arange(4), [4], kind="gd", order=1)

@@ -27,19 +27,25 @@ from ._analysis import (
     robustness,
     trajectory,
 )
+from ._finite_gd import ALGORITHMS, Projectors, projectors
 from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
+from ._network import NetworkPrediction, NetworkTensors, network_prediction, predict_network
 from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
 from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, train
 
 __all__ = [
+    "ALGORITHMS",
     "BACKENDS",
     "DNTK_TENSORS",
     "KINDS",
+    "NetworkPrediction",
+    "NetworkTensors",
     "ConditionedEnsemble",
     "EvidenceGradient",
     "Generalization",
     "Polation",
     "Prediction",
+    "Projectors",
     "TrainedEnsemble",
     "Trajectory",
     "condition",
@@ -50,10 +56,13 @@ __all__ = [
     "generalization",
     "log_evidence",
     "mutual_information",
+    "network_prediction",
     "nu_of",
     "optimal_aspect_ratio",
     "polation",
     "predict",
+    "predict_network",
+    "projectors",
     "representation_shift",
     "robustness",
     "train",

@@ -4,10 +4,12 @@ output-layer tensors of a :class:`rgflow.Theory` computed on all inputs (train �
 kind="bayes": order 0 — GP posterior (6.57), (6.64); order 1 — posterior mean at O(1/n_{L-1})
 (spec §2.3, ≡ (6.87)–(6.88)), covariance at leading order (the book prints no O(1/n) posterior
 covariance).  kind="gd": order 0 — (10.40), (10.41), or the trajectory after ``steps`` GD steps at
-rate ``lr`` / flow time ``time``; order 1 — the O(1/n) ensemble mean (∞.160)–(∞.165) needs the
-dNTK/ddNTK tensors P, Q, R, S, T, U (issue 13 part 3): available here only when the layers below L
-do not train (λ^{(ℓ<L)} = 0), where P = … = U = 0 (∞.173) and the mean is
-m = H_BA H̃⁻¹ y − [m^{ΔNTK}]^⊥ / n with H = Θ + Θ1/n and the sign σ_Δ = −1 of spec §4.5.
+rate ``lr`` / flow time ``time``; order 1 — the fully trained ensemble mean (∞.160)–(∞.165) with
+the spec's fixes (σ_Δ = −1, the general Z_B form of (∞.163), T ↔ U in (∞.165); ``_finite_gd``)
+for ``algorithm`` "gd" (rate ``lr``), "flow" or "newton"; it needs P, Q, R, S, T, U
+(``rgflow.theory(net, x, dntk=True)``) unless only the last layer trains (λ^{(ℓ<L)} = 0), where
+P = … = U = 0 (∞.173).  The NTK mean is H = Θ + Θ1/n (``theta1=True``; beyond the book, which
+leaves H^{1} uncomputed and sets H ≈ Θ); the covariance stays at leading order (10.41).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from ..recursions import Theory
 from ._bayes import finite_width_mean, finite_width_mean_book, gp_posterior, log_evidence_from_kernel
 from ._checks import Chol, check_indices, check_noise, check_targets, check_theory
+from ._finite_gd import ALGORITHMS, gd_mean_first_order, projectors
 from ._ntk import gd_fully_trained, gd_trajectory
 
 KINDS = ("bayes", "gd")
@@ -57,6 +60,8 @@ class Prediction:
     cov_order: int = 0
     log_evidence: float | None = None
     pieces: dict[str, np.ndarray] = field(default_factory=dict)
+    lr: float | None = None
+    algorithm: str | None = None
 
     @property
     def mean_correction(self) -> np.ndarray:
@@ -118,6 +123,8 @@ def predict(
     lr: float | None = None,
     time: float | None = None,
     method: str = "compact",
+    algorithm: str = "gd",
+    theta1: bool = True,
 ) -> Prediction:
     """Predict the test outputs of networks trained on (x[train], y).
 
@@ -132,6 +139,11 @@ def predict(
     steps, lr: finite GD (``kind="gd"``, order 0): ``steps`` full-batch steps at global rate ``lr``;
         ``time``: gradient flow for τ = ηt.  Default: fully trained.
     method: Bayes order 1: ``"compact"`` (spec §2.3) or ``"book"`` ((4.108) + (6.81)–(6.88)).
+    algorithm: GD order 1 (fully trained): ``"gd"`` many-step full-batch gradient descent at the global
+        rate ``lr`` (default 1/λ_max(Θ̃), as :func:`rgflow.train`), ``"flow"`` gradient flow (η → 0),
+        ``"newton"`` the two-step Newton-like scheme (∞.79); spec §4.3.
+    theta1: GD order 1: use the NTK mean H = Θ + Θ1/n (default; beyond the book, which sets H ≈ Θ
+        because it never computes the 1/n part of the NTK mean) or H = Θ (``False``, the book).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -145,11 +157,13 @@ def predict(
     if sigma2:
         raise ValueError("noise applies to kind='bayes' only; gradient descent fits the targets exactly (noise=0)")
     th, yy, tr, te = _common(th, y, train, test, ("K", "Theta"))
-    finite = steps is not None or lr is not None or time is not None
     if order == 1:
-        if finite:
-            raise NotImplementedError("the O(1/n) GD prediction is implemented for fully trained networks only")
-        return _predict_gd_first_order(th, yy, tr, te)
+        if steps is not None or time is not None:
+            raise NotImplementedError(
+                "the O(1/n) GD prediction is implemented for fully trained networks only (no steps/time; lr is the "
+                "rate η of the fully trained algorithm)"
+            )
+        return _predict_gd_first_order(th, yy, tr, te, lr, algorithm, theta1)
     return _predict_gd(th, yy, tr, te, steps, lr, time)
 
 
@@ -218,50 +232,50 @@ def trains_last_layer_only(th: Theory) -> bool:
     return all(net.lambda_b[i] == 0 and net.lambda_W[i] == 0 for i in range(net.depth - 1))
 
 
-def ntk_variance_mean(
-    Theta: np.ndarray, A: np.ndarray, B: np.ndarray, n_out: int, y: np.ndarray, tr: np.ndarray, rows: np.ndarray
-) -> np.ndarray:
-    """m^{ΔNTK}_{i;δ} of (∞.162) on ``rows`` (not yet projected, not divided by n):
-    Σ [A_(δα1)(α2α3) + B_δα2α1α3 + n_L B_δα3α1α2] H̃^{α1α2} H̃^{α3α4} y_{i;α4}."""
-    c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ")
-    T = A[np.ix_(rows, tr, tr, tr)] + B[np.ix_(rows, tr, tr, tr)].transpose(0, 2, 1, 3)
-    T = T + n_out * B[np.ix_(rows, tr, tr, tr)].transpose(0, 2, 3, 1)
-    NA = len(tr)
-    X = c.solve(T.transpose(1, 0, 2, 3).reshape(NA, -1)).reshape(NA, len(rows), NA, NA)  # H̃^{·1} T_{δ1 2 3}
-    tr12 = np.einsum("qbqr->br", X)
-    return tr12 @ c.solve(y)
-
-
-def _predict_gd_first_order(th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> Prediction:
-    """Hook for issue 13 part 3 (finite-width GD needs the dNTK/ddNTK tensors)."""
-    if not trains_last_layer_only(th):
+def _predict_gd_first_order(
+    th: Theory, y: np.ndarray, tr: np.ndarray, te: np.ndarray, lr: Any, algorithm: str, theta1: bool
+) -> Prediction:
+    """The fully trained ensemble mean at O(1/n) (∞.160)–(∞.165), spec §4.3–4.5 (module docstring)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    last_only = trains_last_layer_only(th)
+    check_theory(th, need=("Theta1", "A", "B"), why=" (needed by the O(1/n) GD mean)")
+    if not last_only:
         missing = [k for k in DNTK_TENSORS if getattr(th, k, None) is None]
         if missing:
-            raise NotImplementedError(
-                "the O(1/n) gradient-descent mean (∞.160)–(∞.165) needs the dNTK/ddNTK tensors "
-                f"{', '.join(missing)}, which this Theory does not carry (issue 13 part 3); use order=0, or train "
-                "only the last layer (lambda_b = lambda_W = 0 below layer L, where P = Q = R = S = T = U = 0)"
+            raise ValueError(
+                f"th carries no {', '.join(missing)}: the O(1/n) gradient-descent mean (∞.160)–(∞.165) needs the "
+                "dNTK/ddNTK tensors; recompute it with rgflow.theory(net, x, dntk=True) (or use order=0)"
             )
-        raise NotImplementedError(
-            "the Theory carries P, Q, R, S, T, U but the assembly of (∞.160)–(∞.165) (spec §4.3–4.5) "
-            "is issue 13 part 3 and not implemented yet"
-        )
-    check_theory(th, need=("Theta1", "A", "B"), why=" (needed by the O(1/n) GD mean)")
+        act = th.net.activation
+        if act.kinked or not all(np.all(np.isfinite(layer_tensor(th, k))) for k in DNTK_TENSORS):
+            raise ValueError(
+                f"the O(1/n) gradient-descent mean is undefined for the kinked activation {act.name!r}: its ddNTK "
+                "means R, S, T, U do not exist (PDLT (∞.39)–(∞.44); the update is O(1/√n), not O(1/n)); use a "
+                "smooth activation (gelu, swish, tanh, erf), or order=0"
+            )
     n = require_width(th, "the O(1/n) GD mean")
     K, Theta = layer_tensor(th, "K"), layer_tensor(th, "Theta")
-    Theta1, A, B = (layer_tensor(th, k) for k in ("Theta1", "A", "B"))
     c = Chol(Theta[np.ix_(tr, tr)], "NTK Θ", x=th.x, idx=tr)
     mean0, cov0 = gd_fully_trained(Theta, K, y, tr, te, chol=c)
-    H = Theta + Theta1 / n
-    cH = Chol(H[np.ix_(tr, tr)], "NTK mean H = Θ + Θ1/n", x=th.x, idx=tr)
-    m_ntk = H[np.ix_(te, tr)] @ cH.solve(y)
-    mdA = ntk_variance_mean(Theta, A, B, y.shape[1], y, tr, tr)
-    mdB = ntk_variance_mean(Theta, A, B, y.shape[1], y, tr, te)
-    proj = mdB - c.solve(Theta[np.ix_(tr, te)]).T @ mdA  # [·]^⊥
-    dvar = -proj / n  # σ_Δ = −1 (spec §4.5, the corrected sign of (∞.160))
-    mean = m_ntk + dvar
-    pieces = {"ntk_mean": m_ntk - mean0, "ntk_variance": dvar}
-    return Prediction("gd", 1, tr, te, mean, cov0, mean0, cov0, n, y.shape[1], pieces=pieces)
+    H = th.ntk_mean(th.depth) if theta1 else Theta
+    Chol(H[np.ix_(tr, tr)], "NTK mean H = Θ + Θ1/n" if theta1 else "NTK Θ", x=th.x, idx=tr)
+    if lr is None:  # the default of rgflow.train
+        eta = 1.0 / float(np.linalg.eigvalsh(Theta[np.ix_(tr, tr)]).max())
+    elif isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not lr > 0:
+        raise ValueError(f"lr (the global learning rate η) must be a number > 0, got {lr!r}")
+    else:
+        eta = float(lr)
+    if algorithm != "gd" and lr is not None:
+        raise ValueError(f"lr is the rate of algorithm='gd'; the {algorithm!r} projectors do not depend on it")
+    Z = projectors(H[np.ix_(tr, tr)], eta, algorithm)
+    tensors = {k: (None if last_only and k in DNTK_TENSORS else layer_tensor(th, k)) for k in ("A", "B", *DNTK_TENSORS)}
+    mean, parts = gd_mean_first_order(H, K, tensors, n, y, tr, te, Z)
+    pieces = {"ntk_mean": parts.pop("mean_ntk") - mean0, **parts}
+    return Prediction(
+        "gd", 1, tr, te, mean, cov0, mean0, cov0, n, y.shape[1], pieces=pieces,
+        lr=eta if algorithm == "gd" else None, algorithm=algorithm,
+    )  # fmt: skip
 
 
 def log_evidence(th: Theory, y: Any, train: Any, *, noise: float = 0.0) -> float:

@@ -140,7 +140,7 @@ def _train_numpy(Ws, bs, x_tr, y, net, lr, tol, max_steps, fixed):
 
 
 # ----------------------------------------------------------------------------- JAX networks
-def _jax_act(act: Any) -> Callable[[Any], Any]:
+def jax_activation(act: Any) -> Callable[[Any], Any]:
     import jax
     import jax.numpy as jnp
     from jax.scipy.special import erf
@@ -169,7 +169,7 @@ def _train_jax(net, widths, x_tr, x_te, y, lr, tol, max_steps, fixed, seed, star
     import jax
     import jax.numpy as jnp
 
-    sig = _jax_act(net.activation)
+    sig = jax_activation(net.activation)
     L = net.depth
     lamW = [net.lambda_W[l] / widths[l] for l in range(L)]
     lamb = list(net.lambda_b)
@@ -216,7 +216,7 @@ def _train_jax(net, widths, x_tr, x_te, y, lr, tol, max_steps, fixed, seed, star
         p, t, ls = jax.lax.while_loop(cond, body, (p0, jnp.asarray(0), loss(p0)))
         return fwd(p, x_te), fwd(p0, x_te), fwd(p0, x_tr), ls, t
 
-    with _x64(jax):
+    with x64(jax):
         x_tr, x_te, y = (jnp.asarray(a, dtype=jnp.float64) for a in (x_tr, x_te, y))
         run = jax.jit(jax.vmap(one))
         base = jax.random.key(seed)
@@ -230,7 +230,7 @@ def _train_jax(net, widths, x_tr, x_te, y, lr, tol, max_steps, fixed, seed, star
         return [np.asarray(o) for o in out]
 
 
-def _x64(jax: Any) -> Any:
+def x64(jax: Any) -> Any:
     """float64 for the duration of the run (a scoped setting; the global default is not touched)."""
     ctx = getattr(jax, "enable_x64", None)
     if ctx is not None:

@@ -1,0 +1,228 @@
+"""Finite-width gradient descent at O(1/n): the algorithm projectors and the ensemble mean
+(PDLT §∞.2–∞.3; spec ``learning.md`` §4.3–4.5, with the spec's fixes).
+
+* **Projectors** (∞.107)–(∞.153), spec §4.3.  Every helper tensor built from the training-set NTK
+  mean H̃ = Σ_a λ_a u_a u_aᵀ is diagonal in its eigenbasis, with the index pairs (1,3) → a,
+  (2,4) → b of the 4-index tensors and (1,4) → a, (2,5) → b, (3,6) → c of the 6-index ones:
+  X_II(a,b) = 1/(λ_a + λ_b − η λ_a λ_b), X_III(a,b,c) = 1/(Σλ − η Σλλ + η² Πλ) (the definitions
+  (∞.107), (∞.110) in the eigenbasis) and Y_1…Y_4 (∞.135)–(∞.140).  Algorithms: ``"gd"`` many-step
+  full-batch GD at global rate η (∞.142)–(∞.147), ``"flow"`` gradient flow η → 0 (∞.149)–(∞.153),
+  ``"newton"`` the two-step Newton-like scheme (∞.79), (∞.148).  :class:`Projectors` keeps the
+  eigen-functions and builds the dense tensors on request.
+* **Ensemble mean** (∞.160)–(∞.165) with the spec's fixes: the NTK-variance term enters with
+  σ_Δ = −1 (the book prints +1; spec §4.4–4.5, from the corrected signs of the ΔH lines of
+  (∞.154)); the dNTK term (∞.163) in the general form with Z_B^{1234} and Z_B^{1243} (the printed
+  form holds only for a symmetrised Z_B); in (∞.165) T pairs with Z_IIB^{312645} and U with
+  Z_IIB^{231564} (swapped in the book).
+
+The NTK mean H: the book sets H ≈ Θ (its H^{1} is never computed).  rgflow has the 1/n part Θ1
+of the NTK mean (``ntk.md``), so by default H = Θ + Θ1/n — beyond the book; the difference it
+makes is ``pieces["ntk_mean"]`` of the prediction (see the tests for whether it helps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The training algorithms whose projectors the spec gives (§4.3).
+ALGORITHMS = ("gd", "flow", "newton")
+
+FOUR = ("Z_A", "Z_B")
+SIX = ("Z_IA", "Z_IB", "Z_IIA", "Z_IIB")
+
+
+def eigen_functions(lam: np.ndarray, eta: float) -> dict[str, np.ndarray]:
+    """X_II (M, M), X_III, Y_1, Y_3, Y_4 (M, M, M) and Y_2 (M, M) as functions of the eigenvalues
+    (spec §4.3, "Eigenbasis closed forms")."""
+    a, b = lam[:, None], lam[None, :]
+    la, lb, lc = lam[:, None, None], lam[None, :, None], lam[None, None, :]
+    X2 = 1.0 / (a + b - eta * a * b)
+    X3 = 1.0 / (la + lb + lc - eta * (la * lb + la * lc + lb * lc) + eta**2 * la * lb * lc)
+    X2ab, X2bc = X2[:, :, None], X2[None, :, :]
+    return {
+        "X_II": X2,
+        "X_III": X3,
+        "Y_1": (X2ab - X3) / lc,
+        "Y_2": 1.0 / (a * b) - X2 / b,
+        "Y_3": 1.0 / (la * lb * lc) - X2ab / (lb * lc) - X2bc / (la * lc) + X2bc * X3 / lc,
+        "Y_4": X2bc * (1.0 / la - X3),
+    }
+
+
+@dataclass
+class Projectors:
+    """The six projectors Z_A, Z_B (4-index) and Z_IA, Z_IB, Z_IIA, Z_IIB (6-index) of one algorithm,
+    as eigen-functions ``f[name]`` over the eigenvalues ``lam`` of H̃ with eigenvectors ``vecs``
+    (columns); :meth:`dense` gives Z^{α1…α4} / Z^{α1…α6} in the training-set basis."""
+
+    algorithm: str
+    lr: float
+    lam: np.ndarray
+    vecs: np.ndarray
+    f: dict[str, np.ndarray]
+
+    def dense(self, name: str) -> np.ndarray:
+        U, g = self.vecs, self.f[name]
+        if g.ndim == 2:
+            return np.einsum("ia,jb,ka,lb,ab->ijkl", U, U, U, U, g, optimize=True)
+        return np.einsum("pa,qb,rc,sa,tb,uc,abc->pqrstu", U, U, U, U, U, U, g, optimize=True)
+
+
+def projectors(Ht: np.ndarray, lr: float, algorithm: str = "gd") -> Projectors:
+    """Projectors of ``algorithm`` for the training-set NTK mean ``Ht`` and global rate ``lr`` (η;
+    ignored by ``"flow"``, where η = 0, and ``"newton"``): spec §4.3, (∞.142)–(∞.153)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    lam, vecs = np.linalg.eigh(0.5 * (Ht + Ht.T))
+    if lam.min() <= 0:
+        raise ValueError("the training-set NTK mean H̃ is not positive definite; the projectors need H̃⁻¹")
+    eta = float(lr) if algorithm == "gd" else 0.0
+    if algorithm == "gd" and not 0 < eta * lam.max() < 2:
+        raise ValueError(
+            f"gradient descent at lr = {eta:.4g} does not converge: η λ_max(H̃) = {eta * lam.max():.4g} must be "
+            "in (0, 2) (PDLT footnote 16 of ch. ∞); pass a smaller lr"
+        )
+    M = len(lam)
+    if algorithm == "newton":
+        a, b = lam[:, None], lam[None, :]
+        la, lb, lc = lam[:, None, None], lam[None, :, None], lam[None, None, :]
+        z4, z6 = np.zeros((M, M)), np.zeros((M, M, M))
+        f = {"Z_A": z4, "Z_B": 0.5 / (a * b), "Z_IA": z6, "Z_IB": -1.0 / (6 * la * lb * lc), "Z_IIA": z6, "Z_IIB": z6}
+        return Projectors(algorithm, eta, lam, vecs, f)
+    e = eigen_functions(lam, eta)
+    Y1, Y2, Y3, Y4, X2, X3 = e["Y_1"], e["Y_2"], e["Y_3"], e["Y_4"], e["X_II"], e["X_III"]
+    f = {
+        "Z_A": Y2,
+        "Z_B": Y2 + 0.5 * eta * X2,
+        "Z_IA": -Y3 - 0.5 * eta * Y4,
+        "Z_IB": -Y3 - 0.5 * eta * Y4 - 0.5 * eta * Y1 - eta**2 / 6 * X3,
+        "Z_IIA": -Y3,
+        # Z_IIB^{123456} = −Y3^{123456} − Y3^{213546} − Y3^{132465} − η Y4 − η Y1
+        "Z_IIB": -Y3 - Y3.transpose(1, 0, 2) - Y3.transpose(0, 2, 1) - eta * Y4 - eta * Y1,
+    }
+    return Projectors(algorithm, eta, lam, vecs, f)
+
+
+def _perm(Z: np.ndarray, spec: str) -> np.ndarray:
+    """Z with its slots relabelled, e.g. ``_perm(Z, "231564")`` is the array W[1..6] = Z^{231564}."""
+    letters = "pqrstu"[: Z.ndim]
+    src = "".join(letters[int(c) - 1] for c in spec)
+    return np.einsum(f"{src}->{letters}", Z)
+
+
+def _sub(T: np.ndarray, slots: str, rows: np.ndarray, tr: np.ndarray) -> np.ndarray:
+    """T restricted to ``rows`` in the slots marked ``d`` and to the training set elsewhere, e.g.
+    ``_sub(P, "adbc", …)`` is P_{α1 δ α2 α3} as an array indexed [α1, δ, α2, α3]."""
+    return T[np.ix_(*[rows if c == "d" else tr for c in slots])]
+
+
+def ntk_variance_term(
+    A: np.ndarray, B: np.ndarray, Hinv: np.ndarray, n_out: int, y: np.ndarray, rows: np.ndarray, tr: np.ndarray
+) -> np.ndarray:
+    """m^{ΔNTK}_{i;δ} (∞.162) on ``rows`` (before σ_Δ, the projection and 1/n):
+    Σ [A_(δα1)(α2α3) + B_δα2α1α3 + n_L B_δα3α1α2] H̃^{α1α2} H̃^{α3α4} y_{i;α4}."""
+    T = _sub(A, "dabc", rows, tr) + _sub(B, "dbac", rows, tr).transpose(0, 2, 1, 3)
+    T = T + n_out * _sub(B, "dcab", rows, tr).transpose(0, 2, 3, 1)
+    return np.einsum("dabc,ab,ce,ei->di", T, Hinv, Hinv, y, optimize=True)
+
+
+def dntk_term(
+    P: np.ndarray, Q: np.ndarray, Z: Projectors, n_out: int, y: np.ndarray, rows: np.ndarray, tr: np.ndarray
+) -> np.ndarray:
+    """m^{dNTK}_{i;δ} (∞.163) in the general form of spec §4.5 (valid for any projector):
+    −Σ {[P_δ123 + Q_δ123 + n_L Q_δ213] Z_B^{1234} + [P_δ123 + n_L Q_δ123 + Q_δ213] Z_B^{1243}
+       + [n_L P_1δ23 + Q_1δ23 + Q_12δ3] Z_A^{1234} + [P_1δ23 + n_L Q_1δ23 + Q_12δ3] Z_A^{1243}} y_{i;4}."""
+    ZA, ZB = Z.dense("Z_A"), Z.dense("Z_B")
+    Pd, Qd = _sub(P, "dabc", rows, tr), _sub(Q, "dabc", rows, tr)
+    Qd_213 = _sub(Q, "dbac", rows, tr).transpose(0, 2, 1, 3)
+    P1d = _sub(P, "adbc", rows, tr).transpose(1, 0, 2, 3)
+    Q1d = _sub(Q, "adbc", rows, tr).transpose(1, 0, 2, 3)
+    Q12d = _sub(Q, "abdc", rows, tr).transpose(2, 0, 1, 3)
+    tB1, tB2 = Pd + Qd + n_out * Qd_213, Pd + n_out * Qd + Qd_213
+    tA1, tA2 = n_out * P1d + Q1d + Q12d, P1d + n_out * Q1d + Q12d
+    out = np.einsum("dabc,abce,ei->di", tB1, ZB, y, optimize=True)
+    out += np.einsum("dabc,abec,ei->di", tB2, ZB, y, optimize=True)
+    out += np.einsum("dabc,abce,ei->di", tA1, ZA, y, optimize=True)
+    out += np.einsum("dabc,abec,ei->di", tA2, ZA, y, optimize=True)
+    return -out
+
+
+def cubic_targets(y: np.ndarray, K: np.ndarray, n_out: int) -> np.ndarray:
+    """The bracket 𝒴^{456}_i = y_{i;4}(Σ_j y_{j;5} y_{j;6} + n_L K_56) + y_{i;5} K_64 + y_{i;6} K_45 of
+    (∞.164)–(∞.165) (= −E[ε_{i;4} Σ_j ε_{j;5} ε_{j;6}]-type Wick sums), as an array [i, 4, 5, 6]."""
+    yy = y @ y.T
+    Y = np.einsum("ei,fg->iefg", y, yy + n_out * K)
+    Y += np.einsum("fi,ge->iefg", y, K)
+    Y += np.einsum("gi,ef->iefg", y, K)
+    return Y
+
+
+def ddntk_terms(
+    R: np.ndarray,
+    S: np.ndarray,
+    T: np.ndarray,
+    U: np.ndarray,
+    Z: Projectors,
+    Y6: np.ndarray,
+    rows: np.ndarray,
+    tr: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """m^{ddNTK-I} (∞.164) and m^{ddNTK-II} (∞.165, T ↔ U fixed as in spec §4.5) on ``rows``."""
+    ZIA, ZIB, ZIIA, ZIIB = (Z.dense(k) for k in SIX)
+    ZIBs = ZIB + _perm(ZIB, "231564") + _perm(ZIB, "312645")
+    e = "abcefg,iefg->di"
+    m1 = np.einsum("dabc," + e, _sub(R, "dabc", rows, tr), ZIBs, Y6, optimize=True)
+    m1 += np.einsum("adbc," + e, _sub(R, "adbc", rows, tr), ZIA, Y6, optimize=True)
+    m1 += np.einsum("abcd," + e, _sub(R, "abcd", rows, tr), _perm(ZIA, "123564"), Y6, optimize=True)
+    m1 += np.einsum("acdb," + e, _sub(R, "acdb", rows, tr), _perm(ZIA, "123645"), Y6, optimize=True)
+    m2 = np.einsum("dabc," + e, _sub(S, "dabc", rows, tr), ZIIB, Y6, optimize=True)
+    m2 += np.einsum("dabc," + e, _sub(T, "dabc", rows, tr), _perm(ZIIB, "312645"), Y6, optimize=True)
+    m2 += np.einsum("dabc," + e, _sub(U, "dabc", rows, tr), _perm(ZIIB, "231564"), Y6, optimize=True)
+    m2 += np.einsum("abdc," + e, _sub(S, "abdc", rows, tr), _perm(ZIIA, "123564"), Y6, optimize=True)
+    m2 += np.einsum("adcb," + e, _sub(T, "adcb", rows, tr), ZIIA, Y6, optimize=True)
+    m2 += np.einsum("acbd," + e, _sub(U, "acbd", rows, tr), _perm(ZIIA, "123645"), Y6, optimize=True)
+    return -m1, -m2
+
+
+def gd_mean_first_order(
+    H: np.ndarray,
+    K: np.ndarray,
+    tensors: dict[str, np.ndarray | None],
+    n: int,
+    y: np.ndarray,
+    tr: np.ndarray,
+    te: np.ndarray,
+    Z: Projectors,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The fully trained ensemble mean (∞.160)–(∞.165) with the spec's fixes, and its pieces.
+
+    ``H`` (N, N) is the NTK mean used throughout (Θ or Θ + Θ1/n), ``K`` the output kernel,
+    ``tensors`` the output-layer A, B and P, Q, R, S, T, U (``None`` for P…U: they vanish, as for
+    last-layer training (∞.173)); ``Z`` the projectors of H̃.  Returns the mean m^NTK + [𝓜]^⊥/n on
+    ``te`` and the pieces (each projected and divided by n): ``ntk_variance`` (σ_Δ = −1),
+    ``dntk``, ``ddntk_1``, ``ddntk_2``.
+    """
+    n_out = y.shape[1]
+    Hinv = (Z.vecs / Z.lam[None, :]) @ Z.vecs.T
+    rows = np.concatenate([te, tr])
+    NB = len(te)
+    W = H[np.ix_(te, tr)] @ Hinv  # H_δα H̃⁻¹
+    mean_ntk = W @ y  # (∞.161)
+
+    def project(Mrows: np.ndarray) -> np.ndarray:
+        return (Mrows[:NB] - W @ Mrows[NB:]) / n
+
+    A, B = tensors["A"], tensors["B"]
+    assert A is not None and B is not None
+    pieces = {"ntk_variance": -project(ntk_variance_term(A, B, Hinv, n_out, y, rows, tr))}
+    P, Q, R, S, T, U = (tensors.get(k) for k in ("P", "Q", "R", "S", "T", "U"))
+    if P is not None and Q is not None:
+        pieces["dntk"] = project(dntk_term(P, Q, Z, n_out, y, rows, tr))
+    if R is not None and S is not None and T is not None and U is not None:
+        Y6 = cubic_targets(y, K[np.ix_(tr, tr)], n_out)
+        m1, m2 = ddntk_terms(R, S, T, U, Z, Y6, rows, tr)
+        pieces["ddntk_1"], pieces["ddntk_2"] = project(m1), project(m2)
+    mean = mean_ntk + sum(pieces.values())
+    return mean, {"mean_ntk": mean_ntk, **pieces}
