@@ -42,11 +42,16 @@ rng = np.random.default_rng(0)
 
 WORKLOADS: dict[str, tuple[str, str]] = {
     "theory relu N=32 L=10 (all tensors)": (
-        "net = rgflow.MLP('relu', depth=10, width=64, C_W=2.0); x = rng.normal(size=(32, 3))",
+        "net = rgflow.MLP('relu', depth=10, width=64, C_W=2.0); x = np.random.default_rng(32).normal(size=(32, 4))",
         "rgflow.theory(net, x)",
     ),
     "theory gelu N=32 L=10 (all tensors)": (
-        "net = rgflow.MLP('gelu', depth=10, width=64, C_b=0.17292239, C_W=1.98305826); x = rng.normal(size=(32, 3))",
+        "net = rgflow.MLP('gelu', depth=10, width=64, C_b=0.17292239, C_W=1.98305826)\n"
+        "x = np.random.default_rng(32).normal(size=(32, 4))",
+        "rgflow.theory(net, x)",
+    ),
+    "theory relu N=12 L=10, rank-deficient layer 1 (n0=3, C_b=0)": (
+        "net = rgflow.MLP('relu', depth=10, width=64, C_W=2.0); x = np.random.default_rng(12).normal(size=(12, 3))",
         "rgflow.theory(net, x)",
     ),
     "theory tanh N=6 L=4 (quadrature)": (
