@@ -15,6 +15,7 @@
 use std::ops::Deref;
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::activations::ActivationFn;
 use crate::expect::{expect_block, first_singular_order, pair_values, QuadOpts, Term};
@@ -376,6 +377,82 @@ pub(crate) fn sample_factor(
     )))
 }
 
+/// Which of the four (sorted) samples of a multiset coincide: the index of each among the
+/// distinct samples, e.g. `[0, 0, 1, 2]` for `{a, a, b, c}`.
+fn shape4(s: &[usize; 4]) -> [u8; 4] {
+    let mut out = [0u8; 4];
+    for i in 1..4 {
+        out[i] = out[i - 1] + u8::from(s[i] != s[i - 1]);
+    }
+    out
+}
+
+/// The integrands of the four-point tables for one multiset shape: the engine terms `its` (one
+/// expectation block), each unique table value as a combination of them (`combos`), and per
+/// (pattern, permutation) the slot of its value.
+struct ShapePlan {
+    its: Vec<Vec<Term>>,
+    combos: Vec<Vec<(f64, usize)>>,
+    slot: Vec<u8>,
+}
+
+impl ShapePlan {
+    fn new(
+        shape: [u8; 4],
+        patterns: &[Pattern],
+        perms: &[[usize; 4]],
+        first_singular: usize,
+    ) -> Result<ShapePlan, RgError> {
+        let dn = shape[3] as usize + 1;
+        let mut keys: Vec<u64> = vec![];
+        let mut slot: Vec<u8> = Vec::with_capacity(patterns.len() * perms.len());
+        let mut combos: Vec<Vec<(f64, usize)>> = vec![];
+        let mut its: Vec<Vec<Term>> = vec![];
+        for pat in patterns {
+            for p in perms {
+                let key = key4([0, 1, 2, 3].map(|i| code(shape[p[i]] as usize, pat[i])));
+                if let Some(q) = keys.iter().position(|&x| x == key) {
+                    slot.push(q as u8);
+                    continue;
+                }
+                slot.push(keys.len() as u8);
+                keys.push(key);
+                // each distinct sample's factor as a combination of terms, multiplied out
+                let mut expansion: Vec<(f64, Vec<Term>)> = vec![(1.0, vec![])];
+                for smp in 0..dn as u8 {
+                    let orders: Vec<u8> = (0..4)
+                        .filter(|&i| shape[p[i]] == smp)
+                        .map(|i| pat[i])
+                        .collect();
+                    let factor = sample_factor(&orders, first_singular)?;
+                    let mut next = Vec::with_capacity(expansion.len() * factor.len());
+                    for (c, ts) in &expansion {
+                        for (cf, t) in &factor {
+                            let mut ts = ts.clone();
+                            ts.push(t.clone());
+                            next.push((c * cf, ts));
+                        }
+                    }
+                    expansion = next;
+                }
+                let mut combo = vec![];
+                for (c, ts) in expansion {
+                    let i = match its.iter().position(|x| *x == ts) {
+                        Some(i) => i,
+                        None => {
+                            its.push(ts);
+                            its.len() - 1
+                        }
+                    };
+                    combo.push((c, i));
+                }
+                combos.push(combo);
+            }
+        }
+        Ok(ShapePlan { its, combos, slot })
+    }
+}
+
 /// ⟨Π σ^{(p_i)}(z_{s_i})⟩ for every [`Pattern`] of `set`, over all multisets of 4 samples:
 /// one pass over the unique sample multisets (in parallel), each evaluating the distinct
 /// integrands of all patterns and orderings in one [`expect_block`] call (shared nodes),
@@ -391,11 +468,20 @@ pub(crate) fn four_point_expectations(
     let patterns = set.patterns();
     let perms = perms4();
     let first_singular = first_singular_order(act)?;
-    let np = patterns.len() * perms.len();
-    // per multiset: the unique values and, per (pattern, permutation), the slot of its value
-    let values: Vec<(Vec<f64>, Vec<u8>)> = sets
+    // The integrands of a multiset depend only on which of its four samples coincide (its
+    // shape, e.g. [0, 0, 1, 2] for {a, a, b, c}): one plan per shape, built once per layer.
+    let mut plans: FxHashMap<[u8; 4], ShapePlan> = FxHashMap::default();
+    for s in &sets {
+        let shape = shape4(s);
+        if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(shape) {
+            e.insert(ShapePlan::new(shape, patterns, &perms, first_singular)?);
+        }
+    }
+    // per multiset: the unique values (the plan's slots say which value goes where)
+    let values: Vec<Vec<f64>> = sets
         .par_iter()
-        .map(|s| -> Result<(Vec<f64>, Vec<u8>), RgError> {
+        .map(|s| -> Result<Vec<f64>, RgError> {
+            let plan = &plans[&shape4(s)];
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
             let dn = ds.len();
@@ -403,63 +489,20 @@ pub(crate) fn four_point_expectations(
                 .iter()
                 .flat_map(|&p| ds.iter().map(move |&q| k[p * n + q]))
                 .collect();
-            let mut keys: Vec<u64> = vec![];
-            let mut slot: Vec<u8> = Vec::with_capacity(np);
-            // per unique key: (coefficient, integrand index) of its expansion
-            let mut combos: Vec<Vec<(f64, usize)>> = vec![];
-            let mut its: Vec<Vec<Term>> = vec![];
-            for pat in patterns {
-                for p in &perms {
-                    let key = key4([0, 1, 2, 3].map(|i| code(s[p[i]], pat[i])));
-                    if let Some(q) = keys.iter().position(|&x| x == key) {
-                        slot.push(q as u8);
-                        continue;
-                    }
-                    slot.push(keys.len() as u8);
-                    keys.push(key);
-                    // each distinct sample's factor as a combination of terms, multiplied out
-                    let mut expansion: Vec<(f64, Vec<Term>)> = vec![(1.0, vec![])];
-                    for &smp in &ds {
-                        let orders: Vec<u8> =
-                            (0..4).filter(|&i| s[p[i]] == smp).map(|i| pat[i]).collect();
-                        let factor = sample_factor(&orders, first_singular)?;
-                        let mut next = Vec::with_capacity(expansion.len() * factor.len());
-                        for (c, ts) in &expansion {
-                            for (cf, t) in &factor {
-                                let mut ts = ts.clone();
-                                ts.push(t.clone());
-                                next.push((c * cf, ts));
-                            }
-                        }
-                        expansion = next;
-                    }
-                    let mut combo = vec![];
-                    for (c, ts) in expansion {
-                        let i = match its.iter().position(|x| *x == ts) {
-                            Some(i) => i,
-                            None => {
-                                its.push(ts);
-                                its.len() - 1
-                            }
-                        };
-                        combo.push((c, i));
-                    }
-                    combos.push(combo);
-                }
-            }
-            let v = expect_block(act, &cov, dn, &its, opts)
+            let v = expect_block(act, &cov, dn, &plan.its, opts)
                 .map_err(|e| e.context(&format!("four-point expectations for inputs {s:?}")))?;
-            let vals = combos
+            Ok(plan
+                .combos
                 .iter()
                 .map(|c| c.iter().map(|&(cf, i)| cf * v[i]).sum())
-                .collect();
-            Ok((vals, slot))
+                .collect())
         })
         .collect::<Result<_, _>>()?;
     let n4 = n * n * n * n;
     let idx = |p: [usize; 4]| ((p[0] * n + p[1]) * n + p[2]) * n + p[3];
     let mut tables = vec![vec![0.0; n4]; patterns.len()];
-    for (s, (vals, slot)) in sets.iter().zip(&values) {
+    for (s, vals) in sets.iter().zip(&values) {
+        let slot = &plans[&shape4(s)].slot;
         for (t, table) in tables.iter_mut().enumerate() {
             for (j, p) in perms.iter().enumerate() {
                 table[idx(p.map(|i| s[i]))] = vals[slot[t * perms.len() + j] as usize];
