@@ -61,14 +61,17 @@ def _constant(xp: Any, z: Any, value: Any) -> Any:
 def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> ArrayFn:
     """``z ↦ σ^(deriv)(z)`` of the built-in activation ``name`` (parameters ``params``) in ``xp``.
 
-    ``deriv`` is 0, 1, 2 or 3 (the third for the dNTK samplers).  The expressions are those of rgflow 0.1's numpy evaluation, so
-    numpy results are bitwise unchanged; under JAX they trace to the same arithmetic.
+    ``deriv`` is 0, 1, 2 or 3 (the third for the dNTK samplers).  The expressions are those of
+    rgflow 0.1's numpy evaluation, so numpy results are bitwise unchanged; under JAX they trace to
+    the same arithmetic.
     """
     if deriv not in (0, 1, 2, 3):
         raise ValueError("array evaluation provides derivatives 0, 1, 2, 3 only")
     p = params
     if name == "linear":
-        return (lambda z: z, lambda z: xp.ones_like(z), lambda z: xp.zeros_like(z), lambda z: xp.zeros_like(z))[deriv]
+        if deriv == 0:
+            return lambda z: z
+        return (lambda z: xp.ones_like(z)) if deriv == 1 else (lambda z: xp.zeros_like(z))
     if name in ("relu", "leaky_relu"):
         a = 0.0 if name == "relu" else p["slope"]
         if deriv == 0:

@@ -42,9 +42,10 @@ Estimators (per network; then averaged over networks), all at layer l with n = n
 * ``Q_0123 = C_W mean_a ∂²z_{a;0}[v_a1, ṽ_32]``: the conditional mean of ``n dĤ_aab;012 z_b;3``
   over probe b, which is linear in w_b through the direction v_b2; ṽ_32 is v_b2 with w_b
   replaced by σ_3 (``dntk.md`` §7.1's Rao-Blackwellisation).
-* ``R_0123 = n mean_{a≠b} ∂³z_{a;0}[v_a1, v_b2, v_b3]``,
+* ``R_0123 = n mean_a ∂³z_{a;0}[v_a1, v_b2, v_b3]`` over the r ordered pairs (a, b = a+1 mod r)
+  (third-order tangents carry N⁴ sample tuples per pair, so not all r(r-1) pairs),
   ``S_1234 = n mean_{a≠b} ddIIĤ_{aabb;1234}``, ``T_1342 = n mean_{a≠b} ddIIĤ_{abab;1234}``,
-  ``U_1423 = n mean_{a≠b} ddIIĤ_{abba;1234}``: averages over the r(r-1) ordered probe pairs.
+  ``U_1423 = n mean_{a≠b} ddIIĤ_{abba;1234}``: averages over all r(r-1) ordered probe pairs.
 
 Arrays are in the spec's index order (``P[l, δ0, δ1, δ2, δ3]`` etc., as :class:`rgflow.Theory`);
 layer 1 is exactly zero (z^(1) is linear in θ).  Smooth activations only: for kinked ones the
@@ -66,7 +67,13 @@ DNTK_SUMS = ("Ps", "Qs", "Rs", "Ss", "Ts", "Us")
 def _mv(xp: Any, X: Any, W: Any) -> Any:
     """Σ_k X[b, ..., k] W[b, j, k] -> [b, ..., j] (one batched GEMM)."""
     B, k = X.shape[0], X.shape[-1]
-    out = xp.matmul(X.reshape(B, -1, k), xp.swapaxes(W, -1, -2))
+    X2 = X.reshape(B, -1, k)
+    if xp is np:  # one 2-D BLAS call per network (stacked matmul with a transposed view is slow)
+        out = np.empty((B, X2.shape[1], W.shape[1]), dtype=np.result_type(X2, W))
+        for b in range(B):
+            out[b] = X2[b] @ W[b].T
+    else:
+        out = xp.matmul(X2, xp.swapaxes(W, -1, -2))
     return out.reshape(X.shape[:-1] + (W.shape[1],))
 
 
@@ -148,7 +155,11 @@ def _tangent2(
         sqv = _ein(xp, "Bun,Bpavn->Bpavu", s, qv)
         lam = Gu[k][:, :, None, None, :, None, :] * xp.swapaxes(sqv, -1, -2)[:, None, :, :, :, :, None]
         lam = lam + Gv[k][:, None, :, None, None, :, :] * squ[:, :, None, :, :, :, None]
-        inner = s2[:, None, None, :, None, None, :] * Tu[k - 1][:, :, None, :, :, None, :] * Tv[k - 1][:, None, :, :, None, :, :]
+        inner = (
+            s2[:, None, None, :, None, None, :]
+            * Tu[k - 1][:, :, None, :, :, None, :]
+            * Tv[k - 1][:, None, :, :, None, :, :]
+        )
         inner = inner + s1[:, None, None, :, None, None, :] * T[k - 1]
         T[k] = c * lam + _mv(xp, inner, net.W[k])
     return T
@@ -166,9 +177,9 @@ def _layer(xp: Any, net: _Net, hp: Any, l: int, w: Any) -> dict[str, Any]:
     m = l - 1
     lw = hp["lambda_W"]
     Cw, lwt = hp["C_W"][l - 1], lw[l - 1]
-    s, s1, s2, s3 = net.S[m], net.S1[m], net.S2[m], net.S3[m]
+    s, s1, s2 = net.S[m], net.S1[m], net.S2[m]
     n = s.shape[-1]
-    B, r, N = w.shape[0], w.shape[1], s.shape[1]
+    B, r = w.shape[0], w.shape[1]
     cl = lwt / n
 
     G, Gh = _backprop(xp, net, w, m)
@@ -178,7 +189,10 @@ def _layer(xp: Any, net: _Net, hp: Any, l: int, w: Any) -> dict[str, Any]:
     TT = T1[m]  # (B, r, α, δ, n)
     ar = np.arange(r)
     D2 = AB[m][:, ar, ar]  # (B, r, α, δ1, δ2, n): T2[v_b1, v_b2]
-    Yb = s2[:, None, :, None, None, :] * TT[:, :, :, :, None, :] * TT[:, :, :, None, :, :] + s1[:, None, :, None, None, :] * D2
+    Yb = (
+        s2[:, None, :, None, None, :] * TT[:, :, :, :, None, :] * TT[:, :, :, None, :, :]
+        + s1[:, None, :, None, None, :] * D2
+    )
     out: dict[str, Any] = {}
     out["P"] = Cw * _ein(xp, "Bbxyzn,Bwn->Bxyzw", Yb, s) / r
 
@@ -193,23 +207,14 @@ def _layer(xp: Any, net: _Net, hp: Any, l: int, w: Any) -> dict[str, Any]:
     val = val + _ein(xp, "Bawxyzn,Ban->Baxyzw", A, w)
     out["Q"] = Cw * xp.mean(val, axis=1)
 
-    # R: third-order tangents for the probe pairs (a; b, b)
+    # R: third-order tangents for the probe pairs (a, b = π(a)), π the cyclic shift
+    nb = np.roll(ar, -1)
     R3 = None
     for k in range(2, m + 1):
-        R3 = _tangent3(xp, net, lw, G, T1, AB, R3, k)
-    TTa = TT[:, :, None, :, :, None, None, :]  # (B, a, 1, 0, 1, 1, 1, n)
-    TTb2 = TT[:, None, :, :, None, :, None, :]
-    TTb3 = TT[:, None, :, :, None, None, :, :]
-    ABk = AB[m]
-    inner = s3[:, None, None, :, None, None, None, :] * TTa * TTb2 * TTb3
-    inner = inner + s2[:, None, None, :, None, None, None, :] * (
-        ABk[:, :, :, :, :, :, None, :] * TTb3 + D2[:, None, :, :, None, :, :, :] * TTa + ABk[:, :, :, :, :, None, :, :] * TTb2
-    )
-    if R3 is not None:
-        inner = inner + s1[:, None, None, :, None, None, None, :] * R3
-    val = _ein(xp, "Babwxyzn,Ban->Babwxyz", inner, w)
-    val = val + cl * _ein(xp, "Bxn,Bbwyzn->Bbwxyz", s, Yb)[:, None]
-    out["R"] = n * _offdiag_mean(xp, val)
+        R3 = _tangent3(xp, net, lw, G, T1, AB, R3, k, nb)
+    val = _ein(xp, "Bawxyzn,Ban->Bawxyz", _third_inner(net, m, T1[m], AB[m], R3, nb), w)
+    val = val + cl * _ein(xp, "Bxn,Bawyzn->Bawxyz", s, Yb[:, nb])
+    out["R"] = n * xp.mean(val, axis=1)
 
     # S, T, U: ⟨∇f_{cα,dδ}, ∇f_{c'β,d'δ'}⟩_λ by an exact reverse pass
     eye = xp.asarray(np.eye(r), dtype=s.dtype)[None, :, :, None, None, None]
@@ -287,36 +292,50 @@ def _family(xp: Any, Z: Any, tau: Any, q: Any, cd: str, r: int) -> tuple[Any, An
     return Zs, t, qq
 
 
-def _tangent3(xp: Any, net: _Net, lw: Any, G: list[Any], T1: list[Any], AB: list[Any], prev: Any, k: int) -> Any:
-    """T3[k] (B, a, b, N0, N1, N2, N3, n_k) = ∂³z^(k)_{δ0}[v_{a δ1}, v_{b δ2}, v_{b δ3}] (k >= 2)."""
-    s, s1, s2, s3 = net.S[k - 1], net.S1[k - 1], net.S2[k - 1], net.S3[k - 1]
+def _third_inner(net: _Net, k: int, TT: Any, ABk: Any, prev: Any, nb: Any) -> Any:
+    """σ-jet part of ∂³ at layer k (B, a, N0, N1, N2, N3, n) for directions (v_{a δ1}, v_{b δ2}, v_{b δ3}), b = nb[a]:
+    σ3∘T1T1T1 + σ2∘(T2[a1,b2]T1[b3] + T2[b2,b3]T1[a1] + T2[a1,b3]T1[b2]) + σ1∘T3 (``dntk.md`` (∞.174)), σk = σ^(k)."""
+    s1, s2, s3 = net.S1[k], net.S2[k], net.S3[k]
+    ar = np.arange(TT.shape[1])
+    Tb = TT[:, nb]
+    TTa = TT[:, :, :, :, None, None, :]  # (B, a, 0, 1, 1, 1, n)
+    TTb2 = Tb[:, :, :, None, :, None, :]
+    TTb3 = Tb[:, :, :, None, None, :, :]
+    Ap = ABk[:, ar, nb]  # (B, a, 0, 1, 2, n): T2[v_a1, v_b2]
+    Db = ABk[:, nb, nb]  # (B, a, 0, 2, 3, n): T2[v_b2, v_b3]
+    inner = s3[:, None, :, None, None, None, :] * TTa * TTb2 * TTb3
+    inner = inner + s2[:, None, :, None, None, None, :] * (
+        Ap[:, :, :, :, :, None, :] * TTb3 + Db[:, :, :, None, :, :, :] * TTa + Ap[:, :, :, :, None, :, :] * TTb2
+    )
+    if prev is not None:
+        inner = inner + s1[:, None, :, None, None, None, :] * prev
+    return inner
+
+
+def _tangent3(
+    xp: Any, net: _Net, lw: Any, G: list[Any], T1: list[Any], AB: list[Any], prev: Any, k: int, nb: Any
+) -> Any:
+    """T3[k] (B, a, N0, N1, N2, N3, n_k) = ∂³z^(k)_{δ0}[v_{a δ1}, v_{b δ2}, v_{b δ3}], b = nb[a] (k >= 2)."""
+    s, s1, s2 = net.S[k - 1], net.S1[k - 1], net.S2[k - 1]
     c = lw[k - 1] / s.shape[-1]
     r = G[k].shape[1]
     TT = T1[k - 1]
     ABp = AB[k - 1]
     ar = np.arange(r)
-    D2 = ABp[:, ar, ar]  # (B, b, 0, 2, 3, n)
-    TTa = TT[:, :, None, :, :, None, None, :]
-    TTb2 = TT[:, None, :, :, None, :, None, :]
-    TTb3 = TT[:, None, :, :, None, None, :, :]
+    Tb = TT[:, nb]
     # λ terms: the direction that carries the layer-k weight component, times σ_{δ_i}·(second-order factor)
-    Y23 = s2[:, None, :, None, None, :] * TT[:, :, :, :, None, :] * TT[:, :, :, None, :, :] + s1[:, None, :, None, None, :] * D2
-    c1 = _ein(xp, "Bxn,Bbwyzn->Bbwxyz", s, Y23)  # (B, b, 0, 1, 2, 3)
-    Y12 = s2[:, None, None, :, None, None, :] * TT[:, :, None, :, :, None, :] * TT[:, None, :, :, None, :, :]
-    Y12 = Y12 + s1[:, None, None, :, None, None, :] * ABp  # (B, a, b, 0, 1, 2, n): T2-type factor of (a1, b2)
-    c3 = _ein(xp, "Bzn,Babwxyn->Babwxyz", s, Y12)  # σ_{δ3}·Y12[0,1,2]
-    c2 = _ein(xp, "Byn,Babwxzn->Babwxyz", s, Y12)  # σ_{δ2}·Y13[0,1,3]
-    Gk = G[k]
-    lam = Gk[:, :, None, None, :, None, None, :] * c1[:, None, ..., None]
-    lam = lam + Gk[:, None, :, None, None, :, None, :] * c2[..., None]
-    lam = lam + Gk[:, None, :, None, None, None, :, :] * c3[..., None]
-    inner = s3[:, None, None, :, None, None, None, :] * TTa * TTb2 * TTb3
-    inner = inner + s2[:, None, None, :, None, None, None, :] * (
-        ABp[:, :, :, :, :, :, None, :] * TTb3 + D2[:, None, :, :, None, :, :, :] * TTa + ABp[:, :, :, :, :, None, :, :] * TTb2
-    )
-    if prev is not None:
-        inner = inner + s1[:, None, None, :, None, None, None, :] * prev
-    return c * lam + _mv(xp, inner, net.W[k])
+    Y23 = s2[:, None, :, None, None, :] * Tb[:, :, :, :, None, :] * Tb[:, :, :, None, :, :]
+    Y23 = Y23 + s1[:, None, :, None, None, :] * ABp[:, nb, nb]  # (B, a, 0, 2, 3, n)
+    c1 = _ein(xp, "Bxn,Bawyzn->Bawxyz", s, Y23)  # σ_{δ1}·Y23
+    Y12 = s2[:, None, :, None, None, :] * TT[:, :, :, :, None, :] * Tb[:, :, :, None, :, :]
+    Y12 = Y12 + s1[:, None, :, None, None, :] * ABp[:, ar, nb]  # (B, a, 0, 1, 2, n)
+    c3 = _ein(xp, "Bzn,Bawxyn->Bawxyz", s, Y12)  # σ_{δ3}·Y12[0,1,2]
+    c2 = _ein(xp, "Byn,Bawxzn->Bawxyz", s, Y12)  # σ_{δ2}·Y13[0,1,3]
+    Ga, Gb = G[k], G[k][:, nb]
+    lam = Ga[:, :, None, :, None, None, :] * c1[..., None]
+    lam = lam + Gb[:, :, None, None, :, None, :] * c2[..., None]
+    lam = lam + Gb[:, :, None, None, None, :, :] * c3[..., None]
+    return c * lam + _mv(xp, _third_inner(net, k - 1, TT, ABp, prev, nb), net.W[k])
 
 
 def dntk_sums(
@@ -358,5 +377,5 @@ def bytes_per_network(widths: tuple[int, ...], N: int, r: int, itemsize: int) ->
     """Rough peak memory of one network in :func:`dntk_sums` (sets the automatic batch)."""
     n = max(widths[1:-1]) if len(widths) > 2 else 1
     L = len(widths) - 1
-    big = 6 * r * r * N**4 * n + 4 * r * N**4 * n + 4 * r * r * N**3 * n * L + 8 * r * r * N**4
+    big = 10 * r * N**4 * n + 4 * r * r * N**3 * n * L + 12 * r * r * N**4
     return int(big * itemsize)

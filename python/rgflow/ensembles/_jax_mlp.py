@@ -45,7 +45,7 @@ def _compiled(
         dt = jnp.dtype(dtype_name)
         batch_sharding, replicated, in_sh = _jax.mesh(devices)
 
-        def draw(key: Any, scales: Any) -> tuple[list[Any], list[Any]]:
+        def draw(key: Any, scales: Any) -> tuple[list[Any], list[Any], list[Any]]:
             keys = jax.random.split(key, 2 * max(layers_drawn, 1))
             Ws, bs_ = [], []
             for l in range(1, layers_drawn + 1):
@@ -86,9 +86,8 @@ def _compiled(
                     mask=msk.astype(dt),
                 )
                 if probes:
-                    s.update(
-                        dntk_sums(jnp, jet, x, Ws, bs_, Ps, hp, consts["h1"], L=len(widths) - 1, mask=msk.astype(dt))
-                    )
+                    L = len(widths) - 1
+                    s.update(dntk_sums(jnp, jet or (), x, Ws, bs_, Ps, hp, consts["h1"], L=L, mask=msk.astype(dt)))
                 return jax.tree_util.tree_map(lambda a, b: a + b, carry, s), None
 
             out, _ = jax.lax.scan(body, zero, (idx, mask))

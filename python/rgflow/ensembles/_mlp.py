@@ -67,6 +67,8 @@ from .._util.validation import check_inputs
 from ..models import MLP
 from ..recursions import Theory, mlp_theory
 from . import _jax_mlp
+from ._dntk import DEFAULT_PROBES, DNTK_SUMS, dntk_sums
+from ._dntk import bytes_per_network as dntk_bytes
 from ._engine import (
     BACKENDS,
     DEFAULT_GROUPS,
@@ -77,8 +79,6 @@ from ._engine import (
     run,
     warn_float32,
 )
-from ._dntk import DEFAULT_PROBES, DNTK_SUMS, dntk_sums
-from ._dntk import bytes_per_network as dntk_bytes
 from ._estimators import batch_sums
 from ._results import Ensemble, MLPStderr, make_stderr
 
@@ -385,7 +385,7 @@ def sample_mlp(
         )
         if dntk:
             probes = _draw_probes(rng, B, plan.widths, plan.hp, plan.probes, plan.dtype)
-            out.update(dntk_sums(np, jet, xd, Ws, bs, probes, plan.hp, plan.consts["h1"], L=plan.L))
+            out.update(dntk_sums(np, jet or (), xd, Ws, bs, probes, plan.hp, plan.consts["h1"], L=plan.L))
         return out
 
     def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:

@@ -64,7 +64,21 @@ class MLPStderr(_Estimates):
     """Standard errors of an :class:`Ensemble` (same names and shapes as its estimates)."""
 
     ESTIMATES: ClassVar[tuple[str, ...]] = (
-        "K", "K1", "Theta", "Theta1", "V", "D", "F", "A", "B", "P", "Q", "R", "S", "T", "U"
+        "K",
+        "K1",
+        "Theta",
+        "Theta1",
+        "V",
+        "D",
+        "F",
+        "A",
+        "B",
+        "P",
+        "Q",
+        "R",
+        "S",
+        "T",
+        "U",
     )
     K: Array | None = None
     K1: Array | None = None
