@@ -8,7 +8,10 @@ second (steady state), JAX's first-run time, batch
 size, and the largest |numpy - jax| / stderr over all tensors (the two backends use different
 random streams, so this is a statistical comparison: O(1) values are expected).
 
-Usage: ``python benches/bench_ensemble.py [--networks 96] [--json out.json]``
+With ``--dntk`` every backend runs twice back to back, without and with ``dntk=True`` (the
+dNTK family P, Q, R, S, T, U on top of all the other tensors), and the table has a ``dntk`` column.
+
+Usage: ``python benches/bench_ensemble.py [--networks 96] [--dntk] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", type=int, default=8)
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--backends", nargs="+", default=["numpy", "jax"], choices=["numpy", "jax"])
+    ap.add_argument("--dntk", action="store_true", help="also time dntk=True (P..U) after each plain run")
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
@@ -41,7 +45,8 @@ def main(argv=None) -> int:
     net = rgflow.MLP("gelu", depth=args.depth, width=args.width, C_b=0.17292239, C_W=1.98305826)
     th = rgflow.theory(net, x, order=0)
     results, ens = [], {}
-    for be in args.backends:
+    runs = [(be, d) for be in args.backends for d in ((False, True) if args.dntk else (False,))]
+    for be, dntk in runs:
         if be == "jax":
             try:
                 import jax
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
                 log("jax is not installed: skipping the jax backend")
                 results.append({"backend": "jax", "skipped": "jax not installed"})
                 continue
-        kw = dict(networks=args.networks, groups=args.groups, progress=False, theory=th, backend=be)
+        kw = dict(networks=args.networks, groups=args.groups, progress=False, theory=th, backend=be, dntk=dntk)
         if be == "jax":  # the first run traces and compiles; the second is the steady state
             log(f"{be}: first run ({args.networks} networks)")
             _, t_first = timed(ensemble.sample, net, x, **kw)
@@ -60,10 +65,12 @@ def main(argv=None) -> int:
             t_first = None
         log(f"{be}: timed run ({args.networks} networks)")
         e, t = timed(ensemble.sample, net, x, **kw)
-        ens[be] = e
+        if not dntk:
+            ens[be] = e
         results.append(
             {
                 "backend": be,
+                "dntk": dntk,
                 "skipped": None,
                 "networks": args.networks,
                 "batch": e.batch,
@@ -86,13 +93,18 @@ def main(argv=None) -> int:
                 zs.append(float(np.max(np.abs(ea - eb)[m] / s[m])))
         zmax = max(zs) if zs else None
     headers = ["backend", "networks", "batch", "first run s", "steady s", "networks/s", "version"]
+    if args.dntk:
+        headers.insert(1, "dntk")
     rows = []
     for r in results:
         if r.get("skipped"):
-            rows.append([r["backend"], "skipped: " + r["skipped"], "", "", "", "", ""])
+            row = [r["backend"], "skipped: " + r["skipped"], "", "", "", "", ""]
         else:
-            rows.append([r["backend"], r["networks"], r["batch"], fmt(r["first_run_s"]), fmt(r["run_s"]),
-                         fmt(r["networks_per_second"], ".4g"), r["version"]])  # fmt: skip
+            row = [r["backend"], r["networks"], r["batch"], fmt(r["first_run_s"]), fmt(r["run_s"]),
+                   fmt(r["networks_per_second"], ".4g"), r["version"]]  # fmt: skip
+        if args.dntk:
+            row.insert(1, "yes" if r.get("dntk") else "no")
+        rows.append(row)
     print(
         f"Ensemble sampling, GELU width {args.width}, depth {args.depth}, {args.inputs} inputs, all tensors "
         f"({os.cpu_count()} CPUs)"

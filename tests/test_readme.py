@@ -14,7 +14,7 @@ def test_quick_start_runs() -> None:
     text = README.read_text(encoding="utf-8")
     match = re.search(r"## Quick start\n\n```python\n(.*?)```", text, re.S)
     assert match, "README has no '## Quick start' python block"
-    code = match.group(1).replace("networks=20_000", "networks=400")
+    code = match.group(1).replace("networks=20_000", "networks=400").replace("networks=2_000", "networks=200")
     scope: dict[str, object] = {}
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(code, str(README), "exec"), scope)

@@ -173,7 +173,7 @@ class Activation:
 
     # ------------------------------------------------------------------ numpy evaluation
     def numpy(self, z: np.ndarray, deriv: int = 0) -> np.ndarray:
-        """sigma^(deriv)(z) for deriv in {0, 1, 2} (regular part; at a kink the right value)."""
+        """sigma^(deriv)(z) for deriv in {0, 1, 2, 3} (regular part; at a kink the right value)."""
         z = np.asarray(z, dtype=float)
         if self.is_custom:
             assert self.function is not None
@@ -184,8 +184,8 @@ class Activation:
                     f"pass derivatives=[...] with at least {deriv} entries"
                 )
             return np.asarray(fs[deriv](z), dtype=float)
-        if deriv not in (0, 1, 2):
-            raise ValueError("numpy evaluation provides derivatives 0, 1, 2 only")
+        if deriv not in (0, 1, 2, 3):
+            raise ValueError("numpy evaluation provides derivatives 0, 1, 2, 3 only")
         out = array_function(np, self.name, self.params, deriv)(z)
         return out.copy() if out is z else out
 

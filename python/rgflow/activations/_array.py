@@ -1,4 +1,4 @@
-"""The built-in activations σ, σ', σ'' written once against an array namespace ``xp``.
+"""The built-in activations σ, σ', σ'' (and σ''') written once against an array namespace ``xp``.
 
 ``xp`` is ``numpy`` or ``jax.numpy`` (anything with the numpy functions used below); the error
 function comes from :func:`erf_for` (``scipy.special.erf`` for numpy, ``jax.scipy.special.erf``
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 #: Highest derivative order defined here.
-MAX_DERIVATIVE = 2
+MAX_DERIVATIVE = 3
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
@@ -61,14 +61,17 @@ def _constant(xp: Any, z: Any, value: Any) -> Any:
 def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0) -> ArrayFn:
     """``z ↦ σ^(deriv)(z)`` of the built-in activation ``name`` (parameters ``params``) in ``xp``.
 
-    ``deriv`` is 0, 1 or 2.  The expressions are those of rgflow 0.1's numpy evaluation, so
-    numpy results are bitwise unchanged; under JAX they trace to the same arithmetic.
+    ``deriv`` is 0, 1, 2 or 3 (the third for the dNTK samplers).  The expressions are those of
+    rgflow 0.1's numpy evaluation, so numpy results are bitwise unchanged; under JAX they trace to
+    the same arithmetic.
     """
-    if deriv not in (0, 1, 2):
-        raise ValueError("array evaluation provides derivatives 0, 1, 2 only")
+    if deriv not in (0, 1, 2, 3):
+        raise ValueError("array evaluation provides derivatives 0, 1, 2, 3 only")
     p = params
     if name == "linear":
-        return (lambda z: z, lambda z: xp.ones_like(z), lambda z: xp.zeros_like(z))[deriv]
+        if deriv == 0:
+            return lambda z: z
+        return (lambda z: xp.ones_like(z)) if deriv == 1 else (lambda z: xp.zeros_like(z))
     if name in ("relu", "leaky_relu"):
         a = 0.0 if name == "relu" else p["slope"]
         if deriv == 0:
@@ -82,6 +85,8 @@ def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0)
 
         def dtanh(z: Any) -> Any:
             t = xp.tanh(z)
+            if deriv == 3:
+                return -2 * (1 - t * t) * (1 - 3 * t * t)
             return 1 - t * t if deriv == 1 else -2 * t * (1 - t * t)
 
         return dtanh
@@ -91,11 +96,13 @@ def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0)
 
         def derf(z: Any) -> Any:
             g = _TWO_OVER_SQRTPI * xp.exp(-z * z)
+            if deriv == 3:
+                return (4 * z * z - 2) * g
             return g if deriv == 1 else -2 * z * g
 
         return derf
     if name == "sin":
-        return (xp.sin, xp.cos, lambda z: -xp.sin(z))[deriv]
+        return (xp.sin, xp.cos, lambda z: -xp.sin(z), lambda z: -xp.cos(z))[deriv]
     if name == "gelu":
         erf = erf_for(xp)
 
@@ -105,6 +112,8 @@ def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0)
             pdf = xp.exp(-0.5 * z * z) / _SQRT2PI
             if deriv == 1:
                 return 0.5 * (1 + erf(z / _SQRT2)) + z * pdf
+            if deriv == 3:
+                return (z * z - 4) * z * pdf
             return 2 * pdf - z * z * pdf
 
         return gelu
@@ -124,7 +133,11 @@ def array_function(xp: Any, name: str, params: dict[str, float], deriv: int = 0)
                     return z * s
                 if deriv == 1:
                     return s + z * ds
-                return 2 * ds + z * (ds * (1 - 2 * s))
+                if deriv == 2:
+                    return 2 * ds + z * (ds * (1 - 2 * s))
+                return 3 * ds * (1 - 2 * s) + z * (ds * (1 - 6 * s + 6 * s * s))
+            if order == 3:
+                return ds * (1 - 6 * s + 6 * s * s)
             return ds if order == 1 else ds * (1 - 2 * s)
 
         return logistic

@@ -4,14 +4,16 @@ with batch-means standard errors (numpy, or JAX sharded over devices), and the c
 Layer 5 (depends on models and recursions — the infinite-width kernels that the 1/n estimators
 subtract).  One entry point, :func:`sample`, that dispatches on the network type:
 
-* :class:`~rgflow.MLP` → :class:`Ensemble`: K, K1, Theta, Theta1, V, D, F, A, B (per layer l = 1..L);
+* :class:`~rgflow.MLP` → :class:`Ensemble`: K, K1, Theta, Theta1, V, D, F, A, B (per layer l = 1..L),
+  and with ``dntk=True`` the dNTK family P, Q, R, S, T, U (``_dntk``: probe neurons, exact forward
+  equations in directional-derivative form);
 * :class:`~rgflow.ResMLP` → :class:`ResEnsemble`: K, K1, V, S (per layer l = 1..L);
 * :class:`~rgflow.PreResNet` → :class:`PreResEnsemble`: K, K1, V, Sigma, V_GS, V_SS (at ``ens.layers``).
 
 Module layout: ``_api`` (the dispatcher), ``_engine`` (argument checks, groups, seeds, group
 loop, batch means), ``_jax`` (what the JAX backends share: batching rule, mesh, jit cache, group
 loop), ``_mlp`` / ``_resmlp`` / ``_preresnet`` (per-architecture sums and estimates),
-``_estimators`` / ``_residual_kernels`` (xp-generic per-batch kernels, numpy and JAX),
+``_estimators`` / ``_dntk`` / ``_residual_kernels`` (xp-generic per-batch kernels, numpy and JAX),
 ``_jax_mlp`` / ``_jax_residual`` (the jitted per-group functions), ``_results`` (the result
 dataclasses), ``_compare``.
 

@@ -30,7 +30,8 @@ def sample(net: MLP | ResMLP | PreResNet, x: Any = None, **options: Any) -> Ense
     ``batch=None`` (automatic), ``backend="numpy"`` or ``"jax"``, ``dtype="float64"`` or
     ``"float32"``, ``devices=None`` (JAX: all), ``progress=True`` (a progress line on stderr for
     runs longer than ~2 s), ``theory=None`` (infinite-width kernels for ``K1``).  Architecture
-    options: ``ntk``, ``estimator`` (MLP); ``kernel``, ``every``, ``sampler`` (PreResNet).
+    options: ``ntk``, ``estimator``, ``dntk`` (MLP: also P, Q, R, S, T, U); ``kernel``, ``every``,
+    ``sampler`` (PreResNet).
     """
     if isinstance(net, MLP):
         return sample_mlp(net, x, **options)

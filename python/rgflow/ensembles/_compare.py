@@ -108,7 +108,8 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
     """Compare a theory with an ensemble, tensor by tensor and layer by layer.
 
     Supported pairs: :class:`~rgflow.Theory` with :class:`Ensemble` (K, Theta, K1, Theta1, V, D,
-    F, A, B), :class:`~rgflow.ResTheory` with :class:`ResEnsemble` (K, V, S, K1) and
+    F, A, B, and P, Q, R, S, T, U when both have them: ``theory(dntk=True)``, ``sample(dntk=True)``),
+    :class:`~rgflow.ResTheory` with :class:`ResEnsemble` (K, V, S, K1) and
     :class:`~rgflow.PreResTheory` with :class:`PreResEnsemble` (K, V, V_GS, V_SS, K1 at the recorded
     layers, which label the rows; the theory must be computed at the same layers).  Any other pair
     raises TypeError.

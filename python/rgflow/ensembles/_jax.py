@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..activations import array_functions
+from ..activations import array_function, array_functions
 
 _INSTALL = "pip install rgflow[jax]"
 #: Memory budget (bytes) of one batch when ``batch=None``: per device on CPU, and on GPU/TPU.
@@ -81,6 +81,26 @@ def activation(act: Any) -> tuple[Any, Any]:
         return wrapped
 
     return check(f), check(df)
+
+
+def jet(act: Any) -> tuple[Any, Any, Any, Any]:
+    """σ and its first three derivatives as jax.numpy functions (the dNTK samplers): a built-in's array
+    definitions, or a custom activation's supplied derivatives completed by forward-mode
+    differentiation of the highest one supplied."""
+    import jax
+    import jax.numpy as jnp
+
+    if not act.is_custom:
+        return tuple(array_function(jnp, act.name, act.params, d) for d in range(4))  # type: ignore[return-value]
+    fs = list(activation(act))
+    fs.extend(act.derivatives[1:3])
+
+    def derivative(g: Any) -> Any:
+        return lambda z: jax.jvp(g, (z,), (jnp.ones_like(z),))[1]
+
+    while len(fs) < 4:
+        fs.append(derivative(fs[-1]))
+    return fs[0], fs[1], fs[2], fs[3]
 
 
 def act_key(act: Any) -> Any:

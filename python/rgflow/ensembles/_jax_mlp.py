@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _jax
+from ._dntk import DNTK_SUMS, dntk_sums
 from ._estimators import batch_sums
 
 
@@ -29,26 +30,36 @@ def _compiled(
     devices: tuple[Any, ...],
     nb: int,
     bs: int,
+    probes: int = 0,
 ) -> Any:
-    """The jitted per-group function, cached on the static structure of the run."""
-    key = ("mlp", _jax.act_key(act), widths, N, dtype_name, ntk, direct, layers_drawn, devices, nb, bs)
+    """The jitted per-group function, cached on the static structure of the run (``probes``:
+    dNTK probe neurons per layer, 0 without the dNTK family)."""
+    key = ("mlp", _jax.act_key(act), widths, N, dtype_name, ntk, direct, layers_drawn, devices, nb, bs, probes)
 
     def build() -> Any:
         import jax
         import jax.numpy as jnp
 
         fns = _jax.activation(act)
+        jet = _jax.jet(act) if probes else None
         dt = jnp.dtype(dtype_name)
         batch_sharding, replicated, in_sh = _jax.mesh(devices)
 
-        def draw(key: Any, scales: Any) -> tuple[list[Any], list[Any]]:
+        def draw(key: Any, scales: Any) -> tuple[list[Any], list[Any], list[Any]]:
             keys = jax.random.split(key, 2 * max(layers_drawn, 1))
             Ws, bs_ = [], []
             for l in range(1, layers_drawn + 1):
                 n, m = widths[l - 1], widths[l]
                 Ws.append(jax.random.normal(keys[2 * l - 2], (m, n), dtype=dt) * scales[0][l - 1])
                 bs_.append(jax.random.normal(keys[2 * l - 1], (m,), dtype=dt) * scales[1][l - 1])
-            return Ws, bs_
+            if probes:  # probe rows of layers 2..L from their own key: the other draws are unchanged
+                pkeys = jax.random.split(jax.random.fold_in(key, 2**31 - 1), max(len(widths) - 2, 1))
+                Ps = [
+                    jax.random.normal(pkeys[l - 2], (probes, widths[l - 1]), dtype=dt) * scales[2][l - 2]
+                    for l in range(2, len(widths))
+                ]
+                return Ws, bs_, Ps
+            return Ws, bs_, []
 
         def run_group(
             idx: Any, mask: Any, base_key: Any, x: Any, hp: Any, consts: Any, shifts: Any, scales: Any, zero: Any
@@ -57,7 +68,7 @@ def _compiled(
                 i, msk = xs
                 i = jax.lax.with_sharding_constraint(i, batch_sharding)
                 keys = jax.vmap(lambda j: jax.random.fold_in(base_key, j))(i)
-                Ws, bs_ = jax.vmap(lambda k: draw(k, scales))(keys)
+                Ws, bs_, Ps = jax.vmap(lambda k: draw(k, scales))(keys)
                 Ws = [jax.lax.with_sharding_constraint(W, batch_sharding) for W in Ws]
                 s = batch_sums(
                     jnp,
@@ -74,6 +85,9 @@ def _compiled(
                     direct=direct,
                     mask=msk.astype(dt),
                 )
+                if probes:
+                    L = len(widths) - 1
+                    s.update(dntk_sums(jnp, jet or (), x, Ws, bs_, Ps, hp, consts["h1"], L=L, mask=msk.astype(dt)))
                 return jax.tree_util.tree_map(lambda a, b: a + b, carry, s), None
 
             out, _ = jax.lax.scan(body, zero, (idx, mask))
@@ -100,6 +114,7 @@ def group_function(plan: Any, shifts: Any, devs: tuple[Any, ...], nb: int, bs: i
         devs,
         nb,
         bs,
+        plan.probes if plan.dntk else 0,
     )
     x = jnp.asarray(plan.x, dtype=dname)
     hp = {k: jnp.asarray(v, dtype=dname) for k, v in plan.hp.items()}
@@ -109,6 +124,7 @@ def group_function(plan: Any, shifts: Any, devs: tuple[Any, ...], nb: int, bs: i
     scales = (
         jnp.asarray(np.sqrt(plan.hp["C_W"] / w), dtype=dname),
         jnp.asarray(np.sqrt(plan.hp["C_b"]), dtype=dname),
+        jnp.asarray(np.sqrt(plan.hp["C_W"][1:] / w[1:]), dtype=dname),  # dNTK probes of layers 2..L
     )
     zero = {k: jnp.zeros(v, dtype=jnp.float64) for k, v in _sum_shapes(plan).items()}
 
@@ -129,4 +145,6 @@ def _sum_shapes(plan: Any) -> dict[str, tuple[int, ...]]:
         shapes.update({"Sy": two, "Pxy": four, "Pyy": four, "Fs": four, "Bs": four})
         if plan.direct:
             shapes.update({"Qxy": four, "Qyy": four})
+    if plan.dntk:
+        shapes.update({k: four for k in DNTK_SUMS})
     return shapes

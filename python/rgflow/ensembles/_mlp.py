@@ -38,6 +38,12 @@ on it either).  ``estimator="direct"`` instead averages products of sampled prea
 NTK entries over all pairs of distinct neurons i≠j of layer l (needs every n_l >= 2); it
 estimates the same quantities, with larger errors, and serves as a cross-check.
 
+dNTK family (``dntk=True``): P, Q, R, S, T, U of ``../shared/spec/dntk.md`` §1.3, in the same
+index order and ``1/n_{l-1}`` normalisation as :class:`rgflow.Theory`, estimated with ``r = 4``
+probe neurons per layer by the exact stochastic forward equations (§2) in directional-derivative
+form; P and Q are conditional means over one probe's weights, R-U averages over the ordered probe
+pairs (formulas in :mod:`rgflow.ensembles._dntk`).  Each is unbiased at any width.
+
 Index order of F and B follows ``ntk.md`` §1.2: F slots 1, 3 are preactivation samples and
 2, 4 NTK samples; in B the pairs (1,3) and (2,4) share neurons.
 
@@ -61,6 +67,8 @@ from .._util.validation import check_inputs
 from ..models import MLP
 from ..recursions import Theory, mlp_theory
 from . import _jax_mlp
+from ._dntk import DEFAULT_PROBES, DNTK_SUMS, dntk_sums
+from ._dntk import bytes_per_network as dntk_bytes
 from ._engine import (
     BACKENDS,
     DEFAULT_GROUPS,
@@ -84,6 +92,26 @@ NUMPY_BATCH_BYTES = 96 * 2**20
 # ============================================================================ shared kernel
 # The per-batch computation is written once against an array namespace ``xp`` (numpy or
 # jax.numpy) and is used by both backends.
+
+
+def _numpy_jet(act: Any, dtype: Any) -> tuple[Any, ...]:
+    """σ and its first three derivatives as numpy functions (the dNTK estimators)."""
+
+    def deriv(d: int) -> Any:
+        return lambda z: np.asarray(act.numpy(z, d), dtype=dtype)
+
+    return tuple(deriv(d) for d in range(4))
+
+
+def _draw_probes(rng: np.random.Generator, B: int, widths: tuple[int, ...], hp: dict, r: int, dtype: Any) -> list:
+    """Probe rows of layers 2..L: (B, r, n_{l-1}) with Var = C_W^(l)/n_{l-1}."""
+    out = []
+    for l in range(2, len(widths)):
+        n = widths[l - 1]
+        P = rng.standard_normal((B, r, n), dtype=np.float64)
+        P *= math.sqrt(hp["C_W"][l - 1] / n)
+        out.append(P.astype(dtype, copy=False))
+    return out
 
 
 def _numpy_activation(act: Any, dtype: Any) -> tuple[Any, Any]:
@@ -123,6 +151,8 @@ class _Plan:
     direct: bool
     dtype: Any
     layers_drawn: int  # number of layers whose weights are sampled
+    dntk: bool = False
+    probes: int = DEFAULT_PROBES
 
     @property
     def L(self) -> int:
@@ -139,17 +169,19 @@ class _Plan:
         base = (weights + 6 * nmax * N) * item + 8 * N**4
         if self.ntk:
             base += 8 * N * N * nmax * nmax * item + 2 * N**3 * nmax * item
+        if self.dntk:
+            base += dntk_bytes(self.widths, N, self.probes, item)
         return int(base)
 
 
-def _make_plan(net: MLP, x: np.ndarray, ntk: bool, direct: bool, dtype: Any) -> _Plan:
+def _make_plan(net: MLP, x: np.ndarray, ntk: bool, direct: bool, dtype: Any, dntk: bool = False) -> _Plan:
     widths = net.layer_widths(x.shape[1])
     L = net.depth
     hp = {k: np.asarray(getattr(net, k), dtype=np.float64) for k in ("C_b", "C_W", "lambda_b", "lambda_W")}
     gram0 = x @ x.T / x.shape[1]
     consts = {"g1": hp["C_b"][0] + hp["C_W"][0] * gram0, "h1": hp["lambda_b"][0] + hp["lambda_W"][0] * gram0}
     layers_drawn = L if direct else L - 1
-    return _Plan(net, x, widths, hp, consts, ntk, direct, dtype, layers_drawn)
+    return _Plan(net, x, widths, hp, consts, ntk, direct, dtype, layers_drawn, dntk)
 
 
 def _pilot_shifts(plan: _Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +246,9 @@ def _estimates(s: dict[str, np.ndarray], shifts: tuple[np.ndarray, np.ndarray], 
         est["A"] = n4 * cov("Pyy", "Qyy", "Sy", "Sy")
         est["F"] = n4 * np.transpose(s["Fs"] / c, (0, 1, 3, 2, 4))
         est["B"] = n4 * np.transpose(s["Bs"] / c, (0, 1, 3, 2, 4))
+    for key in DNTK_SUMS:
+        if key in s:
+            est[key[0]] = s[key] / c  # already n_{l-1}-normalised per network
     return est
 
 
@@ -247,6 +282,20 @@ def _infinite_width(net: MLP, x: np.ndarray, theory: Any, ntk: bool) -> tuple[An
     return None, None, None
 
 
+def _check_dntk(net: MLP, backend: str) -> None:
+    act = net.activation
+    if act.kinked:
+        raise ValueError(
+            f"dntk=True needs a smooth activation: the sampled second derivatives of {act.name!r} networks "
+            "miss the delta functions at the kink that the theory's P, Q contain (and R-U are undefined)"
+        )
+    if act.is_custom and len(act.derivatives) < 3 and backend == "numpy":
+        raise ValueError(
+            "dntk=True with backend='numpy' needs sigma', sigma'', sigma'''; pass "
+            "Activation.from_callable(f, derivatives=[f1, f2, f3]) or use backend='jax'"
+        )
+
+
 def sample_mlp(
     net: MLP,
     x: Any,
@@ -261,6 +310,7 @@ def sample_mlp(
     progress: bool = True,
     ntk: bool = True,
     estimator: str = "conditional",
+    dntk: bool = False,
 ) -> Ensemble:
     """Sample ``networks`` finite-width MLPs and estimate every tensor with standard errors.
 
@@ -291,6 +341,9 @@ def sample_mlp(
     estimator: ``"conditional"`` (default; exact conditional means over the layer-l weights,
         lowest variance) or ``"direct"`` (products over distinct sampled neurons i != j; needs
         all n_l >= 2; a cross-check).
+    dntk: also estimate the dNTK family P, Q, R, S, T, U (``dntk.md`` §1.3; smooth activations
+        only; default False: the other estimates, their speed and memory are unchanged, and with
+        ``dntk=True`` the other estimates are bitwise those of ``dntk=False``).
 
     Returns
     -------
@@ -313,19 +366,27 @@ def sample_mlp(
         )
     if ntk and net.activation.is_custom and len(net.activation.derivatives) < 1 and backend == "numpy":
         raise ValueError("ntk=True needs sigma'; pass Activation.from_callable(f, derivatives=[f1]) or ntk=False")
+    if dntk:
+        _check_dntk(net, backend)
     K_inf, Th_inf, source = _infinite_width(net, x, theory, ntk)
 
-    plan = _make_plan(net, x, ntk, direct, opts.np_dtype)
+    plan = _make_plan(net, x, ntk, direct, opts.np_dtype, dntk)
     shifts = _pilot_shifts(plan, opts.seed)
     nprev = np.array(widths[:-1], dtype=np.float64)
     act = _numpy_activation(net.activation, plan.dtype)
     xd = plan.x.astype(plan.dtype)
 
+    jet = _numpy_jet(net.activation, plan.dtype) if dntk else None
+
     def numpy_sums(rng: np.random.Generator, B: int) -> dict[str, np.ndarray]:
         Ws, bs = _draw_numpy(rng, B, plan.widths, plan.hp, plan.layers_drawn, plan.dtype)
-        return batch_sums(
+        out = batch_sums(
             np, act, xd, Ws, bs, plan.hp, plan.consts, shifts, B=B, widths=plan.widths, ntk=ntk, direct=direct
         )
+        if dntk:
+            probes = _draw_probes(rng, B, plan.widths, plan.hp, plan.probes, plan.dtype)
+            out.update(dntk_sums(np, jet or (), xd, Ws, bs, probes, plan.hp, plan.consts["h1"], L=plan.L))
+        return out
 
     def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
         return _jax_mlp.group_function(plan, shifts, devs, nb, bs)

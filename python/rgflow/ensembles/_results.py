@@ -63,7 +63,23 @@ class _Estimates:
 class MLPStderr(_Estimates):
     """Standard errors of an :class:`Ensemble` (same names and shapes as its estimates)."""
 
-    ESTIMATES: ClassVar[tuple[str, ...]] = ("K", "K1", "Theta", "Theta1", "V", "D", "F", "A", "B")
+    ESTIMATES: ClassVar[tuple[str, ...]] = (
+        "K",
+        "K1",
+        "Theta",
+        "Theta1",
+        "V",
+        "D",
+        "F",
+        "A",
+        "B",
+        "P",
+        "Q",
+        "R",
+        "S",
+        "T",
+        "U",
+    )
     K: Array | None = None
     K1: Array | None = None
     Theta: Array | None = None
@@ -73,6 +89,12 @@ class MLPStderr(_Estimates):
     F: Array | None = None
     A: Array | None = None
     B: Array | None = None
+    P: Array | None = None
+    Q: Array | None = None
+    R: Array | None = None
+    S: Array | None = None
+    T: Array | None = None
+    U: Array | None = None
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -144,6 +166,8 @@ class Ensemble(_Result):
     mean_metric, mean_ntk: the same arrays (raw sampled means).
     K1, Theta1: (L, N, N) ``n_{l-1} (E - infinite width)``; None if no infinite-width values.
     V, D, F, A, B: (L, N, N, N, N), index order as :class:`rgflow.Theory`.
+    P, Q, R, S, T, U: (L, N, N, N, N), the dNTK/ddNTK tensors (``dntk=True`` only, else None),
+        index order as :class:`rgflow.Theory` (``dntk.md`` §1.3); layer 1 is exactly 0.
     stderr: :class:`MLPStderr`, the standard error of every tensor above.
     widths: n_{l-1} per layer (the normalisation of layer l).
     infinite_width: where K∞ and Θ∞ came from (K_infinite, Theta_infinite hold them).
@@ -167,6 +191,12 @@ class Ensemble(_Result):
     F: Array | None = None
     A: Array | None = None
     B: Array | None = None
+    P: Array | None = None
+    Q: Array | None = None
+    R: Array | None = None
+    S: Array | None = None
+    T: Array | None = None
+    U: Array | None = None
 
     @property
     def mean_metric(self) -> Array:
