@@ -25,6 +25,27 @@ def _deprecated(cls: str, old: str, new: str) -> None:
     warnings.warn(f"{cls}.{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
 
 
+class _DeprecatedAlias:
+    """A read-only rgflow 0.1 attribute name that warns and returns ``self.<path>`` (e.g. ``G`` →
+    ``K``, ``G_err`` → ``stderr.K``), kept for one release."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Array:
+        if obj is None:
+            raise AttributeError(self.name)
+        _deprecated(type(obj).__name__, self.name, f"{type(obj).__name__}.{self.path}")
+        value: Any = obj
+        for part in self.path.split("."):
+            value = getattr(value, part)
+        return np.asarray(value)
+
+
 def theory_kernel(theory: Any) -> np.ndarray:
     """The infinite-width kernel of a theory object (``K``; ``K0`` for rgflow 0.1's PreResTheory)."""
     k = getattr(theory, "K", None)
@@ -236,25 +257,10 @@ class ResEnsemble(_Result):
     def widths(self) -> tuple[int, ...]:
         return (self.width,) * self.K.shape[0]
 
-    @property
-    def G(self) -> Array:
-        _deprecated("ResEnsemble", "G", "ResEnsemble.K")
-        return self.K
-
-    @property
-    def G_err(self) -> Array:
-        _deprecated("ResEnsemble", "G_err", "ResEnsemble.stderr.K")
-        return self.stderr.K
-
-    @property
-    def V_err(self) -> Array:
-        _deprecated("ResEnsemble", "V_err", "ResEnsemble.stderr.V")
-        return self.stderr.V
-
-    @property
-    def S_err(self) -> Array:
-        _deprecated("ResEnsemble", "S_err", "ResEnsemble.stderr.S")
-        return self.stderr.S
+    G = _DeprecatedAlias("K")
+    G_err = _DeprecatedAlias("stderr.K")
+    V_err = _DeprecatedAlias("stderr.V")
+    S_err = _DeprecatedAlias("stderr.S")
 
     def __repr__(self) -> str:
         return f"ResEnsemble(networks={self.networks}, width={self.width}, L={self.K.shape[0]}, N={self.K.shape[1]})"
@@ -294,40 +300,13 @@ class PreResEnsemble(_Result):
         _deprecated("PreResEnsemble", "U1(theory)", "PreResEnsemble.u1(theory)")
         return self.u1(theory)
 
-    @property
-    def G(self) -> Array:
-        _deprecated("PreResEnsemble", "G", "PreResEnsemble.K")
-        return self.K
-
-    @property
-    def G_err(self) -> Array:
-        _deprecated("PreResEnsemble", "G_err", "PreResEnsemble.stderr.K")
-        return self.stderr.K
-
-    @property
-    def V4(self) -> Array:
-        _deprecated("PreResEnsemble", "V4", "PreResEnsemble.V")
-        return self.V
-
-    @property
-    def V4_err(self) -> Array:
-        _deprecated("PreResEnsemble", "V4_err", "PreResEnsemble.stderr.V")
-        return self.stderr.V
-
-    @property
-    def Sigma_err(self) -> Array:
-        _deprecated("PreResEnsemble", "Sigma_err", "PreResEnsemble.stderr.Sigma")
-        return self.stderr.Sigma
-
-    @property
-    def V_GS_err(self) -> Array:
-        _deprecated("PreResEnsemble", "V_GS_err", "PreResEnsemble.stderr.V_GS")
-        return self.stderr.V_GS
-
-    @property
-    def V_SS_err(self) -> Array:
-        _deprecated("PreResEnsemble", "V_SS_err", "PreResEnsemble.stderr.V_SS")
-        return self.stderr.V_SS
+    G = _DeprecatedAlias("K")
+    G_err = _DeprecatedAlias("stderr.K")
+    V4 = _DeprecatedAlias("V")
+    V4_err = _DeprecatedAlias("stderr.V")
+    Sigma_err = _DeprecatedAlias("stderr.Sigma")
+    V_GS_err = _DeprecatedAlias("stderr.V_GS")
+    V_SS_err = _DeprecatedAlias("stderr.V_SS")
 
     def __repr__(self) -> str:
         return (
