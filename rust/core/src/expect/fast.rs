@@ -26,7 +26,8 @@
 
 use std::sync::Arc;
 
-use super::terms::{missing_derivative, term_value, Spec};
+use super::nested::Permuted;
+use super::terms::{term_value, Spec};
 use crate::activations::{ActivationFn, Side};
 use crate::linalg::pivoted_cholesky;
 use crate::quadrature::Rule;
@@ -391,24 +392,12 @@ pub(crate) fn nested_fast(
     let digits = -tol.log10();
     let pc = pivoted_cholesky(cov, d);
     let perm = &pc.perm;
-    let specs: Vec<Vec<Spec>> = perm.iter().map(|&p| per_sample[p].clone()).collect();
-    let integ_p: Vec<Vec<usize>> = integ
-        .iter()
-        .map(|row| perm.iter().map(|&p| row[p]).collect())
-        .collect();
-    let jet_order: Vec<usize> = specs
-        .iter()
-        .map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0))
-        .collect();
-    let uses_act: Vec<bool> = specs
-        .iter()
-        .map(|s| s.iter().any(|sp| !sp.term.sig.is_empty()))
-        .collect();
-    for (k, &jo) in jet_order.iter().enumerate() {
-        if uses_act[k] && jo > act.max_order() {
-            return Err(missing_derivative(act, jo));
-        }
-    }
+    let Permuted {
+        specs,
+        integ_p,
+        jet_order,
+        uses_act,
+    } = Permuted::new(act, per_sample, integ, perm)?;
     // suffix classes, innermost first
     let mut classes: Vec<Vec<(usize, usize)>> = vec![vec![]; d];
     let mut cur: Vec<usize> = vec![0; ni]; // class index of each integrand at level k+1

@@ -295,6 +295,50 @@ impl<'a> Nested<'a> {
     }
 }
 
+/// The specs and integrand rows of a block in the pivot order of its Cholesky factor, with the
+/// jet order each level needs and whether it evaluates the activation (checked against the
+/// derivatives the activation provides).  Shared by the fixed-order and the error-controlled rules.
+pub(super) struct Permuted {
+    pub(super) specs: Vec<Vec<Spec>>,
+    pub(super) integ_p: Vec<Vec<usize>>,
+    pub(super) jet_order: Vec<usize>,
+    pub(super) uses_act: Vec<bool>,
+}
+
+impl Permuted {
+    pub(super) fn new(
+        act: &dyn ActivationFn,
+        per_sample: &[Vec<Spec>],
+        integ: &[Vec<usize>],
+        perm: &[usize],
+    ) -> Result<Permuted, RgError> {
+        let specs: Vec<Vec<Spec>> = perm.iter().map(|&p| per_sample[p].clone()).collect();
+        let integ_p: Vec<Vec<usize>> = integ
+            .iter()
+            .map(|row| perm.iter().map(|&p| row[p]).collect())
+            .collect();
+        let jet_order: Vec<usize> = specs
+            .iter()
+            .map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0))
+            .collect();
+        let uses_act: Vec<bool> = specs
+            .iter()
+            .map(|s| s.iter().any(|sp| !sp.term.sig.is_empty()))
+            .collect();
+        for (k, &jo) in jet_order.iter().enumerate() {
+            if uses_act[k] && jo > act.max_order() {
+                return Err(missing_derivative(act, jo));
+            }
+        }
+        Ok(Permuted {
+            specs,
+            integ_p,
+            jet_order,
+            uses_act,
+        })
+    }
+}
+
 /// Expectations of products of regular specs over N(mean, cov) (cov validated PSD), with
 /// `order` nodes per piece and level (0: [`default_order`] of the rank).
 pub(crate) fn nested(
@@ -317,24 +361,12 @@ pub(crate) fn nested(
     } else {
         default_order(pc.rank)
     };
-    let specs: Vec<Vec<Spec>> = perm.iter().map(|&p| per_sample[p].clone()).collect();
-    let integ_p: Vec<Vec<usize>> = integ
-        .iter()
-        .map(|row| perm.iter().map(|&p| row[p]).collect())
-        .collect();
-    let jet_order: Vec<usize> = specs
-        .iter()
-        .map(|s| s.iter().map(|sp| sp.term.jet_order()).max().unwrap_or(0))
-        .collect();
-    let uses_act: Vec<bool> = specs
-        .iter()
-        .map(|s| s.iter().any(|sp| !sp.term.sig.is_empty()))
-        .collect();
-    for (k, &jo) in jet_order.iter().enumerate() {
-        if uses_act[k] && jo > act.max_order() {
-            return Err(missing_derivative(act, jo));
-        }
-    }
+    let Permuted {
+        specs,
+        integ_p,
+        jet_order,
+        uses_act,
+    } = Permuted::new(act, per_sample, integ, perm)?;
     let splits = act.split_points();
     let mut sharp: Vec<Vec<(usize, f64, f64)>> = vec![vec![]; d];
     if !splits.is_empty() {
