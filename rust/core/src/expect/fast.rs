@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use super::nested::Permuted;
+use super::nested::{level_cuts, push_split_rule, Permuted};
 use super::terms::{term_value, Spec};
 use crate::activations::{ActivationFn, Side};
 use crate::linalg::pivoted_cholesky;
@@ -44,9 +44,6 @@ pub const CHEB_DEG: usize = 14;
 
 /// Outer nodes with a weight product below this are skipped.
 pub const PRUNE: f64 = 1e-32;
-
-/// Split points further than this many standard deviations from the mean are ignored.
-const CUTOFF: f64 = 9.0;
 
 /// Nodes per piece of a level with scale `sigma` (the largest slope of a sample along the
 /// level's direction) for `digits` = -log10(tol): split levels (two half-range pieces) and
@@ -133,62 +130,13 @@ impl<'a> Fast<'a> {
             w.extend_from_slice(&lv.gh.weights);
             return;
         }
-        let mut cuts = [0.0f64; 8];
-        let mut nc = 0;
-        if self.uses_act[k] {
-            for t in &self.splits {
-                let x = (t - ck) / s;
-                if x.abs() < CUTOFF - 1e-9 && nc < 8 {
-                    cuts[nc] = x;
-                    nc += 1;
-                }
-            }
-        }
-        for &(j, ljk, r) in &self.sharp[k] {
-            for t in &self.splits {
-                let centre = (t - c[j]) / ljk;
-                let window: &[f64] = if r == 0.0 { &[0.0] } else { &[-4.0, 4.0] };
-                for q in window {
-                    let x = centre + q * r;
-                    if x.abs() < CUTOFF - 1e-9 && nc < 8 {
-                        cuts[nc] = x;
-                        nc += 1;
-                    }
-                }
-            }
-        }
+        let (cuts, nc) = level_cuts(&self.splits, self.uses_act[k], ck, s, &self.sharp[k], c);
         if nc == 0 {
             u.extend_from_slice(&lv.gh.nodes);
             w.extend_from_slice(&lv.gh.weights);
             return;
         }
-        if nc < 8 && !cuts[..nc].iter().any(|x| x.abs() <= 1.5) {
-            cuts[nc] = 0.0;
-            nc += 1;
-        }
-        let cuts = &mut cuts[..nc];
-        cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let c0 = cuts[0];
-        for (v, wt) in lv.hr.nodes.iter().zip(&lv.hr.weights) {
-            u.push(c0 - v);
-            w.push(wt * (c0 * v - 0.5 * c0 * c0).exp());
-        }
-        let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-        for p in cuts.windows(2) {
-            let (a, b) = (p[0], p[1]);
-            let half = 0.5 * (b - a);
-            let mid = 0.5 * (a + b);
-            for (x, wt) in lv.gl.nodes.iter().zip(&lv.gl.weights) {
-                let uu = mid + half * x;
-                u.push(uu);
-                w.push(wt * half * (-0.5 * uu * uu).exp() * inv_sqrt_2pi);
-            }
-        }
-        let cm = *cuts.last().unwrap();
-        for (v, wt) in lv.hr.nodes.iter().zip(&lv.hr.weights) {
-            u.push(cm + v);
-            w.push(wt * (-cm * v - 0.5 * cm * cm).exp());
-        }
+        push_split_rule(&cuts[..nc], &lv.hr, &lv.gl, u, w);
     }
 
     /// Values of the specs of level k at the points z: vals[i * ns + si].

@@ -71,6 +71,84 @@ struct LevelBuf {
     c: Vec<f64>,
 }
 
+/// Cut points of one level's line, in its standardised coordinate: the activation's split points
+/// (when the level evaluates it) and windows around the projected kinks of later samples nearly
+/// determined by this one (highly correlated inputs: their smoothed kink has width ~r), within
+/// the cutoff; when there are any, an anchor at 0 unless a cut lies within ±1.5 (it keeps the outer
+/// half-range pieces near the bulk of the Gaussian).  Sorted; `nc == 0`: no cut (plain rule).
+pub(super) fn level_cuts(
+    splits: &[f64],
+    uses_act: bool,
+    ck: f64,
+    s: f64,
+    sharp: &[(usize, f64, f64)],
+    c: &[f64],
+) -> ([f64; 8], usize) {
+    let mut cuts = [0.0f64; 8];
+    let mut nc = 0;
+    let mut push = |u: f64| {
+        if u.abs() < CUTOFF - 1e-9 && nc < 8 {
+            cuts[nc] = u;
+            nc += 1;
+        }
+    };
+    if uses_act {
+        for t in splits {
+            push((t - ck) / s);
+        }
+    }
+    for &(j, ljk, r) in sharp {
+        for t in splits {
+            let centre = (t - c[j]) / ljk;
+            let window: &[f64] = if r == 0.0 { &[0.0] } else { &[-4.0, 4.0] };
+            for w in window {
+                push(centre + w * r);
+            }
+        }
+    }
+    if nc == 0 {
+        return (cuts, 0);
+    }
+    if nc < 8 && !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
+        cuts[nc] = 0.0;
+        nc += 1;
+    }
+    cuts[..nc].sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (cuts, nc)
+}
+
+/// The split rule on sorted cuts: half-range Gauss–Hermite below the first and above the last
+/// cut, Gauss–Legendre (times the standard normal density) between consecutive cuts.
+pub(super) fn push_split_rule(
+    cuts: &[f64],
+    hr: &Rule,
+    gl: &Rule,
+    u: &mut Vec<f64>,
+    w: &mut Vec<f64>,
+) {
+    let c0 = cuts[0];
+    for (v, wt) in hr.nodes.iter().zip(&hr.weights) {
+        u.push(c0 - v);
+        w.push(wt * (c0 * v - 0.5 * c0 * c0).exp());
+    }
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    for p in cuts.windows(2) {
+        let (a, b) = (p[0], p[1]);
+        let half = 0.5 * (b - a);
+        let mid = 0.5 * (a + b);
+        for (x, wt) in gl.nodes.iter().zip(&gl.weights) {
+            let uu = mid + half * x;
+            u.push(uu);
+            w.push(wt * half * (-0.5 * uu * uu).exp() * inv_sqrt_2pi);
+        }
+    }
+    let cm = *cuts.last().unwrap();
+    for (v, wt) in hr.nodes.iter().zip(&hr.weights) {
+        u.push(cm + v);
+        w.push(wt * (-cm * v - 0.5 * cm * cm).exp());
+    }
+}
+
 impl<'a> Nested<'a> {
     fn nodes(&self, k: usize, ck: f64, buf: &mut LevelBuf) {
         buf.u.clear();
@@ -81,69 +159,20 @@ impl<'a> Nested<'a> {
             buf.w.push(1.0);
             return;
         }
-        let mut cuts = [0.0f64; 8];
-        let mut nc = 0;
-        if self.uses_act[k] {
-            for t in &self.splits {
-                let u = (t - ck) / s;
-                if u.abs() < CUTOFF - 1e-9 && nc < 8 {
-                    cuts[nc] = u;
-                    nc += 1;
-                }
-            }
-        }
-        // Windows around the projected kinks of later samples that are nearly determined by
-        // u_k (highly correlated inputs): their smoothed kink has width ~r in u_k.
-        for &(j, ljk, r) in &self.sharp[k] {
-            for t in &self.splits {
-                let centre = (t - buf.c[j]) / ljk;
-                let window: &[f64] = if r == 0.0 { &[0.0] } else { &[-4.0, 4.0] };
-                for w in window {
-                    let u = centre + w * r;
-                    if u.abs() < CUTOFF - 1e-9 && nc < 8 {
-                        cuts[nc] = u;
-                        nc += 1;
-                    }
-                }
-            }
-        }
+        let (cuts, nc) = level_cuts(
+            &self.splits,
+            self.uses_act[k],
+            ck,
+            s,
+            &self.sharp[k],
+            &buf.c,
+        );
         if nc == 0 {
             buf.u.extend_from_slice(&self.gh.nodes);
             buf.w.extend_from_slice(&self.gh.weights);
             return;
         }
-        if nc < 8 && !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
-            // keep the outer half-range pieces anchored near the bulk of the Gaussian
-            cuts[nc] = 0.0;
-            nc += 1;
-        }
-        let cuts = &mut cuts[..nc];
-        cuts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let hr = &self.hr;
-        let c0 = cuts[0];
-        for (v, w) in hr.nodes.iter().zip(&hr.weights) {
-            buf.u.push(c0 - v);
-            buf.w.push(w * (c0 * v - 0.5 * c0 * c0).exp());
-        }
-        if cuts.len() > 1 {
-            let r = &self.gl;
-            let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-            for p in cuts.windows(2) {
-                let (a, b) = (p[0], p[1]);
-                let half = 0.5 * (b - a);
-                let mid = 0.5 * (a + b);
-                for (x, w) in r.nodes.iter().zip(&r.weights) {
-                    let u = mid + half * x;
-                    buf.u.push(u);
-                    buf.w.push(w * half * (-0.5 * u * u).exp() * inv_sqrt_2pi);
-                }
-            }
-        }
-        let cm = *cuts.last().unwrap();
-        for (v, w) in hr.nodes.iter().zip(&hr.weights) {
-            buf.u.push(cm + v);
-            buf.w.push(w * (-cm * v - 0.5 * cm * cm).exp());
-        }
+        push_split_rule(&cuts[..nc], &self.hr, &self.gl, &mut buf.u, &mut buf.w);
     }
 
     /// Innermost level in closed form for piecewise-linear activations: each spec is
