@@ -30,7 +30,7 @@ from .criticality import (
 from .ensembles import Comparison, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
 from .gauss import expect, expect_with_error, sigma, zpow
 from .learning import ConditionedEnsemble, Prediction, TrainedEnsemble, predict, train
-from .models import MLP, PreResNet, ResMLP, critical_mlp
+from .models import MLP, DepthMuPResNet, PreResNet, ResMLP, critical_mlp
 from .recursions import PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Comparison",
     "ConditionedEnsemble",
     "CriticalPoint",
+    "DepthMuPResNet",
     "Criticality",
     "Ensemble",
     "FixedPoint",
