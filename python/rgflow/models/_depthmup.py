@@ -120,7 +120,7 @@ class DepthMuPResNet:
 
     def with_(self, **changes: Any) -> DepthMuPResNet:
         """A copy with some fields changed, e.g. ``net.with_(depth=32)`` or ``net.with_(backward="decoupled")``."""
-        fields = {
+        fields: dict[str, Any] = {
             "activation": self.activation,
             "depth": self.depth,
             "width": self.width,
