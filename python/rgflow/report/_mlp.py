@@ -37,7 +37,7 @@ from .. import ensembles
 from .._util.validation import check_inputs
 from ..recursions import DNTK_TENSORS
 from ..recursions import theory as _theory
-from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
+from ._common import Log, clean, legend_every_line, machine_info, num, pyplot, save_figure, zs, zscore
 from ._spec import EnsembleSpec, RunSpec
 
 __all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "REPORT_TENSORS"]
@@ -47,6 +47,10 @@ REPORT_TENSORS = ("K", "Theta", "V", "D", "F", "A", "B")
 _TWO = ("K", "Theta")
 _FIRST_ORDER = {"K": "K1", "Theta": "Theta1"}
 _LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B"}
+#: Legend labels of the theory lines in depth.png / width.png (one label, one line style).
+THEORY_INFINITE = "theory n=∞ (K, Θ)"
+THEORY_FIRST = "theory K + K1/n, Θ + Θ1/n"
+THEORY_LEADING = "theory, leading order (O(ℓ/n) not computed)"
 
 
 # ============================================================================ helpers
@@ -183,6 +187,10 @@ def run_report(
                         "max_abs_diff": r.max_abs_diff,
                         "max_abs_theory": r.max_abs_theory,
                         "worst_index": list(r.worst_index),
+                        "leading_order": r.leading_order,
+                        "remainder": r.remainder,
+                        "z_eff": r.z_eff,
+                        "verdict": r.verdict,
                     }
                     for r in rows
                 ],
@@ -406,23 +414,40 @@ def format_table(results: dict[str, Any], layer: int | None = None) -> str:
     lines += [
         "",
         "K, Θ: sampled means of the metric and the NTK against K + K1/n (|z|) and K (|z| n=∞).",
-        "V, D, F, A, B: n × sampled covariances against the leading-order theory; they differ by O(depth/n)",
-        "relative corrections, so at small n their |z| grows with the number of networks.",
+        "V, D, F, A, B: n × sampled covariances against the leading-order theory; they differ by O(ℓ/n)",
+        "relative corrections (not computed), so at small n their |z| grows with the number of networks.",
         f"{FIT_LABEL}: weighted least-squares fit a + b/n over the sampled widths (Richardson extrapolation for",
         "two widths); its intercept a removes the O(1/n) part and is compared with the theory at n=∞.",
     ]
     # largest z per tensor over layers, per ensemble
-    lines += ["", "max |z| over all entries (first-order theory), per tensor and layer:"]
-    tens = ("K", "Theta", "V", "D", "F", "A", "B")
+    lines += ["", "max |z| over all entries, per tensor and layer (LO: leading-order theory, z_eff in brackets):"]
+    tens = ("K", "Theta", "V", "D", "F", "A", "B", *DNTK_TENSORS)
+    flagged = checks = 0
     for er in results["ensembles"]:
         by: dict[str, list[str]] = {}
+        lo: set[str] = set()
         for r in er["comparison"]:
             if r["layer"] < 2 or r["tensor"] in ("K1", "Theta1"):
                 continue  # layer 1 is exact; K1/Theta1 rows repeat K/Theta
-            z = r["z"]
-            by.setdefault(r["tensor"], []).append("inf" if z is None or math.isinf(z) else f"{z:.1f}")
-        cells = "  ".join(f"{t}: {'/'.join(by[t])}" for t in tens if t in by)
+            z, ze = r["z"], r.get("z_eff")
+            cell = "inf" if z is None or math.isinf(z) else f"{z:.1f}"
+            if r.get("leading_order"):
+                lo.add(r["tensor"])
+                if z is None or z > 3:
+                    cell += "(" + ("inf" if ze is None or math.isinf(ze) else f"{ze:.1f}") + ")"
+            flagged += r.get("verdict") == "ok*"
+            checks += r.get("verdict") == "CHECK"
+            by.setdefault(r["tensor"], []).append(cell)
+        cells = "  ".join(f"{t}{' LO' if t in lo else ''}: {'/'.join(by[t])}" for t in tens if t in by)
         lines.append(f"  {er['label']:<10} (layers 2..{net['depth']})  {cells}")
+    lines += [
+        "LO: leading-order theory; its O(1/n) correction, of relative size r = V/(nK²) of the layer below (~ ℓ/n at",
+        "criticality), is not computed.  z_eff = |Δ|/sqrt(stderr² + (r·max|T|)²) adds that expected remainder to the",
+        "standard error: z_eff <= 3 is consistent (each value is a maximum over the entries of a layer, so a few",
+        "values between 3 and 4 are expected by chance alone).",
+        f"  {flagged} rows have |z| > 3 but are consistent within the O(ℓ/n) remainder (not failures); "
+        f"{checks} have z_eff > 3.",
+    ]
     dn = [e for e in results.get("dntk", []) if e["layer"] == layer]
     if dn:
         pats = sorted({tuple(e["index"]) for e in dn})
@@ -477,7 +502,10 @@ def make_plots(
     layers = np.arange(1, L + 1)
     for ax, (name, idx) in zip(axes.flat, panels, strict=False):
         lead = getattr(th, name)[(slice(None), *idx)]
-        ax.plot(layers, lead, "k--" if name in _TWO else "k-", lw=1.2, label="theory n=∞" if name in _TWO else "theory")
+        if name in _TWO:
+            ax.plot(layers, lead, "k--", lw=1.2, label=THEORY_INFINITE)
+        else:
+            ax.plot(layers, lead, "k-.", lw=1.2, label=THEORY_LEADING)
         for k, lab in enumerate(labels):
             es = ent(name, idx, lab)
             if not es:
@@ -515,7 +543,7 @@ def make_plots(
         ax.set_xticks(layers)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    legend_every_line(axes.flat, fontsize=7, loc="upper left")
     fig.suptitle(f"{title}: theory vs sampled across depth", fontsize=10)
     save_figure(plt, fig, out, "depth.png", files)
 
@@ -528,9 +556,10 @@ def make_plots(
         lead = float(getattr(th, name)[(layer - 1, *idx)])
         if name in _TWO and getattr(th, _FIRST_ORDER[name], None) is not None:
             c1 = float(getattr(th, _FIRST_ORDER[name])[(layer - 1, *idx)])
-            ax.plot(grid, lead + c1 * grid, "k-", lw=1.2, label=f"theory {_LABEL[name]} + {_LABEL[name]}1/n")
+            ax.plot(grid, lead + c1 * grid, "k-", lw=1.2, label=THEORY_FIRST)
         else:
-            ax.plot(grid, np.full_like(grid, lead), "k-", lw=1.2, label="theory (leading order)")
+            lab0 = THEORY_LEADING if name not in _TWO else THEORY_INFINITE
+            ax.plot(grid, np.full_like(grid, lead), "k-." if name not in _TWO else "k--", lw=1.2, label=lab0)
         for k, lab in enumerate(labels):
             es = [e for e in ent(name, idx, lab) if e["layer"] == layer]
             if not es:
@@ -565,7 +594,7 @@ def make_plots(
         ax.set_xlim(0, xmax)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    legend_every_line(axes.flat, fontsize=7, loc="upper left")
     fig.suptitle(f"{title}: theory vs sampled across width", fontsize=10)
     save_figure(plt, fig, out, "width.png", files)
 
@@ -641,7 +670,8 @@ def make_plots(
     # ------------------------------------------------------------ z-scores
     compare = ensembles.compare
 
-    tens = [n for n in ("K", "Theta", "V", "D", "F", "A", "B") if getattr(th, n, None) is not None]
+    tens = [n for n in ("K", "Theta", "V", "D", "F", "A", "B", *DNTK_TENSORS) if getattr(th, n, None) is not None]
+    tens = [n for n in tens if any(getattr(ens, n, None) is not None for ens in ens_objs)]
     if L > 1 and tens:
         fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(tens) * (L - 1) + 1.5)), 3.8))
         width = 0.8 / max(1, ne)
@@ -655,21 +685,35 @@ def make_plots(
                 xl.append(f"{_LABEL[name]}{li}")
                 pos += 1
             pos += 0.6
+        any_lo = False
         for k, (lab, ens) in enumerate(zip(labels, ens_objs, strict=True)):
-            rows = compare(th, ens, tens)
-            xs, zs = [], []
-            for r in rows:
-                if r.layer < 2:
+            rows = [r for r in compare(th, ens, tens) if r.layer >= 2]
+            c = colors[k % len(colors)]
+            for lo in (False, True):
+                sel = [r for r in rows if r.leading_order == lo]
+                if not sel:
                     continue
-                xs.append(centers[(r.tensor, r.layer)] + (k - (ne - 1) / 2) * width)
-                zs.append(min(r.z, 1e6) if math.isfinite(r.z) else 1e6)
-            ax.bar(xs, np.maximum(zs, 1e-2), width=width, color=colors[k % len(colors)], label=lab)
+                xs = [centers[(r.tensor, r.layer)] + (k - (ne - 1) / 2) * width for r in sel]
+                zz = [min(r.z, 1e6) if math.isfinite(r.z) else 1e6 for r in sel]
+                kw: dict[str, Any] = {"hatch": "////", "edgecolor": "w", "alpha": 0.55} if lo else {}
+                ax.bar(xs, np.maximum(zz, 1e-2), width=width, color=c, label=f"{lab}{', leading order' if lo else ''}", **kw)
+                if lo:
+                    any_lo = True
+                    ze = [min(r.z_eff, 1e6) if math.isfinite(r.z_eff) else 1e6 for r in sel]
+                    ax.plot(xs, np.maximum(ze, 1e-2), "_", ms=9, mew=2, color="k")
         ax.axhline(3.0, color="k", lw=0.8, ls="--", label="|z| = 3")
+        if any_lo:
+            ax.plot([], [], "_", ms=9, mew=2, color="k", label="z_eff: stderr ⊕ expected O(ℓ/n) remainder")
         ax.set_yscale("log")
         ax.set_xticks(xt)
         ax.set_xticklabels(xl, fontsize=7, rotation=90)
         ax.set_ylabel("max |theory − sampled| / stderr")
-        ax.set_title(f"{title}: largest |z| per tensor and layer (first-order theory)", fontsize=10)
+        ax.set_title(
+            f"{title}: largest |z| per tensor and layer\n"
+            "hatched: leading-order theory, its O(ℓ/n) correction not computed (|z| > 3 expected at small n)\n"
+            "black ticks: z_eff, with the expected remainder added to the stderr (z_eff ≤ 3: consistent)",
+            fontsize=8,
+        )
         ax.legend(fontsize=7)
         save_figure(plt, fig, out, "zscores.png", files)
     return files
