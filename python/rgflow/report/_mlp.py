@@ -46,7 +46,7 @@ __all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "REPORT_TENS
 REPORT_TENSORS = ("K", "Theta", "V", "D", "F", "A", "B")
 _TWO = ("K", "Theta")
 _FIRST_ORDER = {"K": "K1", "Theta": "Theta1"}
-_LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B"}
+_LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B", **{t: t for t in DNTK_TENSORS}}
 #: Legend labels of the theory lines in depth.png / width.png (one label, one line style).
 THEORY_INFINITE = "theory n=∞ (K, Θ)"
 THEORY_FIRST = "theory K + K1/n, Θ + Θ1/n"
@@ -144,7 +144,14 @@ def run_report(
     ens_results: list[dict[str, Any]] = []
     for lab, es in zip(labels, spec.ensembles, strict=True):
         net = spec.net(es)
-        say(f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}")
+        why_not = _dntk_unsampled(net, es.backend) if spec.dntk else None
+        sample_dntk = spec.dntk and why_not is None
+        if spec.dntk and why_not:
+            say(f"{lab}: the dNTK family is theory only ({why_not})")
+        say(
+            f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}"
+            + (", with the dNTK family P..U" if sample_dntk else "")
+        )
         t0 = time.perf_counter()
         ens = ensembles.sample_mlp(
             net,
@@ -159,6 +166,7 @@ def run_report(
             progress=progress,
             ntk=spec.ntk,
             estimator=es.estimator,
+            dntk=sample_dntk,
         )
         dt = time.perf_counter() - t0
         say(f"sampled {lab} in {dt:.1f} s ({es.networks / dt:,.0f} networks/s)")
@@ -178,6 +186,7 @@ def run_report(
                 "batch": ens.batch,
                 "seconds": dt,
                 "networks_per_second": es.networks / dt if dt > 0 else None,
+                "dntk_sampled": sample_dntk,
                 "comparison": [
                     {
                         "tensor": r.tensor,
@@ -218,7 +227,7 @@ def run_report(
         },
         "ensembles": ens_results,
         "entries": entries,
-        "dntk": _dntk_entries(th, N),
+        "dntk": _dntk_entries(th, N, ens_objs, labels),
         "machine": machine_info(),
         "plots": [],
     }
@@ -255,8 +264,19 @@ def run_report(
 _DNTK_PATTERNS = ((0, 0, 0, 0), (0, 0, 1, 1), (0, 1, 0, 1), (0, 1, 1, 0), (1, 0, 0, 0))
 
 
-def _dntk_entries(th: Any, N: int) -> list[dict[str, Any]]:
-    """Theory values of P, Q, R, S, T, U at representative entries, every layer (empty without dntk)."""
+def _dntk_unsampled(net: Any, backend: str) -> str | None:
+    """Why the ensembles cannot sample P..U for ``net`` (None: they can; :func:`rgflow.sample` with dntk=True)."""
+    act = net.activation
+    if act.kinked:
+        return f"{act.name} is kinked: the sampled second derivatives miss the kink's delta functions"
+    if act.is_custom and len(act.derivatives) < 3 and backend == "numpy":
+        return "a custom activation without its first three derivatives, on the numpy backend"
+    return None
+
+
+def _dntk_entries(th: Any, N: int, ens_objs: Sequence[Any] = (), labels: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """P, Q, R, S, T, U at representative entries, every layer (empty without dntk): the theory and,
+    per ensemble that sampled them, ``sampled`` ± ``stderr`` and |z| (leading-order theory)."""
     out: list[dict[str, Any]] = []
     pats = [p for p in _DNTK_PATTERNS if max(p) < N]
     for name in DNTK_TENSORS:
@@ -266,9 +286,23 @@ def _dntk_entries(th: Any, N: int) -> list[dict[str, Any]]:
         for idx in pats:
             for li in range(t.shape[0]):
                 v = float(t[li][idx])
-                out.append(
-                    {"tensor": name, "index": list(idx), "layer": li + 1, "theory": None if math.isnan(v) else v}
-                )
+                row: dict[str, Any] = {
+                    "tensor": name,
+                    "index": list(idx),
+                    "layer": li + 1,
+                    "theory": None if math.isnan(v) else v,
+                    "sampled": [],
+                }
+                for lab, ens in zip(labels, ens_objs, strict=True):
+                    e, s = getattr(ens, name, None), getattr(ens.stderr, name, None)
+                    if e is None or s is None:
+                        continue
+                    samp, se = float(e[li][idx]), float(s[li][idx])
+                    z = None if math.isnan(v) else zscore(v - samp, se, max(abs(v), abs(samp)))
+                    row["sampled"].append(
+                        {"ensemble": lab, "n": int(ens.widths[li]), "value": samp, "stderr": se, "z": z}
+                    )
+                out.append(row)
     return out
 
 
@@ -451,17 +485,49 @@ def format_table(results: dict[str, Any], layer: int | None = None) -> str:
     dn = [e for e in results.get("dntk", []) if e["layer"] == layer]
     if dn:
         pats = sorted({tuple(e["index"]) for e in dn})
-        lines += ["", f"dNTK family at layer {layer} (theory, each multiplying 1/n_{layer - 1}; dntk.md §1.3):"]
-        head = f"{'tensor':<8}" + "".join(f"{'[' + ','.join(map(str, p)) + ']':>14}" for p in pats)
+        sampled = any(e.get("sampled") for e in dn)
+        what = "theory (leading order) and sampled ± stderr (|z|)" if sampled else "theory"
+        lines += [
+            "",
+            f"dNTK family at layer {layer} ({what}, each multiplying 1/n_{layer - 1}; docs/spec/dntk.md §1.3):",
+        ]
+        head = f"{'tensor':<8}{'':>10}" + "".join(f"{'[' + ','.join(map(str, p)) + ']':>14}" for p in pats)
         lines += [head, "-" * len(head)]
         for name in DNTK_TENSORS:
-            vals = {tuple(e["index"]): e["theory"] for e in dn if e["tensor"] == name}
-            if vals:
-                cells = "".join(f"{'n/a' if vals.get(p) is None else format(vals[p], '.6g'):>14}" for p in pats)
-                lines.append(f"{name:<8}{cells}")
+            by_pat = {tuple(e["index"]): e for e in dn if e["tensor"] == name}
+            if not by_pat:
+                continue
+            cells = "".join(
+                f"{'n/a' if by_pat[p]['theory'] is None else format(by_pat[p]['theory'], '.6g'):>14}" for p in pats
+            )
+            lines.append(f"{name:<8}{'theory':>10}{cells}")
+            for er in results["ensembles"]:
+                got = {p: _sampled_in(by_pat[p], er["label"]) for p in pats}
+                if not any(got.values()):
+                    continue
+                lines.append(f"{'':<8}{er['label']:>10}" + "".join(_cell(got[p], "value") for p in pats))
+                lines.append(f"{'':<8}{'±':>10}" + "".join(_cell(got[p], "pm") for p in pats))
+        if sampled:
+            lines.append(
+                "P..U theory is leading order in 1/n: at small n and large depth their |z| grows with the number of"
+            )
+            lines.append("networks; see their z_eff (the expected O(ℓ/n) remainder) in the summary above.")
         if any(e["theory"] is None for e in dn):
             lines.append("n/a: not defined for kinked activations (PDLT (∞.39)-(∞.44)).")
     return "\n".join(lines)
+
+
+def _sampled_in(row: dict[str, Any], label: str) -> dict[str, Any] | None:
+    return next((s for s in row.get("sampled", []) if s["ensemble"] == label), None)
+
+
+def _cell(s: dict[str, Any] | None, what: str) -> str:
+    if s is None:
+        return f"{'—':>14}"
+    if what == "value":
+        return f"{s['value']:>14.6g}"
+    z = s["z"]
+    return f"{'±' + format(s['stderr'], '.2g') + ' (' + ('—' if z is None else f'{z:.1f}') + ')':>14}"
 
 
 # ============================================================================ plots
@@ -696,7 +762,14 @@ def make_plots(
                 xs = [centers[(r.tensor, r.layer)] + (k - (ne - 1) / 2) * width for r in sel]
                 zz = [min(r.z, 1e6) if math.isfinite(r.z) else 1e6 for r in sel]
                 kw: dict[str, Any] = {"hatch": "////", "edgecolor": "w", "alpha": 0.55} if lo else {}
-                ax.bar(xs, np.maximum(zz, 1e-2), width=width, color=c, label=f"{lab}{', leading order' if lo else ''}", **kw)
+                ax.bar(
+                    xs,
+                    np.maximum(zz, 1e-2),
+                    width=width,
+                    color=c,
+                    label=f"{lab}{', leading order' if lo else ''}",
+                    **kw,
+                )
                 if lo:
                     any_lo = True
                     ze = [min(r.z_eff, 1e6) if math.isfinite(r.z_eff) else 1e6 for r in sel]
