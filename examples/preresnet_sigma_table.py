@@ -4,12 +4,16 @@
 
 tanh, C_W = 2, K⁰ diagonal 2 / off-diagonal 0.6 (N = 4), ε = 0.05, L = 800 (T = 2), n = 64.  The exact
 block-law sampler takes ~10-40 min for 32 000 networks on 2 CPU cores; ``--ensemble`` reuses a saved one
-(keys of :class:`rgflow.PreResEnsemble`, written by ``--save``).
+(keys of :class:`rgflow.PreResEnsemble`, written by ``--save``).  Progress goes to stderr: one line per
+theory closure (the script used to run 229 s without output on 2 shared cores, issue 17) and
+the sampler's progress bar; ``--quiet`` silences it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 import numpy as np
 
@@ -21,19 +25,37 @@ K_PAPER = 2 * (0.7 * np.eye(4) + 0.3)
 KEYS = ["layers", "t", "G", "G_err", "V4", "V4_err", "Sigma", "Sigma_err", "V_GS", "V_GS_err", "V_SS", "V_SS_err"]
 
 
+def stage(msg: str, quiet: bool) -> float:
+    """Write one progress line to stderr (unless ``quiet``) and return the time, to report how long it took."""
+    if not quiet:
+        print(f"[sigma_table] {msg}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", type=int, default=32000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ensemble", help="load a saved ensemble (.npz) instead of sampling")
     ap.add_argument("--save", help="save the sampled ensemble here (.npz)")
+    ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     a = ap.parse_args()
     net = PreResNet("tanh", depth=800, width=64, eps=0.05, C_W=2.0)
-    th = {cl: preresnet_theory(net, kernel=K_PAPER, every=50, closure=cl) for cl in ("g_only", "connected", "sigma")}
+    th = {}
+    for k, cl in enumerate(("g_only", "connected", "sigma")):
+        slow = " (four-point expectations at every step: minutes)" if cl == "sigma" else ""
+        t0 = stage(f"theory {k + 1}/3: closure={cl}{slow} ...", a.quiet)
+        th[cl] = preresnet_theory(net, kernel=K_PAPER, every=50, closure=cl)
+        stage(f"theory {k + 1}/3: closure={cl} done in {time.perf_counter() - t0:.1f} s", a.quiet)
     if a.ensemble:
+        stage(f"loading the ensemble {a.ensemble}", a.quiet)
         ens = dict(np.load(a.ensemble))
     else:
-        e = sample_preresnet(net, kernel=K_PAPER, networks=a.networks, seed=a.seed, every=50, batch=2000)
+        t0 = stage(f"sampling {a.networks} networks (exact block law, L = 800) ...", a.quiet)
+        e = sample_preresnet(
+            net, kernel=K_PAPER, networks=a.networks, seed=a.seed, every=50, batch=2000, progress=not a.quiet
+        )
+        stage(f"sampled in {time.perf_counter() - t0:.1f} s", a.quiet)
         ens = {k: getattr(e, k) for k in KEYS} | {"networks": e.networks}
         if a.save:
             np.savez(a.save, **ens)

@@ -1,4 +1,4 @@
-"""Criticality, universality classes and the §7 oracles (shared/spec/preactivations.md §6–§7).
+"""Criticality, universality classes and the §7 oracles (docs/spec/preactivations.md §6–§7).
 
 Critical hyperparameters are checked against closed forms and the book's printed digits
 (table 6b); the flow at criticality (computed by ``rgflow.theory``) against every oracle of

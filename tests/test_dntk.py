@@ -1,4 +1,4 @@
-"""The dNTK family P, Q, R, S, T, U (``shared/spec/dntk.md``): the Rust engine against the
+"""The dNTK family P, Q, R, S, T, U (``docs/spec/dntk.md``): the Rust engine against the
 spec's reference values (§6.4), the numpy reference in the book's inverse-kernel form, every
 closed form and asymptotic of §6, initial conditions, symmetries and invariances."""
 

@@ -1,8 +1,8 @@
 """Tests of the independent numpy reference :mod:`rgflow.reference` against exact results.
 
 Oracles: closed-form Gaussian integrals, deep-linear and scale-invariant exact results
-(``shared/spec/preactivations.md`` §7), layer-2 exactness against brute-force Monte Carlo,
-tanh criticality asymptotics, the ``shared/spec/ntk.md`` §1.7 table, the single-input forms
+(``docs/spec/preactivations.md`` §7), layer-2 exactness against brute-force Monte Carlo,
+tanh criticality asymptotics, the ``docs/spec/ntk.md`` §1.7 table, the single-input forms
 of every recursion (implemented here independently with 1-D quadrature), the derivative
 (integration-by-parts) form of V and K1, and symmetry/permutation properties.
 """

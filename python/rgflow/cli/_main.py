@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--dntk",
         action="store_true",
-        help="also the dNTK family P, Q, R, S, T, U (theory values at the table layer; theory.dntk = true)",
+        help="also the dNTK family P, Q, R, S, T, U (theory and sampled values at the table layer; theory.dntk = true)",
     )
     d.set_defaults(func=_cmd_demo)
 

@@ -402,7 +402,8 @@ class Theory:
 
     ntk: bool = key("also the NTK family (Θ, Θ1, D, F, A, B)", True, archs=_MLP)
     dntk: bool = key(
-        "also the dNTK family P, Q, R, S, T, U (theory only; needs ntk, order = 1; R-U NaN for kinked activations)",
+        "also the dNTK family P, Q, R, S, T, U (needs ntk, order = 1; sampled too for smooth activations; "
+        "R-U NaN for kinked ones)",
         False,
         archs=_MLP,
     )

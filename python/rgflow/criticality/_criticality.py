@@ -1,6 +1,6 @@
 """Criticality and universality classes of deep MLPs (Roberts & Yaida, ch. 5 and §9.4).
 
-Spec: ``shared/spec/preactivations.md`` §6 (susceptibilities, practical algorithm, table 6b,
+Spec: ``docs/spec/preactivations.md`` §6 (susceptibilities, practical algorithm, table 6b,
 universality classes 6c).  Conventions: ``K' = C_b + C_W g(K)`` with ``g(K) = <σσ>_K`` (5.4),
 
 * ``χ∥(K) = C_W g'(K) = C_W <σ'σ' + σσ''>_K = (C_W/K) <zσσ'>_K``  (5.50),

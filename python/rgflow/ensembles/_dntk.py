@@ -1,6 +1,6 @@
 """Per-batch float64 sums of the dNTK / ddNTK estimators P, Q, R, S, T, U (numpy or JAX via ``xp``).
 
-The spec is ``../shared/spec/dntk.md`` §1.2-1.3 (definitions) and §2 (stochastic forward
+The spec is ``docs/spec/dntk.md`` §1.2-1.3 (definitions) and §2 (stochastic forward
 equations); equation numbers are PDLT's.  Everything here is exact at any width: every
 estimator is unbiased for the decompositions (11.30), (∞.11), (∞.12), which *define* P..U at
 finite width with the prefactor ``1/n`` (``n = n_{l-1}``, the width feeding layer l).

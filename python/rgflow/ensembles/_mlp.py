@@ -2,7 +2,7 @@
 
 :func:`sample` draws ``networks`` independent MLPs at initialisation (numpy or JAX), runs
 them on the inputs ``x`` and estimates, at every layer l = 1..L, the same tensors as
-:class:`rgflow.theory.Theory` (``../shared/spec/ntk.md`` §1.2, ``preactivations.md`` §1, §4a, §9),
+:class:`rgflow.theory.Theory` (``docs/spec/ntk.md`` §1.2, ``preactivations.md`` §1, §4a, §9),
 each with a batch-means standard error.  :func:`compare` tabulates theory against samples.
 
 Conventions
@@ -38,7 +38,7 @@ on it either).  ``estimator="direct"`` instead averages products of sampled prea
 NTK entries over all pairs of distinct neurons i≠j of layer l (needs every n_l >= 2); it
 estimates the same quantities, with larger errors, and serves as a cross-check.
 
-dNTK family (``dntk=True``): P, Q, R, S, T, U of ``../shared/spec/dntk.md`` §1.3, in the same
+dNTK family (``dntk=True``): P, Q, R, S, T, U of ``docs/spec/dntk.md`` §1.3, in the same
 index order and ``1/n_{l-1}`` normalisation as :class:`rgflow.Theory`, estimated with ``r = 4``
 probe neurons per layer by the exact stochastic forward equations (§2) in directional-derivative
 form; P and Q are conditional means over one probe's weights, R-U averages over the ordered probe

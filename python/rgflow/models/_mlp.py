@@ -1,6 +1,6 @@
 """Network architectures: the multilayer perceptron of the book's eq. (2.5).
 
-Conventions (``../shared/spec/preactivations.md`` §1, ``ntk.md`` §1.1): layers l = 1..L,
+Conventions (``docs/spec/preactivations.md`` §1, ``ntk.md`` §1.1): layers l = 1..L,
 ``Var b = C_b``, ``Var W = C_W / n_{l-1}``, NTK learning rates ``lambda_b`` and
 ``lambda_W / n_{l-1}``.  Hyperparameters may differ per layer; widths are the hidden widths
 ``n_1 .. n_{L-1}``; ``n_0`` is the input dimension (taken from the inputs) and ``n_L`` the

@@ -1,6 +1,6 @@
 """First-order finite-width theory of an MLP at initialisation (the Rust recursion engine).
 
-Tensors, each float64, layer axis 0 = layer 1 (``../shared/spec/ntk.md`` §1.2):
+Tensors, each float64, layer axis 0 = layer 1 (``docs/spec/ntk.md`` §1.2):
 
 * ``K, K1, Theta, Theta1``: shape (L, N, N).  Mean metric ``K + K1/n_{l-1}``, NTK mean
   ``Theta + Theta1/n_{l-1}``.
@@ -9,7 +9,7 @@ Tensors, each float64, layer axis 0 = layer 1 (``../shared/spec/ntk.md`` §1.2):
   (slots 1, 3 preactivation samples, 2, 4 NTK samples),
   ``A[l, a1, a2, a3, a4] = A_{(a1 a2)(a3 a4)}``, ``B[l, a1, a2, a3, a4] = B_{a1 a2 a3 a4}``:
   shape (L, N, N, N, N).  Every layer-l tensor multiplies ``1/n_{l-1}``.
-* With ``dntk=True`` (``../shared/spec/dntk.md`` §1.3, each tensor in its own subscript order):
+* With ``dntk=True`` (``docs/spec/dntk.md`` §1.3, each tensor in its own subscript order):
   ``P[l, d0, d1, d2, d3] = P_{d0 d1 d2 d3}``, ``Q`` likewise (dNTK-preactivation
   cross-correlations, PDLT (11.30)), ``R`` (first ddNTK mean, (∞.11)), ``S``, ``T``, ``U``
   (second ddNTK mean, (∞.12): ``T[l, a, b, c, d] = T_{abcd}``, so the recursion's

@@ -76,6 +76,17 @@ def save_figure(plt: Any, fig: Any, out: Path, name: str, files: list[str]) -> N
     files.append(name)
 
 
+def legend_every_line(axes: Any, **kw: Any) -> None:
+    """Give every distinct line label of the panels a legend entry: a legend on the first panel
+    that shows a label no earlier legend has (lines with one label share one style)."""
+    seen: set[str] = set()
+    for ax in axes:
+        labels = set(ax.get_legend_handles_labels()[1])
+        if labels and not labels <= seen:
+            ax.legend(**kw)
+            seen |= labels
+
+
 class Log:
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream

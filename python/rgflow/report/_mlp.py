@@ -37,7 +37,7 @@ from .. import ensembles
 from .._util.validation import check_inputs
 from ..recursions import DNTK_TENSORS
 from ..recursions import theory as _theory
-from ._common import Log, clean, machine_info, num, pyplot, save_figure, zs, zscore
+from ._common import Log, clean, legend_every_line, machine_info, num, pyplot, save_figure, zs, zscore
 from ._spec import EnsembleSpec, RunSpec
 
 __all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "REPORT_TENSORS"]
@@ -46,7 +46,11 @@ __all__ = ["EnsembleSpec", "RunSpec", "run_report", "format_table", "REPORT_TENS
 REPORT_TENSORS = ("K", "Theta", "V", "D", "F", "A", "B")
 _TWO = ("K", "Theta")
 _FIRST_ORDER = {"K": "K1", "Theta": "Theta1"}
-_LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B"}
+_LABEL = {"K": "K", "Theta": "Θ", "V": "V", "D": "D", "F": "F", "A": "A", "B": "B", **{t: t for t in DNTK_TENSORS}}
+#: Legend labels of the theory lines in depth.png / width.png (one label, one line style).
+THEORY_INFINITE = "theory n=∞ (K, Θ)"
+THEORY_FIRST = "theory K + K1/n, Θ + Θ1/n"
+THEORY_LEADING = "theory, leading order (O(ℓ/n) not computed)"
 
 
 # ============================================================================ helpers
@@ -140,7 +144,14 @@ def run_report(
     ens_results: list[dict[str, Any]] = []
     for lab, es in zip(labels, spec.ensembles, strict=True):
         net = spec.net(es)
-        say(f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}")
+        why_not = _dntk_unsampled(net, es.backend) if spec.dntk else None
+        sample_dntk = spec.dntk and why_not is None
+        if spec.dntk and why_not:
+            say(f"{lab}: the dNTK family is theory only ({why_not})")
+        say(
+            f"sampling {lab}: {es.networks} networks, backend={es.backend}, dtype={es.dtype}, groups={es.groups}"
+            + (", with the dNTK family P..U" if sample_dntk else "")
+        )
         t0 = time.perf_counter()
         ens = ensembles.sample_mlp(
             net,
@@ -155,6 +166,7 @@ def run_report(
             progress=progress,
             ntk=spec.ntk,
             estimator=es.estimator,
+            dntk=sample_dntk,
         )
         dt = time.perf_counter() - t0
         say(f"sampled {lab} in {dt:.1f} s ({es.networks / dt:,.0f} networks/s)")
@@ -174,6 +186,7 @@ def run_report(
                 "batch": ens.batch,
                 "seconds": dt,
                 "networks_per_second": es.networks / dt if dt > 0 else None,
+                "dntk_sampled": sample_dntk,
                 "comparison": [
                     {
                         "tensor": r.tensor,
@@ -183,6 +196,10 @@ def run_report(
                         "max_abs_diff": r.max_abs_diff,
                         "max_abs_theory": r.max_abs_theory,
                         "worst_index": list(r.worst_index),
+                        "leading_order": r.leading_order,
+                        "remainder": r.remainder,
+                        "z_eff": r.z_eff,
+                        "verdict": r.verdict,
                     }
                     for r in rows
                 ],
@@ -210,7 +227,7 @@ def run_report(
         },
         "ensembles": ens_results,
         "entries": entries,
-        "dntk": _dntk_entries(th, N),
+        "dntk": _dntk_entries(th, N, ens_objs, labels),
         "machine": machine_info(),
         "plots": [],
     }
@@ -247,8 +264,19 @@ def run_report(
 _DNTK_PATTERNS = ((0, 0, 0, 0), (0, 0, 1, 1), (0, 1, 0, 1), (0, 1, 1, 0), (1, 0, 0, 0))
 
 
-def _dntk_entries(th: Any, N: int) -> list[dict[str, Any]]:
-    """Theory values of P, Q, R, S, T, U at representative entries, every layer (empty without dntk)."""
+def _dntk_unsampled(net: Any, backend: str) -> str | None:
+    """Why the ensembles cannot sample P..U for ``net`` (None: they can; :func:`rgflow.sample` with dntk=True)."""
+    act = net.activation
+    if act.kinked:
+        return f"{act.name} is kinked: the sampled second derivatives miss the kink's delta functions"
+    if act.is_custom and len(act.derivatives) < 3 and backend == "numpy":
+        return "a custom activation without its first three derivatives, on the numpy backend"
+    return None
+
+
+def _dntk_entries(th: Any, N: int, ens_objs: Sequence[Any] = (), labels: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """P, Q, R, S, T, U at representative entries, every layer (empty without dntk): the theory and,
+    per ensemble that sampled them, ``sampled`` ± ``stderr`` and |z| (leading-order theory)."""
     out: list[dict[str, Any]] = []
     pats = [p for p in _DNTK_PATTERNS if max(p) < N]
     for name in DNTK_TENSORS:
@@ -258,9 +286,23 @@ def _dntk_entries(th: Any, N: int) -> list[dict[str, Any]]:
         for idx in pats:
             for li in range(t.shape[0]):
                 v = float(t[li][idx])
-                out.append(
-                    {"tensor": name, "index": list(idx), "layer": li + 1, "theory": None if math.isnan(v) else v}
-                )
+                row: dict[str, Any] = {
+                    "tensor": name,
+                    "index": list(idx),
+                    "layer": li + 1,
+                    "theory": None if math.isnan(v) else v,
+                    "sampled": [],
+                }
+                for lab, ens in zip(labels, ens_objs, strict=True):
+                    e, s = getattr(ens, name, None), getattr(ens.stderr, name, None)
+                    if e is None or s is None:
+                        continue
+                    samp, se = float(e[li][idx]), float(s[li][idx])
+                    z = None if math.isnan(v) else zscore(v - samp, se, max(abs(v), abs(samp)))
+                    row["sampled"].append(
+                        {"ensemble": lab, "n": int(ens.widths[li]), "value": samp, "stderr": se, "z": z}
+                    )
+                out.append(row)
     return out
 
 
@@ -406,37 +448,86 @@ def format_table(results: dict[str, Any], layer: int | None = None) -> str:
     lines += [
         "",
         "K, Θ: sampled means of the metric and the NTK against K + K1/n (|z|) and K (|z| n=∞).",
-        "V, D, F, A, B: n × sampled covariances against the leading-order theory; they differ by O(depth/n)",
-        "relative corrections, so at small n their |z| grows with the number of networks.",
+        "V, D, F, A, B: n × sampled covariances against the leading-order theory; they differ by O(ℓ/n)",
+        "relative corrections (not computed), so at small n their |z| grows with the number of networks.",
         f"{FIT_LABEL}: weighted least-squares fit a + b/n over the sampled widths (Richardson extrapolation for",
         "two widths); its intercept a removes the O(1/n) part and is compared with the theory at n=∞.",
     ]
     # largest z per tensor over layers, per ensemble
-    lines += ["", "max |z| over all entries (first-order theory), per tensor and layer:"]
-    tens = ("K", "Theta", "V", "D", "F", "A", "B")
+    lines += ["", "max |z| over all entries, per tensor and layer (LO: leading-order theory, z_eff in brackets):"]
+    tens = ("K", "Theta", "V", "D", "F", "A", "B", *DNTK_TENSORS)
+    flagged = checks = 0
     for er in results["ensembles"]:
         by: dict[str, list[str]] = {}
+        lo: set[str] = set()
         for r in er["comparison"]:
             if r["layer"] < 2 or r["tensor"] in ("K1", "Theta1"):
                 continue  # layer 1 is exact; K1/Theta1 rows repeat K/Theta
-            z = r["z"]
-            by.setdefault(r["tensor"], []).append("inf" if z is None or math.isinf(z) else f"{z:.1f}")
-        cells = "  ".join(f"{t}: {'/'.join(by[t])}" for t in tens if t in by)
+            z, ze = r["z"], r.get("z_eff")
+            cell = "inf" if z is None or math.isinf(z) else f"{z:.1f}"
+            if r.get("leading_order"):
+                lo.add(r["tensor"])
+                if z is None or z > 3:
+                    cell += "(" + ("inf" if ze is None or math.isinf(ze) else f"{ze:.1f}") + ")"
+            flagged += r.get("verdict") == "ok*"
+            checks += r.get("verdict") == "CHECK"
+            by.setdefault(r["tensor"], []).append(cell)
+        cells = "  ".join(f"{t}{' LO' if t in lo else ''}: {'/'.join(by[t])}" for t in tens if t in by)
         lines.append(f"  {er['label']:<10} (layers 2..{net['depth']})  {cells}")
+    lines += [
+        "LO: leading-order theory; its O(1/n) correction, of relative size r = V/(nK²) of the layer below (~ ℓ/n at",
+        "criticality), is not computed.  z_eff = |Δ|/sqrt(stderr² + (r·max|T|)²) adds that expected remainder to the",
+        "standard error: z_eff <= 3 is consistent (each value is a maximum over the entries of a layer, so a few",
+        "values between 3 and 4 are expected by chance alone).",
+        f"  {flagged} rows have |z| > 3 but are consistent within the O(ℓ/n) remainder (not failures); "
+        f"{checks} have z_eff > 3.",
+    ]
     dn = [e for e in results.get("dntk", []) if e["layer"] == layer]
     if dn:
         pats = sorted({tuple(e["index"]) for e in dn})
-        lines += ["", f"dNTK family at layer {layer} (theory, each multiplying 1/n_{layer - 1}; dntk.md §1.3):"]
-        head = f"{'tensor':<8}" + "".join(f"{'[' + ','.join(map(str, p)) + ']':>14}" for p in pats)
+        sampled = any(e.get("sampled") for e in dn)
+        what = "theory (leading order) and sampled ± stderr (|z|)" if sampled else "theory"
+        lines += [
+            "",
+            f"dNTK family at layer {layer} ({what}, each multiplying 1/n_{layer - 1}; docs/spec/dntk.md §1.3):",
+        ]
+        head = f"{'tensor':<8}{'':>10}" + "".join(f"{'[' + ','.join(map(str, p)) + ']':>14}" for p in pats)
         lines += [head, "-" * len(head)]
         for name in DNTK_TENSORS:
-            vals = {tuple(e["index"]): e["theory"] for e in dn if e["tensor"] == name}
-            if vals:
-                cells = "".join(f"{'n/a' if vals.get(p) is None else format(vals[p], '.6g'):>14}" for p in pats)
-                lines.append(f"{name:<8}{cells}")
+            by_pat = {tuple(e["index"]): e for e in dn if e["tensor"] == name}
+            if not by_pat:
+                continue
+            cells = "".join(
+                f"{'n/a' if by_pat[p]['theory'] is None else format(by_pat[p]['theory'], '.6g'):>14}" for p in pats
+            )
+            lines.append(f"{name:<8}{'theory':>10}{cells}")
+            for er in results["ensembles"]:
+                got = {p: _sampled_in(by_pat[p], er["label"]) for p in pats}
+                if not any(got.values()):
+                    continue
+                lines.append(f"{'':<8}{er['label']:>10}" + "".join(_cell(got[p], "value") for p in pats))
+                lines.append(f"{'':<8}{'±':>10}" + "".join(_cell(got[p], "pm") for p in pats))
+        if sampled:
+            lines.append(
+                "P..U theory is leading order in 1/n: at small n and large depth their |z| grows with the number of"
+            )
+            lines.append("networks; see their z_eff (the expected O(ℓ/n) remainder) in the summary above.")
         if any(e["theory"] is None for e in dn):
             lines.append("n/a: not defined for kinked activations (PDLT (∞.39)-(∞.44)).")
     return "\n".join(lines)
+
+
+def _sampled_in(row: dict[str, Any], label: str) -> dict[str, Any] | None:
+    return next((s for s in row.get("sampled", []) if s["ensemble"] == label), None)
+
+
+def _cell(s: dict[str, Any] | None, what: str) -> str:
+    if s is None:
+        return f"{'—':>14}"
+    if what == "value":
+        return f"{s['value']:>14.6g}"
+    z = s["z"]
+    return f"{'±' + format(s['stderr'], '.2g') + ' (' + ('—' if z is None else f'{z:.1f}') + ')':>14}"
 
 
 # ============================================================================ plots
@@ -477,7 +568,10 @@ def make_plots(
     layers = np.arange(1, L + 1)
     for ax, (name, idx) in zip(axes.flat, panels, strict=False):
         lead = getattr(th, name)[(slice(None), *idx)]
-        ax.plot(layers, lead, "k--" if name in _TWO else "k-", lw=1.2, label="theory n=∞" if name in _TWO else "theory")
+        if name in _TWO:
+            ax.plot(layers, lead, "k--", lw=1.2, label=THEORY_INFINITE)
+        else:
+            ax.plot(layers, lead, "k-.", lw=1.2, label=THEORY_LEADING)
         for k, lab in enumerate(labels):
             es = ent(name, idx, lab)
             if not es:
@@ -515,7 +609,7 @@ def make_plots(
         ax.set_xticks(layers)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    legend_every_line(axes.flat, fontsize=7, loc="upper left")
     fig.suptitle(f"{title}: theory vs sampled across depth", fontsize=10)
     save_figure(plt, fig, out, "depth.png", files)
 
@@ -528,9 +622,10 @@ def make_plots(
         lead = float(getattr(th, name)[(layer - 1, *idx)])
         if name in _TWO and getattr(th, _FIRST_ORDER[name], None) is not None:
             c1 = float(getattr(th, _FIRST_ORDER[name])[(layer - 1, *idx)])
-            ax.plot(grid, lead + c1 * grid, "k-", lw=1.2, label=f"theory {_LABEL[name]} + {_LABEL[name]}1/n")
+            ax.plot(grid, lead + c1 * grid, "k-", lw=1.2, label=THEORY_FIRST)
         else:
-            ax.plot(grid, np.full_like(grid, lead), "k-", lw=1.2, label="theory (leading order)")
+            lab0 = THEORY_LEADING if name not in _TWO else THEORY_INFINITE
+            ax.plot(grid, np.full_like(grid, lead), "k-." if name not in _TWO else "k--", lw=1.2, label=lab0)
         for k, lab in enumerate(labels):
             es = [e for e in ent(name, idx, lab) if e["layer"] == layer]
             if not es:
@@ -565,7 +660,7 @@ def make_plots(
         ax.set_xlim(0, xmax)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    legend_every_line(axes.flat, fontsize=7, loc="upper left")
     fig.suptitle(f"{title}: theory vs sampled across width", fontsize=10)
     save_figure(plt, fig, out, "width.png", files)
 
@@ -641,7 +736,8 @@ def make_plots(
     # ------------------------------------------------------------ z-scores
     compare = ensembles.compare
 
-    tens = [n for n in ("K", "Theta", "V", "D", "F", "A", "B") if getattr(th, n, None) is not None]
+    tens = [n for n in ("K", "Theta", "V", "D", "F", "A", "B", *DNTK_TENSORS) if getattr(th, n, None) is not None]
+    tens = [n for n in tens if any(getattr(ens, n, None) is not None for ens in ens_objs)]
     if L > 1 and tens:
         fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(tens) * (L - 1) + 1.5)), 3.8))
         width = 0.8 / max(1, ne)
@@ -655,21 +751,42 @@ def make_plots(
                 xl.append(f"{_LABEL[name]}{li}")
                 pos += 1
             pos += 0.6
+        any_lo = False
         for k, (lab, ens) in enumerate(zip(labels, ens_objs, strict=True)):
-            rows = compare(th, ens, tens)
-            xs, zs = [], []
-            for r in rows:
-                if r.layer < 2:
+            rows = [r for r in compare(th, ens, tens) if r.layer >= 2]
+            c = colors[k % len(colors)]
+            for lo in (False, True):
+                sel = [r for r in rows if r.leading_order == lo]
+                if not sel:
                     continue
-                xs.append(centers[(r.tensor, r.layer)] + (k - (ne - 1) / 2) * width)
-                zs.append(min(r.z, 1e6) if math.isfinite(r.z) else 1e6)
-            ax.bar(xs, np.maximum(zs, 1e-2), width=width, color=colors[k % len(colors)], label=lab)
+                xs = [centers[(r.tensor, r.layer)] + (k - (ne - 1) / 2) * width for r in sel]
+                zz = [min(r.z, 1e6) if math.isfinite(r.z) else 1e6 for r in sel]
+                kw: dict[str, Any] = {"hatch": "////", "edgecolor": "w", "alpha": 0.55} if lo else {}
+                ax.bar(
+                    xs,
+                    np.maximum(zz, 1e-2),
+                    width=width,
+                    color=c,
+                    label=f"{lab}{', leading order' if lo else ''}",
+                    **kw,
+                )
+                if lo:
+                    any_lo = True
+                    ze = [min(r.z_eff, 1e6) if math.isfinite(r.z_eff) else 1e6 for r in sel]
+                    ax.plot(xs, np.maximum(ze, 1e-2), "_", ms=9, mew=2, color="k")
         ax.axhline(3.0, color="k", lw=0.8, ls="--", label="|z| = 3")
+        if any_lo:
+            ax.plot([], [], "_", ms=9, mew=2, color="k", label="z_eff: stderr ⊕ expected O(ℓ/n) remainder")
         ax.set_yscale("log")
         ax.set_xticks(xt)
         ax.set_xticklabels(xl, fontsize=7, rotation=90)
         ax.set_ylabel("max |theory − sampled| / stderr")
-        ax.set_title(f"{title}: largest |z| per tensor and layer (first-order theory)", fontsize=10)
+        ax.set_title(
+            f"{title}: largest |z| per tensor and layer\n"
+            "hatched: leading-order theory, its O(ℓ/n) correction not computed (|z| > 3 expected at small n)\n"
+            "black ticks: z_eff, with the expected remainder added to the stderr (z_eff ≤ 3: consistent)",
+            fontsize=8,
+        )
         ax.legend(fontsize=7)
         save_figure(plt, fig, out, "zscores.png", files)
     return files

@@ -52,7 +52,7 @@ class RunSpec:
     out_width: int | None = None
     title: str = "rgflow report"
     ntk: bool = True
-    dntk: bool = False  # also P, Q, R, S, T, U (theory; needs ntk and order = 1)
+    dntk: bool = False  # also P, Q, R, S, T, U (theory, and sampled for smooth activations; needs ntk and order = 1)
     order: int = 1
     quad_order: int | None = None
     method: str = "auto"  # expectations: closed forms where available ("auto") or "quadrature"

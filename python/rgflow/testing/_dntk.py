@@ -1,6 +1,6 @@
 """Reference (pure numpy) dNTK and ddNTK recursions: P, Q (PDLT ch. 11) and R, S, T, U (ch. ∞).
 
-An independent second implementation of ``shared/spec/dntk.md`` §3 for tests and benchmarks,
+An independent second implementation of ``docs/spec/dntk.md`` §3 for tests and benchmarks,
 on a code path deliberately different from the Rust engine's:
 
 * **The book's inverse-kernel form.**  Every sample gradient of a pair function is written as

@@ -11,7 +11,7 @@ the Rust core, for tests and benchmarks, on a deliberately *different code path*
   ``<O (z_b1 z_b2 - K_b1b2)>`` (and the 4th-order ones of the N[O] helper, PDLT 4.115) contracted
   with raised indices ``K^{b g}``.  Each sum is restricted to the samples the expectation
   ``<O>`` depends on, and the raised indices use the inverse of that *restricted* block
-  (PDLT footnote 13; ``shared/spec/preactivations.md`` §2).  Only sigma and sigma' are evaluated.
+  (PDLT footnote 13; ``docs/spec/preactivations.md`` §2).  Only sigma and sigma' are evaluated.
 * The quadrature rules differ from Gauss-Hermite product rules too (see below).
 
 Quadrature
@@ -49,7 +49,7 @@ Measured accuracy (float64; ``tests/test_reference.py``):
   C_b = 0): ~1e-7.  tanh/gelu/swish ~1e-12 at K ~ 2, ~3e-9 (tanh) at K ~ 4.  Only entries of
   V, D, F, A, B with 3-4 distinct samples use these; K1 and Theta1 need at most 2.
 * Recursions: deep-linear and scale-invariant closed forms to ~1e-13; layer-2 V, D, F, A, B
-  within Monte Carlo error; derivative-form V and K1 to 1e-10; the ``shared/spec/ntk.md`` §1.7
+  within Monte Carlo error; derivative-form V and K1 to 1e-10; the ``docs/spec/ntk.md`` §1.7
   table to all printed digits.
 
 Exactly repeated inputs (identical rows of ``x``) are deduplicated first; every tensor is
@@ -1158,13 +1158,13 @@ def theory(
     quad_order: None (default) for the adaptive rules described in the module docstring; an
         integer n forces plain fixed rules with n nodes per level (per piece for kinked
         activations) for every block size (for convergence studies; n^d nodes per block).
-    dntk: also P, Q, R, S, T, U (``shared/spec/dntk.md``; needs ntk and order=1; smooth
+    dntk: also P, Q, R, S, T, U (``docs/spec/dntk.md``; needs ntk and order=1; smooth
         activations), by the book's inverse-kernel form of the recursions on tensor
         Gauss-Hermite rules (``rgflow.testing._dntk``; ``quad_order`` sets its nodes per
         dimension too).
 
     Returns a :class:`~rgflow.theory.Theory` with K, K1, Theta, Theta1 of shape (L, N, N) and
-    V, D, F, A, B of shape (L, N, N, N, N), index order of ``shared/spec/ntk.md`` §1.2.
+    V, D, F, A, B of shape (L, N, N, N, N), index order of ``docs/spec/ntk.md`` §1.2.
     """
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
