@@ -599,6 +599,7 @@ class Learning:
     seed: int = key("random seed of the ensembles", 0, ge=0)
     lr: float | None = key("global learning rate η (gd; default 1/λ_max of the training NTK)", None, gt=0,
                            example=0.5, commented=ARCHITECTURES)  # fmt: skip
+    tol: float = key("gd: train each network until its training loss is below tol", 1e-12, gt=0)
     evidence: Evidence | None = key(
         "also the evidence (6.34) over a (C_b, C_W) grid (a table, keys below)",
         None,

@@ -57,6 +57,7 @@ class LearnSpec:
     seed: int = 0
     backend: str = "numpy"
     lr: float | None = None
+    tol: float = 1e-12
     evidence_C_b: list[float] | None = None
     evidence_C_W: list[float] | None = None
     title: str = "rgflow learn"
@@ -113,7 +114,7 @@ def run_learning_report(
         if spec.kind == "gd":
             ens = train(
                 net, spec.x, spec.y, tr, te, networks=nets, seed=spec.seed + w, backend=spec.backend,
-                lr=spec.lr, groups=spec.groups, theory=th, progress=progress,
+                lr=spec.lr, tol=spec.tol, groups=spec.groups, theory=th, progress=progress,
             )  # fmt: skip
             mean, se = ens.mean_cv, ens.stderr_cv
             ens_cov, extra = ens.cov, {"lr": ens.lr, "max_loss": ens.max_loss, "steps": ens.steps}
