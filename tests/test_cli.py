@@ -401,7 +401,7 @@ def _load_factor() -> float:
 def test_demo_quick(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     t0 = time.perf_counter()
-    code, out, err = run_main(["demo", "--quick", "--out", str(tmp_path / "demo")], capsys)
+    code, out, err = run_main(["demo", "--quick", "--no-learning", "--out", str(tmp_path / "demo")], capsys)
     elapsed = time.perf_counter() - t0
     assert code == 0, err
     assert elapsed < 30 * _load_factor(), elapsed
@@ -438,3 +438,8 @@ def test_demo_full(tmp_path):
     # the 1/n-corrected mean metric and NTK agree with the samples at both widths
     two = [e for e in res["entries"] if e["tensor"] in ("K", "Theta") and not e["extrapolated"]]
     assert max(e["z"] for e in two) < 5
+    # the learning panel: trained networks agree with the O(1/n) GD mean at every width
+    learn = json.loads((tmp_path / "demo" / "learning" / "learning.json").read_text())
+    assert [r["width"] for r in learn["rows"]] == [8, 16, 32]
+    assert max(float(np.max(r["z_order1"])) for r in learn["rows"]) < 4
+    assert {"learning_width.png", "learning_bias_variance.png", "learning_evidence.png"} <= set(learn["files"])

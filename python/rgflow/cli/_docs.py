@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._schema import ARCHITECTURES, Config, Key
+from ._schema import ARCHITECTURES, Config, Key, LearnConfig
 from ._validate import describe_type, fields, type_alternatives
 
 __all__ = ["schema_text", "schema_markdown", "schema_keys", "update_readme", "README_START", "README_END"]
@@ -37,10 +37,8 @@ def toml_value(v: object) -> str:
     return repr(v)
 
 
-def _tables() -> list[tuple[str, type]]:
-    return [
-        (name, tp) for name, tp, _ in fields(Config) if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__")
-    ]
+def _tables(root: type = Config) -> list[tuple[str, type]]:
+    return [(name, tp) for name, tp, _ in fields(root) if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__")]
 
 
 def _subtables(tp: Any) -> list[type]:
@@ -105,20 +103,24 @@ def _default_words(meta: Key) -> str:
     return d if d == "required" else f"default {d}"
 
 
-def schema_text(architecture: str = "mlp", others: bool = True, details: bool = True) -> str:
+def schema_text(architecture: str = "mlp", others: bool = True, details: bool = True, root: type = Config) -> str:
     """A complete, commented example configuration for ``architecture``: every key of the schema, those of
     other architectures (``others``) and alternatives commented out, with help, and (``details``) type,
-    bounds, default and the keys of inline tables.  It is itself a valid configuration."""
+    bounds, default and the keys of inline tables.  It is itself a valid configuration.  ``root``:
+    :class:`Config` (``rgflow run``) or :class:`LearnConfig` (``rgflow learn``, MLPs only)."""
     lines: list[str] = []
-    for name, tp, meta in fields(Config):
+    for name, tp, meta in fields(root):
         if not hasattr(tp, "__dataclass_fields__"):
             lines += _line(name, tp, meta, architecture, others, details)
-    lines.append(
-        f"# rgflow run configuration for network.architecture = {architecture!r}; generated from the schema by "
-        "'rgflow run --schema [" + "|".join(ARCHITECTURES) + "]'"
-    )
-    top = {n: m for n, _, m in fields(Config)}
-    for tname, ttype in _tables():
+    if root is LearnConfig:
+        lines.append("# rgflow learn configuration (MLPs); generated from the schema by 'rgflow learn --schema'")
+    else:
+        lines.append(
+            f"# rgflow run configuration for network.architecture = {architecture!r}; generated from the schema by "
+            "'rgflow run --schema [" + "|".join(ARCHITECTURES) + "]'"
+        )
+    top = {n: m for n, _, m in fields(root)}
+    for tname, ttype in _tables(root):
         head = f"[{tname}]"
         lines += ["", f"{head:<{_WIDTH}}# {'required' if top[tname].required else 'optional'}: {top[tname].help}"]
         for name, tp, meta in fields(ttype):

@@ -2,9 +2,11 @@
 
 Usage::
 
-    rgflow demo [--out DIR] [--networks N] [--quick] [--dntk] [--no-plots] [--quiet]
+    rgflow demo [--out DIR] [--networks N] [--quick] [--dntk] [--no-learning] [--no-plots] [--quiet]
     rgflow run CONFIG.toml [--out DIR] [--networks N] [--no-plots] [--quiet]
     rgflow run --schema [mlp|resmlp|preresnet]   # every configuration key, as a commented example
+    rgflow learn CONFIG.toml [--out DIR] [--networks N] [--no-plots] [--quiet]
+    rgflow learn --schema                     # every key of a learning configuration
     rgflow critical [ACTIVATION ...]          # e.g. rgflow critical gelu leaky_relu:slope=0.2
 
 Exit codes: 0 success, 2 bad usage or configuration, 1 any other failure.  Errors are one line
@@ -19,23 +21,28 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from .._util.version import VERSION as __version__
 from ..activations import Activation
 from ..criticality import critical as find_critical
 from ..report import (
+    LearnSpec,
     ResidualRunSpec,
     RunSpec,
+    format_learning_table,
     format_residual_table,
     format_table,
     pyplot,
+    run_learning_report,
     run_report,
     run_residual_report,
 )
 from ._config import DEMO_CRITICAL, demo_spec, load_config
 from ._docs import schema_text
-from ._schema import ARCHITECTURES, ConfigError
+from ._learn import demo_learn_spec, load_learn_config
+from ._schema import ARCHITECTURES, ConfigError, LearnConfig
 from ._validate import parse_activation
 
 __all__ = ["main", "build_parser", "load_config", "ConfigError", "DEMO_CRITICAL"]
@@ -79,10 +86,47 @@ class _Failure(RuntimeError):
     """A runtime failure with a message meant for the user (exit code 1)."""
 
 
+def _learn_report(spec: LearnSpec, out: str, args: argparse.Namespace, command: str) -> int:
+    plots = not args.no_plots and spec.config.get("_plots", True)
+    spec.config.pop("_plots", None)
+    spec.config.pop("_out", None)
+    if plots:
+        try:
+            pyplot()
+        except ImportError as exc:
+            raise _Failure(str(exc)) from None
+    t0 = time.perf_counter()
+    res = run_learning_report(
+        spec, out, plots=plots, progress=not args.quiet, log=None if args.quiet else sys.stderr, command=command
+    )
+    print(format_learning_table(res))
+    print(
+        f"\nlearning report: {out}/ (learning.json, learning.npz{', learning_*.png' if res['plots'] else ''}); "
+        f"total {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     spec = demo_spec(args.networks, args.quick, args.dntk)
     flags = (" --quick" if args.quick else "") + (" --dntk" if args.dntk else "")
-    return _report(spec, args.out, args, "rgflow demo" + flags)
+    code = _report(spec, args.out, args, "rgflow demo" + flags)
+    if code or args.no_learning:
+        return code
+    print("\n== learning panel: what trained networks predict at finite width ==")
+    lspec = demo_learn_spec(args.quick, args.networks)
+    return _learn_report(lspec, str(Path(args.out) / "learning"), args, "rgflow demo" + flags)
+
+
+def _cmd_learn(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(schema_text("mlp", others=False, details=True, root=LearnConfig), end="")
+        return 0
+    if args.config is None:
+        raise ConfigError("rgflow learn: the CONFIG.toml argument is missing (see 'rgflow learn --help')")
+    spec = load_learn_config(args.config, networks=args.networks)
+    out = args.out if args.out is not None else spec.config["_out"]
+    return _learn_report(spec, out, args, f"rgflow learn {args.config}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -169,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  rgflow demo                      # GELU at criticality; report in ./rgflow-report/\n"
             "  rgflow run examples/gelu_critical.toml --out my-report\n"
+            "  rgflow learn examples/learn_tanh.toml\n"
             "  rgflow critical gelu leaky_relu:slope=0.2\n\n"
             "exit codes: 0 success, 2 bad usage or configuration, 1 failure"
         ),
@@ -222,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the dNTK family P, Q, R, S, T, U (theory and sampled values at the table layer; theory.dntk = true)",
     )
+    d.add_argument(
+        "--no-learning",
+        action="store_true",
+        help="skip the learning panel (trained GELU networks at widths 8, 16, 32 against the infinite-width and "
+        "O(1/n) predictions; written to DIR/learning/)",
+    )
     d.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser(
@@ -251,6 +302,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(r, None)
     r.set_defaults(func=_cmd_run)
+
+    le = sub.add_parser(
+        "learn",
+        help="what trained MLPs predict: infinite width, O(1/n), and trained ensembles, from a TOML file",
+        description=(
+            "Reads CONFIG.toml ([network], [data], [learning], [report]; 'rgflow learn --schema' prints every key, "
+            "examples/learn_tanh.toml is a full example). For each hidden width it computes the infinite-width and "
+            "the O(1/n) prediction of the test outputs (gradient descent: (10.40) and (∞.160)-(∞.165); Bayes: "
+            "(6.64) and (6.87)-(6.88)), trains (or exactly conditions) an ensemble of networks of that width, and "
+            "writes a report folder: learning.json, learning.npz and plots of the predictions against 1/n, the "
+            "bias/variance decomposition (10.52) when test targets are known, and the evidence (6.34) over a "
+            "(C_b, C_W) grid when asked."
+        ),
+        epilog=(
+            "minimal configuration:\n"
+            '  [network]\n  activation = "tanh"\n  depth = 3\n  critical = true\n'
+            "  [data]\n  generate = {n_train = 4, n_test = 2, dim = 3}\n"
+            "  [learning]\n  widths = [16, 32]\n  networks = 200"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    le.add_argument("config", metavar="CONFIG.toml", nargs="?", help="the configuration file")
+    le.add_argument("--schema", action="store_true", help="print every configuration key as a commented example")
+    common(le, None)
+    le.set_defaults(func=_cmd_learn)
 
     c = sub.add_parser(
         "critical",

@@ -34,6 +34,12 @@ __all__ = [
     "Inputs",
     "Kernel",
     "Key",
+    "LearnConfig",
+    "LearnData",
+    "LearnGenerate",
+    "LearnReport",
+    "Learning",
+    "Evidence",
     "Network",
     "Report",
     "RequiredUnless",
@@ -502,3 +508,122 @@ class Config:
     theory: Theory = key("the theory", {})
     ensemble: Ensemble = key("the sampled ensembles")
     report: Report = key("the report", {})
+
+
+# ============================================================================ rgflow learn
+
+
+def _widths_learn(v: list[int], path: str, values: Values) -> None:
+    if len(set(v)) != len(v):
+        raise fail(path, f"has repeated widths {v}; give each hidden width once")
+
+
+def _networks_learn(v: int | list[int], path: str, values: Values) -> None:
+    widths, groups = values["learning.widths"], values["learning.groups"]
+    assert isinstance(widths, list) and isinstance(groups, int)
+    if isinstance(v, list) and len(v) != len(widths):
+        raise fail(path, f"has {len(v)} entries but there are {len(widths)} widths")
+    for i, n in enumerate(v if isinstance(v, list) else [v]):
+        if n < 2 * groups:
+            p = f"{path}[{i}]" if isinstance(v, list) else path
+            raise fail(p, f"= {n} is too small for learning.groups = {groups} (need >= {2 * groups})")
+
+
+def _evidence_grid(v: list[float], path: str, values: Values) -> None:
+    if len(v) < 2:
+        raise fail(path, "needs at least 2 values for a grid")
+
+
+@dataclass(frozen=True)
+class LearnGenerate:
+    """``data.generate``: random inputs on a sphere and targets of a random teacher."""
+
+    n_train: int = key("number of training inputs N_A", ge=1, example=4)
+    n_test: int = key("number of test inputs N_B", ge=1, example=2)
+    dim: int = key("input dimension n0", ge=1, example=3)
+    seed: int = key("random seed (inputs and teacher)", 0, ge=0)
+    mean_square: float = key("rows rescaled to |x|²/dim = mean_square", 1.0, gt=0)
+    target: Literal["sin", "tanh", "linear"] = key(
+        "y = f(w·x/√dim) per output, w a standard normal teacher", "sin", example="sin"
+    )
+    outputs: int = key("number of outputs n_L", 1, ge=1)
+
+
+@dataclass(frozen=True)
+class LearnData:
+    """``[data]``: training and test inputs and targets."""
+
+    generate: LearnGenerate | None = key(
+        "random inputs and teacher targets (a table, keys below)",
+        None,
+        example={"n_train": 4, "n_test": 2, "dim": 3, "seed": 0, "mean_square": 0.5, "target": "sin"},
+        type_text="table",
+    )
+    file: str | None = key(
+        "an .npz with arrays x_train (N_A, n0), y_train (N_A, n_L), x_test (N_B, n0) and optionally y_test, "
+        "relative to the configuration file",
+        None,
+        example="data.npz",
+        commented=ARCHITECTURES,
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = (ExactlyOne(("generate", "file")),)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """``learning.evidence``: the grid of the evidence (6.34), the same C_b, C_W in every layer."""
+
+    C_b: list[float] = key("bias variances", ge=0, nonempty=True, example=[0.0, 0.1, 0.2], check=_evidence_grid)
+    C_W: list[float] = key("weight variances", gt=0, nonempty=True, example=[1.0, 1.5, 2.0], check=_evidence_grid)
+
+
+@dataclass(frozen=True)
+class Learning:
+    """``[learning]``: the algorithm, the widths and the ensembles that judge the predictions."""
+
+    algorithm: Literal["gd", "bayes"] = key(
+        "gd: fully trained by gradient descent (10.40), (∞.160)-(∞.165); bayes: the posterior (6.64), (6.87)",
+        "gd",
+    )
+    widths: list[int] = key("hidden widths (every hidden layer)", ge=1, nonempty=True, example=[16, 32, 64],
+                            type_text="list of ints", check=_widths_learn)  # fmt: skip
+    networks: int | list[int] = key(
+        "networks per ensemble, or one per width (--networks overrides)",
+        400,
+        ge=2,
+        type_text="int or list",
+        check=_networks_learn,
+    )
+    groups: int = key("batch-means groups for standard errors", 20, ge=2)
+    backend: Backend = key("trainer backend (gd)", "numpy")
+    seed: int = key("random seed of the ensembles", 0, ge=0)
+    lr: float | None = key("global learning rate η (gd; default 1/λ_max of the training NTK)", None, gt=0,
+                           example=0.5, commented=ARCHITECTURES)  # fmt: skip
+    tol: float = key("gd: train each network until its training loss is below tol", 1e-12, gt=0)
+    evidence: Evidence | None = key(
+        "also the evidence (6.34) over a (C_b, C_W) grid (a table, keys below)",
+        None,
+        example={"C_b": [0.0, 0.1, 0.2], "C_W": [1.0, 1.5, 2.0]},
+        commented=ARCHITECTURES,
+        type_text="table",
+    )
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    """``[report]`` of ``rgflow learn``."""
+
+    out: str = key("output folder (--out overrides)", "rgflow-learn")
+    plots: bool = key("PNG plots (needs matplotlib; --no-plots overrides)", True)
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """A whole ``rgflow learn`` configuration file (network.architecture = 'mlp' only)."""
+
+    title: str = key("table and plot titles", "rgflow learn", example="GELU MLP at criticality: trained networks")
+    network: Network = key("the network (hidden widths come from learning.widths)")
+    data: LearnData = key("the data")
+    learning: Learning = key("the predictions and the ensembles")
+    report: LearnReport = key("the report", {})

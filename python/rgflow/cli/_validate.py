@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ..activations import Activation
-from ._schema import Config, ConfigError, Key, Network, fail
+from ._schema import Config, ConfigError, Key, LearnConfig, Network, fail
 
-__all__ = ["validate", "parse_activation", "describe_type"]
+__all__ = ["validate", "validate_learn", "parse_activation", "describe_type"]
 
 T = TypeVar("T")
 _NONE = type(None)
@@ -224,3 +224,14 @@ def validate(raw: Mapping[str, object]) -> Config:
         _, tp, meta = next(f for f in fields(Network) if f[0] == "architecture")
         arch = _Walker("mlp").convert(net["architecture"], tp, "network.architecture", meta)
     return _Walker(arch).table(Config, dict(raw), "")
+
+
+def validate_learn(raw: Mapping[str, object]) -> LearnConfig:
+    """Validate an ``rgflow learn`` document: the typed :class:`LearnConfig` (MLPs only) or a ConfigError."""
+    net = raw.get("network")
+    if isinstance(net, dict) and net.get("architecture", "mlp") != "mlp":
+        raise fail(
+            "network.architecture",
+            f"= {net['architecture']!r}: rgflow learn predicts trained MLPs only; use 'mlp' (or leave it out)",
+        )
+    return _Walker("mlp").table(LearnConfig, dict(raw), "")

@@ -5,6 +5,7 @@ Layer 6 (depends on recursions and ensembles).  :func:`run_report` for MLPs,
 """
 
 from ._common import machine_info, pyplot
+from ._learning import LearnSpec, format_learning_table, run_learning_report
 from ._mlp import REPORT_TENSORS, format_table, make_plots, representative_indices, run_report
 from ._residual import ARCHITECTURES, format_residual_table, run_residual_report
 from ._spec import EnsembleSpec, ResidualEnsembleSpec, ResidualRunSpec, RunSpec
@@ -13,15 +14,18 @@ __all__ = [
     "ARCHITECTURES",
     "REPORT_TENSORS",
     "EnsembleSpec",
+    "LearnSpec",
     "ResidualEnsembleSpec",
     "ResidualRunSpec",
     "RunSpec",
+    "format_learning_table",
     "format_residual_table",
     "format_table",
     "machine_info",
     "pyplot",
     "make_plots",
     "representative_indices",
+    "run_learning_report",
     "run_report",
     "run_residual_report",
 ]
