@@ -17,7 +17,13 @@ SUFFIXES = {".py", ".pyi", ".rs", ".md", ".toml"}
 def _sources() -> list[Path]:
     files = [ROOT / "README.md"]
     for tree in TREES:
-        files += [p for p in (ROOT / tree).rglob("*") if p.suffix in SUFFIXES and "target" not in p.parts]
+        files += [
+            p
+            for p in (ROOT / tree).rglob("*")
+            if p.suffix in SUFFIXES
+            and "target" not in p.parts
+            and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)  # e.g. benches/.nt-venv
+        ]
     return files
 
 
