@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.validation import real_array
 from ._array import array_function
 
 #: Built-in activation names and their parameters (with defaults).
@@ -115,7 +116,7 @@ class Activation:
         self.label = name
         probe = np.linspace(-2.0, 2.0, 5)
         for order, f in enumerate((function, *self.derivatives)):
-            out = np.asarray(f(probe), dtype=float)
+            out = _custom_output(name, order, f(probe))
             if out.shape != probe.shape:
                 raise ValueError(
                     f"custom activation derivative {order} is not vectorised: "
@@ -183,7 +184,7 @@ class Activation:
                     f"derivative {deriv} of the custom activation was not supplied; "
                     f"pass derivatives=[...] with at least {deriv} entries"
                 )
-            return np.asarray(fs[deriv](z), dtype=float)
+            return _custom_output(self.label, deriv, fs[deriv](z))
         if deriv not in (0, 1, 2, 3):
             raise ValueError("numpy evaluation provides derivatives 0, 1, 2, 3 only")
         out = array_function(np, self.name, self.params, deriv)(z)
@@ -191,6 +192,17 @@ class Activation:
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.numpy(z, 0)
+
+
+def _custom_output(label: str, order: int, value: Any) -> np.ndarray:
+    """A custom activation's output as float64: complex or non-numeric output is a TypeError
+    (casting would silently drop the imaginary part)."""
+    what = "the function" if order == 0 else f"derivative {order}"
+    return real_array(
+        f"the output of the custom activation {label!r} ({what})",
+        value,
+        "the activation and its derivatives must return real float arrays (np.real(...) if intended)",
+    )
 
 
 def as_activation(a: str | Activation) -> Activation:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .._util.validation import check_names
+from ..models import check_same_origin
 from ..recursions import THEORY_TENSORS, PreResTheory, ResTheory, Theory
 from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
 
@@ -61,11 +63,12 @@ def _rows(
     th: Any, ens: Any, tensors: Sequence[str] | None
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], list[int]]:
     """(name, theory, sampled, stderr) per comparable tensor, and the layer labels, for a supported pair."""
+    _check_pair(th, ens)
     n = np.asarray(ens.widths, dtype=float)[:, None, None]
     out: list[tuple[str, Any, Any, Any]] = []
     if isinstance(ens, Ensemble) and isinstance(th, Theory):
         labels = list(range(1, ens.K.shape[0] + 1))
-        for name in tensors if tensors is not None else THEORY_TENSORS:
+        for name in _names(tensors, THEORY_TENSORS):
             t = getattr(th, name, None)
             if t is None:
                 continue
@@ -77,7 +80,7 @@ def _rows(
             out.append((name, t, getattr(ens, name, None), getattr(ens.stderr, name, None)))
     elif isinstance(ens, ResEnsemble) and isinstance(th, ResTheory):
         labels = list(range(1, ens.K.shape[0] + 1))
-        for name in tensors if tensors is not None else ("K", "V", "S", "K1"):
+        for name in _names(tensors, RES_TENSORS):
             t = getattr(th, name, None)
             if t is None:
                 continue
@@ -91,7 +94,7 @@ def _rows(
         K1 = getattr(th, "K1", None)
         theory = {"K": K if K1 is None else K + np.asarray(K1) / n, "V": V, "K1": K1}
         theory.update({k: getattr(th, k, None) for k in ("V_GS", "V_SS")})
-        for name in tensors if tensors is not None else ("K", "V", "V_GS", "V_SS", "K1"):
+        for name in _names(tensors, PRERES_TENSORS):
             t = theory.get(name)
             if t is None:
                 continue
@@ -101,7 +104,51 @@ def _rows(
             "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
             f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
         )
-    return [(k, t, e, s) for k, t, e, s in out if e is not None and s is not None], labels
+    rows = [(k, t, e, s) for k, t, e, s in out if e is not None and s is not None]
+    if tensors is not None:
+        missing = [k for k in tensors if k not in {r[0] for r in rows}]
+        if missing:
+            raise ValueError(
+                f"compare(..., tensors={list(tensors)!r}): {missing} not computed by both the theory and the "
+                "ensemble (the dNTK family needs theory(..., dntk=True) and sample(..., dntk=True); K1/Theta1 "
+                "need order=1 and an infinite-width kernel); leave tensors=None to compare what both have"
+            )
+    return rows, labels
+
+
+#: Comparable tensors of the residual pairs.
+RES_TENSORS = ("K", "V", "S", "K1")
+PRERES_TENSORS = ("K", "V", "V_GS", "V_SS", "K1")
+_THEORIES = (Theory, ResTheory, PreResTheory)
+_ENSEMBLES = (Ensemble, ResEnsemble, PreResEnsemble)
+
+
+def _names(tensors: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    return default if tensors is None else tuple(tensors)
+
+
+def _check_pair(th: Any, ens: Any) -> None:
+    """TypeError for swapped or unsupported arguments; ValueError when the theory and the ensemble
+    come from different networks or inputs (compared bitwise)."""
+    if isinstance(th, _ENSEMBLES) and isinstance(ens, _THEORIES):
+        raise TypeError(
+            f"compare(theory, ensemble) takes the theory first: got ({type(th).__name__}, {type(ens).__name__}); "
+            "call rgflow.compare(th, ens)"
+        )
+    pairs = ((Theory, Ensemble), (ResTheory, ResEnsemble), (PreResTheory, PreResEnsemble))
+    if not any(isinstance(th, a) and isinstance(ens, b) for a, b in pairs):
+        raise TypeError(
+            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
+            f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
+        )
+    if isinstance(th, PreResTheory):
+        check_same_origin(
+            "rgflow.compare", ("the theory", th.net, th.K_init), ("the ensemble", ens.net, ens.kernel), widths="ratios"
+        )
+    else:
+        check_same_origin(
+            "rgflow.compare", ("the theory", th.net, th.x), ("the ensemble", ens.net, ens.x), widths="ratios"
+        )
 
 
 def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparison:
@@ -121,7 +168,8 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
     the first-order theory when reading it at small width.
     """
     rows = Comparison()
-    triples, labels = _rows(th, ens, tensors)
+    names = check_names("tensors", tensors, THEORY_TENSORS + ("V_GS", "V_SS"))
+    triples, labels = _rows(th, ens, names)
     for name, t, e, s in triples:
         if t.shape != e.shape:
             raise ValueError(f"{name}: theory shape {t.shape} != ensemble shape {e.shape}")
