@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rgflow
+import rgflow.cli
 from rgflow.testing import reference
 
 FAST, SLOW = 25, 300
@@ -454,7 +455,53 @@ def _criticality(data: Any) -> None:
     outcome(lambda: rgflow.susceptibilities(act, data.draw(hyper), data.draw(hyper), data.draw(positive)))
 
 
+CLI_BASE: dict[str, dict[str, Any]] = {
+    "network": {"activation": "tanh", "depth": 2, "C_b": 0.0, "C_W": 1.0},
+    "inputs": {"generate": {"n": 2, "dim": 2, "seed": 0}},
+    "theory": {"ntk": True, "order": 1},
+    "ensemble": {"widths": [4], "networks": 64, "groups": 4, "seed": 0},
+}
+CLI_KEYS = [
+    ("network", "activation"),
+    ("network", "depth"),
+    ("network", "C_W"),
+    ("network", "C_b"),
+    ("network", "critical"),
+    ("network", "architecture"),
+    ("inputs", "generate"),
+    ("inputs", "kernel"),
+    ("inputs", "file"),
+    ("theory", "ntk"),
+    ("theory", "order"),
+    ("theory", "quad_order"),
+    ("ensemble", "widths"),
+    ("ensemble", "networks"),
+    ("ensemble", "groups"),
+    ("ensemble", "backend"),
+    ("ensemble", "dtype"),
+]
+cli_values = st.sampled_from(
+    [True, False, 0, 1, 2, -1, 2.5, 1e300, "tanh", "sigmoid", "no", "", [], [4, 8], [[4]], {}, {"n": 2}, "x.txt",
+     "mlp", "resmlp", "float32", [[1.0, 2.0], [2.0, 1.0]], math.nan]
+)  # fmt: skip
+
+
+def _cli_config(data: Any) -> None:
+    raw = {k: dict(v) for k, v in CLI_BASE.items()}
+    for _ in range(data.draw(st.integers(0, 2))):
+        sec, key = data.draw(st.sampled_from(CLI_KEYS))
+        raw[sec][key] = data.draw(cli_values)
+        if key == "critical" or sec == "inputs":
+            for k in ("C_b", "C_W") if key == "critical" else ("generate",):
+                if k != key:
+                    raw[sec].pop(k, None)
+    spec = outcome(lambda: rgflow.cli.config_from_dict(raw))
+    if isinstance(spec, Exception):
+        assert isinstance(spec, rgflow.cli.ConfigError), f"not a configuration error: {spec!r}"
+
+
 ENTRY_POINTS = {
+    "cli config": _cli_config,
     "MLP": _mlp_constructor,
     "theory": _theory,
     "sample": _sample,

@@ -272,6 +272,45 @@ def test_cli_text_inputs_file_is_not_called_pickled(tmp_path, capsys):
 
 
 def test_cli_critical_without_a_critical_point_says_why(tmp_path, capsys):
-    err = _run_cli(tmp_path, 'activation = "sigmoid"\ndepth = 2\ncritical = true', "generate = {n = 2, dim = 2}", capsys)
+    err = _run_cli(
+        tmp_path, 'activation = "sigmoid"\ndepth = 2\ncritical = true', "generate = {n = 2, dim = 2}", capsys
+    )
     assert "network.critical" in err and "no critical point" in err and "C_b" in err
     assert "NoneType" not in err
+
+
+# ------------------------------------------------------------------------------ found by the fuzz suite
+
+
+def test_expectation_that_overflows_float64_raises():
+    with pytest.raises(ValueError, match=r"not finite in float64.*max \|K\| = 1e\+300"):
+        rgflow.expect(np.eye(3) * 1e300, [(0, 0), (0, 0), (0, 0)], "relu")
+    with pytest.raises(ValueError, match="not finite in float64"):
+        rgflow.expect_with_error(np.eye(1) * 1e300, [(0, 0), (0, 0), (0, 0)], "relu")
+
+
+def test_criticality_arguments_are_not_coerced():
+    with pytest.raises(TypeError, match=r"C_W must be a real number, got C_W=1j"):
+        rgflow.fixed_point("tanh", 0.0, 1j)
+    with pytest.raises(TypeError, match="C_b must be a real number"):
+        rgflow.fixed_point("tanh", "0.1", 1.0)
+    with pytest.raises(TypeError, match="K is complex"):
+        rgflow.susceptibilities("tanh", 1j, 0.0, 1.0)
+    with pytest.raises(TypeError, match="activation parameter slope"):
+        rgflow.Activation("leaky_relu", slope="0.1")
+
+
+def test_learning_arguments_and_mismatched_theory():
+    net = rgflow.MLP("tanh", depth=2, width=4)
+    x = np.array([[0.9, -0.4], [0.3, 1.1], [-0.5, 0.2]])
+    th = rgflow.theory(net, x)
+    y = np.array([[0.5], [-0.2]])
+    with pytest.raises(TypeError, match="order must be an int"):
+        rgflow.predict(th, y, [0, 1], [2], order=1.0)
+    with pytest.raises(TypeError, match="theta1 must be True or False"):
+        rgflow.predict(th, y, [0, 1], [2], kind="gd", order=1, theta1="no")
+    with pytest.raises(TypeError, match="y is complex"):
+        rgflow.predict(th, y + 0j, [0, 1], [2])
+    other = rgflow.theory(rgflow.MLP("relu", depth=2, width=4, C_W=2.0), x)
+    with pytest.raises(ValueError, match=r"rgflow.train\(theory=\): .*different networks"):
+        rgflow.train(net, x, y, [0, 1], [2], networks=8, groups=2, theory=other)

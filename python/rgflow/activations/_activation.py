@@ -14,13 +14,12 @@ trace the same definition with ``jax.numpy``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .._util.validation import real_array
+from .._util.validation import real, real_array
 from ._array import array_function
 
 #: Built-in activation names and their parameters (with defaults).
@@ -73,10 +72,7 @@ class Activation:
             raise ValueError(f"activation {key!r} takes parameters {sorted(allowed) or 'none'}, got {sorted(unknown)}")
         full = dict(allowed)
         for k, v in params.items():
-            v = float(v)
-            if not math.isfinite(v):
-                raise ValueError(f"activation parameter {k}={v} must be finite")
-            full[k] = v
+            full[k] = real(f"activation parameter {k}", v, finite=True)
         if key == "monomial" and (full["p"] < 0 or full["p"] != int(full["p"])):
             raise ValueError(f"monomial power p must be a non-negative integer, got {full['p']}")
         if key == "elu" and full["alpha"] <= 0:

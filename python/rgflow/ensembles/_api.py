@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, overload
 
-from ..models import MLP, PreResNet, ResMLP
 from .._util.validation import check_inputs
+from ..models import MLP, PreResNet, ResMLP
 from ..recursions import K4_LIMIT, check_finite_result, overflow_scan
 from ._mlp import sample_mlp
 from ._preresnet import sample_preresnet

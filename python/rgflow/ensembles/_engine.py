@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from .._util.progress import Progress
-from .._util.validation import check_bool
 from .._util.stats import Welford, group_bounds
+from .._util.validation import check_bool
 from . import _jax
 
 BACKENDS = ("numpy", "jax")

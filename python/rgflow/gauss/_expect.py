@@ -107,6 +107,19 @@ def _covariance(K: Any, *, batch: bool) -> np.ndarray:
     return check_finite("K", arr, "; a covariance must be finite")
 
 
+def _finite_value(vals: Any, K: np.ndarray, act: Activation) -> np.ndarray:
+    """The core's values if finite; else a ValueError naming the cause (the scale of K, or the activation)."""
+    out = np.asarray(vals, dtype=float)
+    if not np.all(np.isfinite(out)):
+        kmax = float(np.max(np.abs(K)))
+        who = f"the custom activation {act.label!r}" if act.is_custom else f"{act!r}"
+        raise ValueError(
+            f"the expectation is not finite in float64: the factors of {who} at the scale of K "
+            f"(max |K| = {kmax:.3g}) overflow; rescale K (or the activation's values)"
+        )
+    return out
+
+
 def _check_tol(tol: Any) -> None:
     if not real("tol", tol) > 0:
         raise ValueError(f"tol must be > 0 (the adaptive rule's target accuracy), got tol={tol!r}")
@@ -161,9 +174,9 @@ def expect(
         worst = int(np.argmax(np.einsum("bii->b", batch)))
         vals, _err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, _order_cap(d, max_order), qonly)
         if single:
-            return float(vals[0])
+            return float(_finite_value(vals, arr, act)[0])
         order = used
-    out = _core.expect_batch(core_act, batch, its, int(order), qonly)
+    out = _finite_value(_core.expect_batch(core_act, batch, its, int(order), qonly), batch, act)
     return float(out[0]) if single else np.asarray(out)
 
 
@@ -186,4 +199,4 @@ def expect_with_error(
     vals, err, used = _core.expect_adaptive(
         core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24), quadrature_only(method)
     )
-    return float(vals[0]), float(err), int(used)
+    return float(_finite_value(vals, arr, act)[0]), float(err), int(used)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-
 from .._util.validation import check_int, per_layer
 from ..activations import Activation, as_activation
 from ..criticality import critical
