@@ -34,7 +34,10 @@ def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = 
         )
     if value < minimum or (maximum is not None and value > maximum):
         kind = {0: " (a non-negative integer)", 1: " (a positive integer)"}.get(minimum, "")
-        span = (f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}") + kind
+        if maximum is not None and maximum - minimum <= 2:
+            span = " or ".join(str(v) for v in range(minimum, maximum + 1))
+        else:
+            span = (f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}") + kind
         raise ValueError(f"{name} must be {span}{hint}, got {name}={value}")
     return int(value)
 
