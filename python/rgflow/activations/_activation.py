@@ -14,12 +14,12 @@ trace the same definition with ``jax.numpy``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from .._util.validation import real, real_array
 from ._array import array_function
 
 #: Built-in activation names and their parameters (with defaults).
@@ -72,10 +72,7 @@ class Activation:
             raise ValueError(f"activation {key!r} takes parameters {sorted(allowed) or 'none'}, got {sorted(unknown)}")
         full = dict(allowed)
         for k, v in params.items():
-            v = float(v)
-            if not math.isfinite(v):
-                raise ValueError(f"activation parameter {k}={v} must be finite")
-            full[k] = v
+            full[k] = real(f"activation parameter {k}", v, finite=True)
         if key == "monomial" and (full["p"] < 0 or full["p"] != int(full["p"])):
             raise ValueError(f"monomial power p must be a non-negative integer, got {full['p']}")
         if key == "elu" and full["alpha"] <= 0:
@@ -115,7 +112,7 @@ class Activation:
         self.label = name
         probe = np.linspace(-2.0, 2.0, 5)
         for order, f in enumerate((function, *self.derivatives)):
-            out = np.asarray(f(probe), dtype=float)
+            out = _custom_output(name, order, f(probe))
             if out.shape != probe.shape:
                 raise ValueError(
                     f"custom activation derivative {order} is not vectorised: "
@@ -183,7 +180,7 @@ class Activation:
                     f"derivative {deriv} of the custom activation was not supplied; "
                     f"pass derivatives=[...] with at least {deriv} entries"
                 )
-            return np.asarray(fs[deriv](z), dtype=float)
+            return _custom_output(self.label, deriv, fs[deriv](z))
         if deriv not in (0, 1, 2, 3):
             raise ValueError("numpy evaluation provides derivatives 0, 1, 2, 3 only")
         out = array_function(np, self.name, self.params, deriv)(z)
@@ -191,6 +188,17 @@ class Activation:
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.numpy(z, 0)
+
+
+def _custom_output(label: str, order: int, value: Any) -> np.ndarray:
+    """A custom activation's output as float64: complex or non-numeric output is a TypeError
+    (casting would silently drop the imaginary part)."""
+    what = "the function" if order == 0 else f"derivative {order}"
+    return real_array(
+        f"the output of the custom activation {label!r} ({what})",
+        value,
+        "the activation and its derivatives must return real float arrays (np.real(...) if intended)",
+    )
 
 
 def as_activation(a: str | Activation) -> Activation:

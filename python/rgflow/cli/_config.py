@@ -83,10 +83,21 @@ def _inputs(inp: Inputs, base: Path) -> tuple[np.ndarray | None, np.ndarray | No
     path = Path(inp.file) if Path(inp.file).is_absolute() else base / inp.file
     if not path.is_file():
         raise ConfigError(f"'inputs.file': no such file {str(path)!r}")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head != b"\x93NUMPY":
+        kind = "a .npz archive" if head.startswith(b"PK") else f"not a .npy file (it starts with {head!r})"
+        raise ConfigError(
+            f"'inputs.file': {str(path)!r} is {kind}; give one (N, n0) array saved with numpy.save('x.npy', x) "
+            "(a text file converts with numpy.save('x.npy', numpy.loadtxt('x.txt', ndmin=2)))"
+        )
     try:
         x = np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"'inputs.file': cannot read {str(path)!r}: {exc}") from None
+        raise ConfigError(
+            f"'inputs.file': cannot read {str(path)!r} as a numeric .npy array ({exc}); "
+            "save a float array with numpy.save('x.npy', x)"
+        ) from None
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ConfigError(f"'inputs.file': expected an (N, n0) array, got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
@@ -132,7 +143,11 @@ def build_spec(cfg: Config, base: Path) -> RunSpec | ResidualRunSpec:
             if nw.critical:
                 crit = find_critical(nw.activation)
                 if crit.C_b is None or crit.C_W is None:
-                    raise ValueError(f"{nw.activation!r} has no critical point")
+                    raise ValueError(
+                        f"{nw.activation!r} has no critical point ({crit.reason}); set network.C_b and "
+                        "network.C_W instead of 'critical = true', or choose an activation with one "
+                        "(e.g. 'tanh', 'relu', 'gelu'; 'rgflow critical' lists them)"
+                    )
                 C_b, C_W = float(crit.C_b), float(crit.C_W)
         elif arch == "resmlp" and nw.critical:
             assert nw.gamma is not None and not isinstance(nw.gamma, list)

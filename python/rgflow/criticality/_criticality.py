@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._util.validation import real, real_array
 from ..activations import Activation, as_activation
 from ..gauss import expect
 
@@ -231,10 +232,7 @@ class _Gauss:
 
 
 def _check_hyper(C_b: float, C_W: float) -> tuple[float, float]:
-    try:
-        C_b, C_W = float(C_b), float(C_W)
-    except (TypeError, ValueError) as exc:
-        raise TypeError("C_b and C_W must be real numbers") from exc
+    C_b, C_W = real("C_b", C_b), real("C_W", C_W)
     if not (math.isfinite(C_W) and C_W > 0):
         raise ValueError(
             f"C_W = {C_W} must be a finite number > 0 (the weight variance; C_W = 0 can never be "
@@ -607,9 +605,9 @@ def susceptibilities(activation: str | Activation, K: Any, C_b: float, C_W: floa
     """
     act = as_activation(activation)
     C_b, C_W = _check_hyper(C_b, C_W)
-    Karr = np.asarray(K, dtype=float)
+    Karr = real_array("K", K)
     if not np.all(np.isfinite(Karr)) or np.any(Karr < 0):
-        raise ValueError("K must be finite and >= 0 (a variance)")
+        raise ValueError(f"K must be finite and >= 0 (a variance), got K={K!r}")
     G = _Gauss(act)
     G.need_d1("susceptibilities()")
     if act.kinked and np.any(Karr == 0):

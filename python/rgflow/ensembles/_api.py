@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, overload
 
+from .._util.validation import check_inputs
 from ..models import MLP, PreResNet, ResMLP
+from ..recursions import K4_LIMIT, check_finite_result, overflow_scan
 from ._mlp import sample_mlp
 from ._preresnet import sample_preresnet
 from ._resmlp import sample_resmlp
@@ -33,10 +35,27 @@ def sample(net: MLP | ResMLP | PreResNet, x: Any = None, **options: Any) -> Ense
     options: ``ntk``, ``estimator``, ``dntk`` (MLP: also P, Q, R, S, T, U); ``kernel``, ``every``,
     ``sampler`` (PreResNet).
     """
+    if isinstance(net, (MLP, ResMLP)) and x is not None:
+        # an overflowing network is refused before sampling (the estimates would be NaN/inf)
+        cause = overflow_scan(net, check_inputs(x), limit=K4_LIMIT)
+        if cause is not None:
+            raise ValueError(f"rgflow.sample: {cause}")
+    ens: Ensemble | ResEnsemble | PreResEnsemble
     if isinstance(net, MLP):
-        return sample_mlp(net, x, **options)
-    if isinstance(net, ResMLP):
-        return sample_resmlp(net, x, **options)
-    if isinstance(net, PreResNet):
-        return sample_preresnet(net, x, **options)
-    raise TypeError(f"net must be an rgflow.MLP, ResMLP or PreResNet, got {type(net).__name__}")
+        ens = sample_mlp(net, x, **options)
+    elif isinstance(net, ResMLP):
+        ens = sample_resmlp(net, x, **options)
+    elif isinstance(net, PreResNet):
+        ens = sample_preresnet(net, x, **options)
+    else:
+        raise TypeError(f"net must be an rgflow.MLP, ResMLP or PreResNet, got {type(net).__name__}")
+    check_finite_ensemble(ens)
+    return ens
+
+
+def check_finite_ensemble(ens: Ensemble | ResEnsemble | PreResEnsemble) -> None:
+    """ValueError naming the cause (inputs, C_W, activation) if an estimate or standard error is NaN/inf."""
+    tensors = {**ens.tensors(), **{f"stderr.{k}": v for k, v in ens.stderr.tensors().items()}}
+    x = getattr(ens, "x", None)
+    kernel = getattr(ens, "kernel", None) if x is None else None
+    check_finite_result("rgflow.sample", tensors, ens.net, x, kernel, limit=K4_LIMIT)

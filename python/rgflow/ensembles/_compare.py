@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .._util.validation import check_names
+from ..models import check_same_origin
 from ..recursions import DNTK_TENSORS, THEORY_TENSORS, PreResTheory, ResTheory, Theory
 from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
 
@@ -140,12 +142,13 @@ REMAINDER_C = {"A": 4.0}
 
 def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row], list[int], np.ndarray]:
     """The comparable tensors, the layer labels and the remainder's expansion parameter per row layer."""
+    _check_pair(th, ens)
     n = np.asarray(ens.widths, dtype=float)[:, None, None]
     nl = np.asarray(ens.widths, dtype=float)
     out: list[tuple[str, Any, Any, Any, bool, Any]] = []
     if isinstance(ens, Ensemble) and isinstance(th, Theory):
         labels = list(range(1, ens.K.shape[0] + 1))
-        for name in tensors if tensors is not None else THEORY_TENSORS:
+        for name in _names(tensors, THEORY_TENSORS):
             t = getattr(th, name, None)
             if t is None:
                 continue
@@ -158,7 +161,7 @@ def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row],
         r = None if r is None else np.concatenate([[0.0], r[:-1]])
     elif isinstance(ens, ResEnsemble) and isinstance(th, ResTheory):
         labels = list(range(1, ens.K.shape[0] + 1))
-        for name in tensors if tensors is not None else ("K", "V", "S", "K1"):
+        for name in _names(tensors, RES_TENSORS):
             t = getattr(th, name, None)
             if t is None:
                 continue
@@ -172,7 +175,7 @@ def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row],
         K1 = getattr(th, "K1", None)
         theory = {"K": K, "V": V, "K1": K1}
         theory.update({k: getattr(th, k, None) for k in ("V_GS", "V_SS")})
-        for name in tensors if tensors is not None else ("K", "V", "V_GS", "V_SS", "K1"):
+        for name in _names(tensors, PRERES_TENSORS):
             t = theory.get(name)
             if t is None:
                 continue
@@ -187,7 +190,50 @@ def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row],
     if r is None:  # no vertex (order 0): the depth-to-width ratio of the layers below, (l - 2)/n
         r = np.array([max(lab - 2, 0) for lab in labels], dtype=float) / nl
     rows = [(k, t, e, s, lead, c) for k, t, e, s, lead, c in out if e is not None and s is not None]
+    if tensors is not None:
+        missing = [k for k in tensors if k not in {r[0] for r in rows}]
+        if missing:
+            raise ValueError(
+                f"compare(..., tensors={list(tensors)!r}): {missing} not computed by both the theory and the "
+                "ensemble (the dNTK family needs theory(..., dntk=True) and sample(..., dntk=True); K1/Theta1 "
+                "need order=1 and an infinite-width kernel); leave tensors=None to compare what both have"
+            )
     return rows, labels, r
+
+
+#: Comparable tensors of the residual pairs.
+RES_TENSORS = ("K", "V", "S", "K1")
+PRERES_TENSORS = ("K", "V", "V_GS", "V_SS", "K1")
+_THEORIES = (Theory, ResTheory, PreResTheory)
+_ENSEMBLES = (Ensemble, ResEnsemble, PreResEnsemble)
+
+
+def _names(tensors: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    return default if tensors is None else tuple(tensors)
+
+
+def _check_pair(th: Any, ens: Any) -> None:
+    """TypeError for swapped or unsupported arguments; ValueError when the theory and the ensemble
+    come from different networks or inputs (compared bitwise)."""
+    if isinstance(th, _ENSEMBLES) and isinstance(ens, _THEORIES):
+        raise TypeError(
+            f"compare(theory, ensemble) takes the theory first: got ({type(th).__name__}, {type(ens).__name__}); "
+            "call rgflow.compare(th, ens)"
+        )
+    pairs = ((Theory, Ensemble), (ResTheory, ResEnsemble), (PreResTheory, PreResEnsemble))
+    if not any(isinstance(th, a) and isinstance(ens, b) for a, b in pairs):
+        raise TypeError(
+            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
+            f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
+        )
+    if isinstance(th, PreResTheory):
+        check_same_origin(
+            "rgflow.compare", ("the theory", th.net, th.K_init), ("the ensemble", ens.net, ens.kernel), widths="ratios"
+        )
+    else:
+        check_same_origin(
+            "rgflow.compare", ("the theory", th.net, th.x), ("the ensemble", ens.net, ens.x), widths="ratios"
+        )
 
 
 def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparison:
@@ -209,7 +255,8 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
     added to the standard error; ``row.verdict`` is ``"ok*"`` for |z| > 3 within the remainder.
     """
     rows = Comparison()
-    triples, labels, r0 = _rows(th, ens, tensors)
+    names = check_names("tensors", tensors, THEORY_TENSORS + ("V_GS", "V_SS"))
+    triples, labels, r0 = _rows(th, ens, names)
     r_dntk = DNTK_REMAINDER_C * np.array([max(lab - 2, 0) for lab in labels], dtype=float) / np.asarray(ens.widths)
     for name, t, e, s, lead, corr in triples:
         r = r_dntk if name in DNTK_TENSORS and isinstance(th, Theory) else r0

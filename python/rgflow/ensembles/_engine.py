@@ -30,6 +30,7 @@ import numpy as np
 
 from .._util.progress import Progress
 from .._util.stats import Welford, group_bounds
+from .._util.validation import check_bool
 from . import _jax
 
 BACKENDS = ("numpy", "jax")
@@ -116,7 +117,7 @@ def check_options(
         backend,
         key,
         None if devices is None else tuple(devices),
-        bool(progress),
+        check_bool("progress", progress),
     )
 
 

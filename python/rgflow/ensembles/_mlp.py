@@ -63,8 +63,8 @@ from typing import Any
 
 import numpy as np
 
-from .._util.validation import check_inputs
-from ..models import MLP
+from .._util.validation import check_bool, check_inputs
+from ..models import MLP, check_same_origin
 from ..recursions import Theory, mlp_theory
 from . import _jax_mlp
 from ._dntk import DEFAULT_PROBES, DNTK_SUMS, dntk_sums
@@ -259,6 +259,9 @@ def _infinite_width(net: MLP, x: np.ndarray, theory: Any, ntk: bool) -> tuple[An
     if theory is not None:
         if not isinstance(theory, Theory):
             raise TypeError(f"theory must be an rgflow.Theory (infinite-width K, Theta), got {type(theory).__name__}")
+        check_same_origin(
+            "rgflow.sample(theory=)", ("theory", theory.net, theory.x), ("the sampled net", net, x), widths="ignore"
+        )
         K = np.asarray(theory.K, dtype=float)
         if K.shape != (L, N, N):
             raise ValueError(f"theory.K has shape {K.shape}, expected {(L, N, N)} for this network and x")
@@ -354,6 +357,9 @@ def sample_mlp(
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
     x = check_inputs(x)
     opts = check_options(networks, groups, seed, batch, backend, dtype, devices, progress)
+    ntk, dntk = check_bool("ntk", ntk), check_bool("dntk", dntk)
+    if theory is True:
+        raise TypeError("theory must be an rgflow.Theory, None (computed) or False (skip K1, Theta1), got True")
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator={estimator!r}; choose one of {ESTIMATORS}")
     warn_float32(opts, "K1 = n (E[G] - K), Theta1 and the four-point tensors")

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from .._util.validation import recorded_layers
-from ..models import PreResNet
+from ..models import PreResNet, check_same_origin
+from ..recursions import PreResTheory
 from . import _jax_residual
 from ._engine import DEFAULT_GROUPS, DEFAULT_NETWORKS, DEFAULT_SEED, Sampler, check_options, run, warn_float32
 from ._jax_residual import preresnet_bytes_per_network
@@ -64,6 +65,10 @@ def sample_preresnet(
     N, n, M = k0.shape[0], net.width, len(layers)
     K_inf = None
     if theory is not None and theory is not False:
+        if isinstance(theory, PreResTheory):
+            check_same_origin(
+                "rgflow.sample(theory=)", ("theory", theory.net, theory.K_init), ("the sampled net", net, k0), "ignore"
+            )
         K_inf = theory_kernel(theory)
         if K_inf.shape != (M, N, N):
             raise ValueError(

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._util.validation import check_inputs
-from ..models import ResMLP
+from ..models import ResMLP, check_same_origin
+from ..recursions import ResTheory
 from . import _jax_residual
 from ._engine import DEFAULT_GROUPS, DEFAULT_NETWORKS, DEFAULT_SEED, Sampler, check_options, run, warn_float32
 from ._jax_residual import resmlp_bytes_per_network
@@ -58,6 +59,10 @@ def sample_resmlp(
     n, L, (N, n0) = net.width, net.depth, x.shape
     K_inf = None
     if theory is not None and theory is not False:
+        if isinstance(theory, ResTheory):
+            check_same_origin(
+                "rgflow.sample(theory=)", ("theory", theory.net, theory.x), ("the sampled net", net, x), widths="ignore"
+            )
         K_inf = theory_kernel(theory)
         if K_inf.shape != (L, N, N):
             raise ValueError(f"theory.K has shape {K_inf.shape}, expected {(L, N, N)} for this network and x")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._util.native import core as _core
+from .._util.validation import check_finite, check_int, check_optional_int, real, real_array
 from ..activations import Activation, as_activation
 
 Factor = tuple[int, int] | tuple[int, str, int]
@@ -93,9 +94,35 @@ def quadrature_only(method: str, name: str = "method") -> bool:
 def _order_cap(d: int, max_order: int | None) -> int:
     if max_order is None:
         return MAX_ADAPTIVE_ORDER.get(d, 24)
-    if isinstance(max_order, bool) or not 1 <= int(max_order) <= 480:
-        raise ValueError(f"max_order must be an int in 1..480 or None (default per dimension), got {max_order!r}")
-    return int(max_order)
+    return check_int("max_order", max_order, minimum=1, maximum=480, hint=" or None (default per dimension)")
+
+
+def _covariance(K: Any, *, batch: bool) -> np.ndarray:
+    """K as a real float64 (d, d) (or, with ``batch``, (B, d, d)) array with finite entries."""
+    arr = real_array("K", K)
+    ok = arr.ndim in ((2, 3) if batch else (2,)) and arr.shape[-1] == arr.shape[-2] and arr.shape[-1] > 0
+    if not ok:
+        shapes = "(d, d) or (B, d, d)" if batch else "(d, d)"
+        raise ValueError(f"K must have shape {shapes} with d >= 1, got shape {arr.shape}")
+    return check_finite("K", arr, "; a covariance must be finite")
+
+
+def _finite_value(vals: Any, K: np.ndarray, act: Activation) -> np.ndarray:
+    """The core's values if finite; else a ValueError naming the cause (the scale of K, or the activation)."""
+    out = np.asarray(vals, dtype=float)
+    if not np.all(np.isfinite(out)):
+        kmax = float(np.max(np.abs(K)))
+        who = f"the custom activation {act.label!r}" if act.is_custom else f"{act!r}"
+        raise ValueError(
+            f"the expectation is not finite in float64: the factors of {who} at the scale of K "
+            f"(max |K| = {kmax:.3g}) overflow; rescale K (or the activation's values)"
+        )
+    return out
+
+
+def _check_tol(tol: Any) -> None:
+    if not real("tol", tol) > 0:
+        raise ValueError(f"tol must be > 0 (the adaptive rule's target accuracy), got tol={tol!r}")
 
 
 def expect(
@@ -131,16 +158,10 @@ def expect(
     """
     act = as_activation(activation)
     core_act = core_activation(act)
-    arr = np.asarray(K, dtype=float)
+    arr = _covariance(K, batch=True)
     single = arr.ndim == 2
-    if arr.ndim not in (2, 3) or arr.shape[-1] != arr.shape[-2] or arr.shape[-1] == 0:
-        raise ValueError(f"K must have shape (d, d) or (B, d, d) with d >= 1, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("K contains NaN or inf")
-    if order is not None and (isinstance(order, bool) or not 1 <= int(order) <= 320):
-        raise ValueError(f"order must be an int in 1..320 or None (adaptive), got {order!r}")
-    if not (tol > 0):
-        raise ValueError(f"tol must be > 0, got {tol}")
+    order = check_optional_int("order", order, minimum=1, maximum=320, hint=" or None (adaptive)")
+    _check_tol(tol)
     qonly = quadrature_only(method)
     d = arr.shape[-1]
     max_deriv = act.max_derivative
@@ -153,9 +174,9 @@ def expect(
         worst = int(np.argmax(np.einsum("bii->b", batch)))
         vals, _err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, _order_cap(d, max_order), qonly)
         if single:
-            return float(vals[0])
+            return float(_finite_value(vals, arr, act)[0])
         order = used
-    out = _core.expect_batch(core_act, batch, its, int(order), qonly)
+    out = _finite_value(_core.expect_batch(core_act, batch, its, int(order), qonly), batch, act)
     return float(out[0]) if single else np.asarray(out)
 
 
@@ -171,12 +192,11 @@ def expect_with_error(
     a block done in closed form reports error 0.0 and order 0."""
     act = as_activation(activation)
     core_act = core_activation(act)
-    arr = np.asarray(K, dtype=float)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-        raise ValueError(f"K must have shape (d, d), got {arr.shape}")
+    arr = _covariance(K, batch=False)
+    _check_tol(tol)
     d = arr.shape[0]
     its = [_terms(core_act, factors, d, act.max_derivative)]
     vals, err, used = _core.expect_adaptive(
         core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24), quadrature_only(method)
     )
-    return float(vals[0]), float(err), int(used)
+    return float(_finite_value(vals, arr, act)[0]), float(err), int(used)

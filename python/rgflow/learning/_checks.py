@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.validation import real_array
 from ..recursions import Theory
 
 
@@ -50,7 +51,7 @@ def check_indices(name: str, idx: Any, n_inputs: int) -> np.ndarray:
 
 def check_targets(y: Any, n_train: int, *, name: str = "y") -> np.ndarray:
     """Targets as a finite float array (N_A, n_L); a 1-D array is one output (n_L = 1)."""
-    arr = np.asarray(y, dtype=float)
+    arr = real_array(name, y)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.validation import check_bool, check_int
 from ..recursions import Theory
 from ._bayes import finite_width_mean, finite_width_mean_book, gp_posterior, log_evidence_from_kernel
 from ._checks import Chol, check_indices, check_noise, check_targets, check_theory
@@ -147,8 +148,8 @@ def predict(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if isinstance(order, bool) or order not in (0, 1):
-        raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order!r}")
+    order = check_int("order", order, minimum=0, maximum=1, hint=" (0: infinite width, 1: first order in 1/n)")
+    theta1 = check_bool("theta1", theta1)
     sigma2 = check_noise(noise)
     if kind == "bayes":
         need: tuple[str, ...] = ("K",) if order == 0 else ("K", "K1", "V")

@@ -31,8 +31,8 @@ import numpy as np
 
 from .._util.progress import Progress
 from .._util.stats import group_bounds
-from .._util.validation import check_inputs, check_int
-from ..models import MLP
+from .._util.validation import check_bool, check_inputs, check_int
+from ..models import MLP, check_same_origin
 from ..recursions import Theory, mlp_theory
 from ._checks import Chol, check_indices, check_targets
 
@@ -73,8 +73,11 @@ def _setup(net: Any, x: Any, y: Any, train: Any, test: Any, networks: Any, group
 def _theory0(net: MLP, x: np.ndarray, th: Theory | None) -> Theory:
     if th is None:
         return mlp_theory(net, x, ntk=True, order=0)
-    if not isinstance(th, Theory) or th.x.shape != x.shape or not np.array_equal(th.x, x):
-        raise ValueError("theory must be rgflow.theory(net, x) on the same inputs x")
+    if not isinstance(th, Theory):
+        raise TypeError(f"theory must be rgflow.theory(net, x) (an rgflow.Theory), got {type(th).__name__}")
+    check_same_origin("rgflow.train(theory=)", ("theory", th.net, th.x), ("the trained net", net, x), widths="ignore")
+    if th.Theta is None:
+        raise ValueError("theory has no Theta; compute it with rgflow.theory(net, x, ntk=True)")
     return th
 
 
@@ -302,6 +305,7 @@ def train(
     ``theory``: ``rgflow.theory(net, x)`` if already computed (used for η and the control variate).
     """
     xx, tr, te, yy, nets, G = _setup(net, x, y, train, test, networks, groups)
+    progress = check_bool("progress", progress)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     th = _theory0(net, xx, theory)

@@ -11,8 +11,9 @@ Layer 4 (depends on activations, criticality for the ``critical`` constructors):
 """
 
 from ._depthmup import DepthMuPResNet
+from ._identity import check_same_origin, network_mismatch
 from ._mlp import MLP, critical_mlp
 from ._preresnet import PreResNet
 from ._resmlp import ResMLP
 
-__all__ = ["MLP", "DepthMuPResNet", "PreResNet", "ResMLP", "critical_mlp"]
+__all__ = ["MLP", "DepthMuPResNet", "PreResNet", "ResMLP", "check_same_origin", "critical_mlp", "network_mismatch"]

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .._util.validation import check_int, per_layer
 from ..activations import Activation, as_activation
 from ..criticality import critical
@@ -57,22 +55,20 @@ class MLP:
                 widths = []
             else:
                 widths = [width] * (depth - 1)
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+            raise TypeError(f"widths must be a list of ints [n_1, ..., n_{{L-1}}], got widths={widths!r}")
         widths = list(widths)
         if len(widths) != depth - 1:
             raise ValueError(
                 f"widths has {len(widths)} entries but a depth-{depth} network has {depth - 1} hidden layers"
             )
-        for i, n in enumerate(widths):
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) != n:
-                raise TypeError(f"widths[{i}] must be an int, got {n!r}")
-            if n < 1:
-                raise ValueError(f"widths[{i}] (n_{i + 1}) = {n} must be a positive integer")
-        self.widths: tuple[int, ...] = tuple(int(n) for n in widths)
+        name = "width" if width is not None else "widths[{i}]"
+        self.widths: tuple[int, ...] = tuple(
+            check_int(name.format(i=i), n, hint=f" (the hidden width n_{i + 1})") for i, n in enumerate(widths)
+        )
         if out_width is None:
-            out_width = self.widths[-1] if self.widths else (int(width) if width else 1)
-        if int(out_width) < 1:
-            raise ValueError(f"out_width must be >= 1, got {out_width}")
-        self.out_width = int(out_width)
+            out_width = self.widths[-1] if self.widths else (check_int("width", width) if width is not None else 1)
+        self.out_width = check_int("out_width", out_width, hint=" (the output width n_L used by samplers)")
         self.C_b = per_layer("C_b", C_b, depth, positive=False)
         self.C_W = per_layer("C_W", C_W, depth, positive=True)
         self.lambda_b = per_layer("lambda_b", lambda_b, depth, positive=False)

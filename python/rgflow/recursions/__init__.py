@@ -11,15 +11,20 @@ dispatches on the network type:
 
 from ._api import theory
 from ._mlp import ALL_TENSORS, DNTK_TENSORS, FOUR_POINT, THEORY_TENSORS, TWO_POINT, Theory, mlp_theory
+from ._overflow import K4_LIMIT, check_finite_result, overflow_cause, overflow_scan
 from ._preresnet import PreResTheory, preresnet_theory, preresnet_theory_gh
 from ._resmlp import ResTheory, nu_scale_invariant, resmlp_theory
 
 __all__ = [
     "ALL_TENSORS",
+    "K4_LIMIT",
     "DNTK_TENSORS",
     "FOUR_POINT",
     "THEORY_TENSORS",
     "TWO_POINT",
+    "check_finite_result",
+    "overflow_cause",
+    "overflow_scan",
     "PreResTheory",
     "ResTheory",
     "Theory",

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from .._util.native import core as _core
-from .._util.validation import check_inputs
+from .._util.validation import check_bool, check_inputs, check_int, check_quad_order
 from ..gauss import core_activation, quadrature_only
 from ..models import MLP
+from ._overflow import check_finite_result, is_overflow_error, overflow_cause
 
 #: Tensors of the first-order theory; the (L, N, N) ones and the (L, N, N, N, N) ones.
 TWO_POINT = ("K", "K1", "Theta", "Theta1")
@@ -161,8 +162,9 @@ def mlp_theory(
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
     x = check_inputs(x)
-    if order not in (0, 1):
-        raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
+    ntk, dntk = check_bool("ntk", ntk), check_bool("dntk", dntk)
+    order = check_int("order", order, minimum=0, maximum=1, hint=" (0: infinite width, 1: first order in 1/n)")
+    quad_order = check_quad_order(quad_order)
     if dntk and not (ntk and order == 1):
         raise ValueError("dntk=True needs ntk=True and order=1 (the dNTK family is first order in 1/n)")
 
@@ -182,21 +184,28 @@ def mlp_theory(
     inverse: np.ndarray | None = inv.reshape(-1)
     if len(xu) == len(x):
         xu, inverse = x, None
-    out = _core.mlp_theory(
-        act,
-        np.ascontiguousarray(xu),
-        widths,
-        np.array(net.C_b),
-        np.array(net.C_W),
-        np.array(net.lambda_b),
-        np.array(net.lambda_W),
-        bool(ntk),
-        int(order),
-        0 if quad_order is None else int(quad_order),
-        qonly,
-        bool(dntk),
-    )
+    try:
+        out = _core.mlp_theory(
+            act,
+            np.ascontiguousarray(xu),
+            widths,
+            np.array(net.C_b),
+            np.array(net.C_W),
+            np.array(net.lambda_b),
+            np.array(net.lambda_W),
+            bool(ntk),
+            int(order),
+            0 if quad_order is None else int(quad_order),
+            qonly,
+            bool(dntk),
+        )
+    except ValueError as exc:
+        if is_overflow_error(exc):
+            raise ValueError(f"rgflow.theory: {exc}: {overflow_cause(net, x)}") from exc
+        raise
     tensors = {k: out.get(k) for k in THEORY_TENSORS}
+    kinked_nan = ("R", "S", "T", "U") if dntk and out.get("R") is None else ()
+    check_finite_result("rgflow.theory", tensors, net, x, skip=kinked_nan)
     if dntk and out.get("R") is None:
         warnings.warn(
             f"the ddNTK means R, S, T, U are not defined for the kinked activation {net.activation.name!r} "

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from .._util.native import core as _core
-from .._util.validation import check_int, recorded_layers
+from .._util.validation import check_int, check_quad_order, real, recorded_layers, warn_unusual
 from ..gauss import core_activation
 from ..models import PreResNet
 
@@ -130,6 +130,12 @@ def preresnet_theory(
     if closure not in ("g_only", "connected", "sigma"):
         raise ValueError(f"closure must be 'g_only', 'connected' or 'sigma', got {closure!r}")
     recorded_layers(net.depth, every)
+    rtol, atol = real("rtol", rtol, finite=True), real("atol", atol, finite=True)
+    if rtol <= 0 or atol < 0:
+        raise ValueError(f"the ODE tolerances need rtol > 0 and atol >= 0, got rtol={rtol}, atol={atol}")
+    if method == "ode" and rtol > 1e-2:
+        warn_unusual("rtol", rtol, "a relative tolerance above 1e-2 gives inaccurate kernels; the default is 1e-8")
+    quad_order = check_quad_order(quad_order)
     k0 = net.input_kernel(x, kernel)
     out = _core.preresnet_theory(
         core_activation(net.activation),
@@ -139,10 +145,10 @@ def preresnet_theory(
         net.depth,
         int(every),
         method,
-        float(rtol),
-        float(atol),
+        rtol,
+        atol,
         closure,
-        0 if quad_order is None else int(quad_order),
+        0 if quad_order is None else quad_order,
     )
     return PreResTheory(net, k0, dict(out), method, closure)
 

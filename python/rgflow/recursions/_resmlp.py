@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from .._util.native import core as _core
-from .._util.validation import check_inputs
+from .._util.validation import check_bool, check_inputs, check_int, check_quad_order
 from ..gauss import core_activation
 from ..models import ResMLP
+from ._overflow import check_finite_result, is_overflow_error, overflow_cause
 
 
 class ResTheory:
@@ -72,20 +73,27 @@ def resmlp_theory(
     if not isinstance(net, ResMLP):
         raise TypeError(f"net must be an rgflow.resnet.ResMLP, got {type(net).__name__}")
     x = check_inputs(x)
-    if order not in (0, 1):
-        raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
-    out = _core.resmlp_theory(
-        core_activation(net.activation),
-        x,
-        np.array(net.C_b),
-        np.array(net.C_W),
-        np.array(net.gamma),
-        net.width,
-        bool(corrected),
-        int(order),
-        0 if quad_order is None else int(quad_order),
-    )
-    return ResTheory(net, x, dict(out), bool(corrected))
+    corrected = check_bool("corrected", corrected)
+    order = check_int("order", order, minimum=0, maximum=1, hint=" (0: infinite width, 1: first order in 1/n)")
+    quad_order = check_quad_order(quad_order)
+    try:
+        out = _core.resmlp_theory(
+            core_activation(net.activation),
+            x,
+            np.array(net.C_b),
+            np.array(net.C_W),
+            np.array(net.gamma),
+            net.width,
+            corrected,
+            order,
+            0 if quad_order is None else quad_order,
+        )
+    except ValueError as exc:
+        if is_overflow_error(exc):
+            raise ValueError(f"rgflow.theory: {exc}: {overflow_cause(net, x)}") from exc
+        raise
+    check_finite_result("rgflow.theory", dict(out), net, x)
+    return ResTheory(net, x, dict(out), corrected)
 
 
 def nu_scale_invariant(gamma: float, A2: float, A4: float) -> float:

@@ -66,10 +66,10 @@ from typing import Any
 
 import numpy as np
 
-from .._util.validation import check_inputs
+from .._util.validation import check_bool, check_finite, check_inputs, check_int, check_quad_order, real_array
 from ..activations import Activation
 from ..models import MLP
-from ..recursions import THEORY_TENSORS, Theory
+from ..recursions import THEORY_TENSORS, Theory, check_finite_result, overflow_scan
 from ._dntk import dntk_layers
 
 __all__ = ["theory", "gaussian_expectation", "default_quad_orders"]
@@ -338,7 +338,10 @@ class _Factored:
         B, d, _ = Kblocks.shape
         self.d = d
         if not np.all(np.isfinite(Kblocks)):
-            raise FloatingPointError("the kernel became non-finite (overflow); reduce depth or C_W")
+            raise FloatingPointError(
+                "a kernel block has NaN or inf entries; with rgflow.testing.reference.theory this means the "
+                "recursion overflowed (rgflow.recursions.overflow_cause(net, x) names the cause)"
+            )
         groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
         facs: list[tuple[np.ndarray, np.ndarray]] = []
         for b in range(B):
@@ -581,9 +584,20 @@ def gaussian_expectation(
     With ``activation``, ``f(z, s0, s1)`` also receives sigma(z) and sigma'(z) (shape (P, d)),
     evaluated branch-wise, and the rule of that activation is used (kink-split for kinked ones).
     """
-    K = np.atleast_2d(np.asarray(K, dtype=float))
+    K = np.atleast_2d(real_array("K", K))
     if K.ndim != 2 or K.shape[0] != K.shape[1] or not 1 <= K.shape[0] <= 4:
         raise ValueError(f"K must be a square covariance matrix of 1..4 samples, got shape {K.shape}")
+    check_finite("K", K, "; a covariance must be finite")
+    scale = max(float(np.max(np.abs(K))), 1e-300)
+    if np.max(np.abs(K - K.T)) > 1e-12 * scale:
+        raise ValueError(f"K must be symmetric (a covariance), got K = {K.tolist()}")
+    wmin = float(np.linalg.eigvalsh(K).min())
+    if wmin < -1e-10 * scale:
+        raise ValueError(
+            f"K is not positive semi-definite (smallest eigenvalue {wmin:.3g}): a covariance must be PSD; "
+            "check the inputs or hyperparameters"
+        )
+    quad_order = check_quad_order(quad_order, minimum=2)
     act = None if activation is None else (activation if isinstance(activation, Activation) else Activation(activation))
     rule = _Rule(act, quad_order)
     total = 0.0
@@ -1169,13 +1183,14 @@ def theory(
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an rgflow.MLP, got {type(net).__name__}")
     x = check_inputs(x)
-    if order not in (0, 1):
-        raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
+    ntk, dntk = check_bool("ntk", ntk), check_bool("dntk", dntk)
+    order = check_int("order", order, minimum=0, maximum=1, hint=" (0: infinite width, 1: first order in 1/n)")
     if dntk and not (ntk and order == 1):
         raise ValueError("dntk=True needs ntk=True and order=1")
-    if quad_order is not None and (isinstance(quad_order, bool) or int(quad_order) != quad_order or quad_order < 2):
-        raise ValueError(f"quad_order must be an integer >= 2, got {quad_order!r}")
-    ntk = bool(ntk)
+    quad_order = check_quad_order(quad_order, minimum=2)
+    cause = overflow_scan(net, x)
+    if cause is not None:
+        raise ValueError(f"rgflow.testing.reference.theory: {cause}")
     xu, inv = np.unique(x, axis=0, return_inverse=True)
     inv = np.asarray(inv).reshape(-1)
     N = xu.shape[0]
@@ -1227,5 +1242,7 @@ def theory(
         )
         for k, v in d.items():
             tensors[k] = np.ascontiguousarray(np.stack([layer[ix4] for layer in v]))
+    kinked = ("R", "S", "T", "U") if net.activation.kinked else ()
+    check_finite_result("rgflow.testing.reference.theory", tensors, net, x, skip=kinked)
     options = {"ntk": ntk, "order": order, "quad_order": quad_order, "engine": "reference", "dntk": dntk}
     return Theory(net, x, tensors, options)
