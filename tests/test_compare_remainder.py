@@ -58,8 +58,11 @@ def test_leading_order_rows_are_flagged_and_within_the_remainder(tanh_small):
 
 def test_a_wrong_theory_is_still_flagged(tanh_small):
     net, _, ens = tanh_small
-    wrong = rgflow.MLP("tanh", 4, width=8, C_b=net.C_b[0], C_W=1.3 * net.C_W[0])
-    rows = compare(rgflow.theory(wrong, X2), ens)
+    wrong = rgflow.theory(rgflow.MLP("tanh", 4, width=8, C_b=net.C_b[0], C_W=1.3 * net.C_W[0]), X2)
+    with pytest.raises(ValueError, match="different networks"):  # compare refuses a theory of another network
+        compare(wrong, ens)
+    wrong.net = net  # wrong numbers under the right label: the table must still flag them
+    rows = compare(wrong, ens)
     assert any(r.verdict == "CHECK" for r in rows if r.tensor == "V" and r.layer >= 3)
     assert any(r.verdict == "CHECK" for r in rows if r.tensor == "K")
 
