@@ -149,6 +149,8 @@ class Sampler:
 
     numpy_sums(rng, B): float64 sums over B networks drawn from ``rng`` (one dict of arrays).
     numpy_batch: the numpy batch size when ``batch=None`` (capped at the largest group).
+    numpy_accumulates: numpy_sums takes a third argument, the sums of the group so far (None for
+        its first batch), adds the batch to them in place and returns them.
     jax_group(devices, nb, bs): a function ``(idx (nb, bs) uint32, mask (nb, bs) bool, key) ->
         dict of float64 sums`` for one group (called inside ``jax.enable_x64``), or None.
     bytes_per_network: memory of one network in a JAX batch (sets the automatic batch size).
@@ -157,11 +159,12 @@ class Sampler:
     """
 
     label: str
-    numpy_sums: Callable[[np.random.Generator, int], Sums]
+    numpy_sums: Callable[..., Sums]
     numpy_batch: int
     estimates: Callable[[Sums], dict[str, np.ndarray]]
     jax_group: Callable[[tuple[Any, ...], int, int], Callable[..., Any]] | None = None
     bytes_per_network: int = 1
+    numpy_accumulates: bool = False
 
 
 @dataclass
@@ -175,8 +178,15 @@ class Run:
     networks_per_second: float
 
 
+def _own(v: Any) -> np.ndarray:
+    """``v`` as a writable float64 array, copied only if it is not one already (the N^4 sums are large)."""
+    if isinstance(v, np.ndarray) and v.dtype == np.float64 and v.flags.writeable and v.base is None:
+        return v
+    return np.array(v, dtype=np.float64)
+
+
 def _numpy_groups(
-    bounds: Sequence[tuple[int, int]], batch: int, seed: int, sums: Callable[[np.random.Generator, int], Sums]
+    bounds: Sequence[tuple[int, int]], batch: int, seed: int, sampler: Sampler, done: Callable[[int], None]
 ) -> Iterator[Sums]:
     k = 0
     for start, end in bounds:
@@ -185,12 +195,18 @@ def _numpy_groups(
             B = min(batch, end - b0)
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
             k += 1
-            s = sums(rng, B)
+            if sampler.numpy_accumulates:  # adds in place: no per-batch copies of the sums
+                acc = sampler.numpy_sums(rng, B, acc)
+                done(b0 + B)
+                continue
+            s = sampler.numpy_sums(rng, B)
             if acc is None:
-                acc = {name: np.array(v, dtype=np.float64) for name, v in s.items()}
+                acc = {name: _own(v) for name, v in s.items()}
             else:
                 for name, v in s.items():
                     acc[name] += v
+            del s
+            done(b0 + B)  # progress after every batch, not only every group
         assert acc is not None
         yield acc
 
@@ -200,25 +216,25 @@ def run(opts: Options, sampler: Sampler) -> Run:
     bounds = group_bounds(opts.networks, opts.groups)
     gmax = max(e - s for s, e in bounds)
     t0 = time.perf_counter()
+    prog = Progress(opts.networks, opts.progress, f"rgflow.sample[{sampler.label}, {opts.backend}]")
     groups: Iterator[Sums]
     if opts.backend == "numpy":
         batch = min(opts.batch or max(1, sampler.numpy_batch), gmax)
-        groups = _numpy_groups(bounds, batch, opts.seed, sampler.numpy_sums)
+        groups = _numpy_groups(bounds, batch, opts.seed, sampler, prog.update)
     else:
         if sampler.jax_group is None:  # pragma: no cover - every architecture has one
             raise ValueError(f"{sampler.label} has no JAX backend; use backend='numpy'")
         groups, batch = _jax.run_groups(
             bounds, opts.batch, opts.seed, opts.devices, sampler.bytes_per_network, sampler.jax_group
         )
-    prog = Progress(opts.networks, opts.progress, f"rgflow.sample[{sampler.label}, {opts.backend}]")
     wf = Welford()
     total: Sums | None = None
     try:
         for (start, end), sums in zip(bounds, groups, strict=True):
             sums["count"] = np.asarray(float(end - start))
             wf.add(sampler.estimates(sums))
-            if total is None:
-                total = {k: np.array(v, dtype=np.float64) for k, v in sums.items()}
+            if total is None:  # the first group's sums are not used again: no copy
+                total = {k: _own(v) for k, v in sums.items()}
             else:
                 for k, v in sums.items():
                     total[k] += v

@@ -7,6 +7,7 @@ conditional-Gaussian estimators that :mod:`rgflow.ensembles._mlp` turns into K, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,6 +99,111 @@ def _gram(xp: Any, A: Any, B_: Any) -> Any:
     return xp.sum(A @ xp.swapaxes(B_, -1, -2), axis=0)
 
 
+# ============================================================================ numpy: the NTK by sample pairs
+# The per-network NTK Θ̂^(l) is stored once per unordered sample pair p = (a <= c), in the layout
+# TH[b, i, p, j] = Θ̂^(l)_{ij;ac} (B, n, P, n), P = N(N+1)/2 (Θ̂_{ca} = Θ̂_{ac}ᵀ is never formed).
+# The forward equation (PDLT 8.12) is then two 2-D GEMMs per network, Θ̂' = W (U W^T) with
+# U = σ'_a ∘ Θ̂ ∘ σ'_c, computed in place in row / column chunks; F and B are read from U without
+# the dense (N, N, n, n) per-network arrays: memory P n^2 per network instead of ~8 N^2 n^2.
+
+#: Elements of one chunk temporary of the numpy NTK path (32 MiB of float64).
+CHUNK = 2**22
+
+
+def _chunk(total: int, per_row: int) -> int:
+    return max(1, min(total, CHUNK // max(1, per_row)))
+
+
+def _pair_scale(TH: Any, sp: Any, ia: Any, ic: Any) -> None:
+    """In place: TH[b, i, p, j] *= σ'_{i;a_p} σ'_{j;c_p} (Θ̂ -> U of the previous layer)."""
+    TH *= sp[:, :, ia][:, :, :, None]
+    TH *= np.swapaxes(sp, 1, 2)[:, ic][:, None]
+
+
+def _pair_trace(U: Any) -> Any:
+    """tr U_p per network (B, P)."""
+    return np.einsum("bipi->bp", U)
+
+
+def _pair_f(U: Any, s: Any, ia: Any, ic: Any, N: int) -> Any:
+    """Σ_b Σ_{k1k2} s_{k1;a1} U_{k1k2;a3a4} s_{k2;a2} as [a1, a2, a3, a4] (float64)."""
+    B, n, P, _ = U.shape
+    A = np.matmul(U.reshape(B, n * P, n), s)  # [b, k1, p, a2]
+    sT = np.ascontiguousarray(np.swapaxes(s, 1, 2))
+    M = np.matmul(sT, A.reshape(B, n, P * N)).sum(axis=0, dtype=np.float64).reshape(N, P, N)
+    Fs = np.empty((N, N, N, N))
+    Fs[:, :, ic, ia] = np.transpose(M, (2, 0, 1))  # U_{ca} = U_pᵀ
+    Fs[:, :, ia, ic] = np.transpose(M, (0, 2, 1))
+    return Fs
+
+
+def _pair_b(U: Any, pidx: Any, sgn: Any) -> Any:
+    """Σ_b Σ_{k1k2} U_{k1k2;a1a2} U_{k1k2;a3a4} as [a1, a2, a3, a4] (float64).
+
+    With S_p = U_p + U_pᵀ and A_p = U_p - U_pᵀ, ⟨U_p, U_q⟩ = (⟨S_p,S_q⟩ + ⟨A_p,A_q⟩)/4 and
+    ⟨U_p, U_qᵀ⟩ = (⟨S_p,S_q⟩ - ⟨A_p,A_q⟩)/4; each of the two Gram matrices runs over the
+    n(n+1)/2 entries of one triangle (the diagonal blocks of the row chunks in full, weight 1; the
+    rest of the upper triangle weight 2): 1/8 of the products of the dense N^2 x n^2 Gram matrix.
+    """
+    B, n, P, _ = U.shape
+    GS = np.zeros((P, P), dtype=U.dtype)
+    GA = np.zeros((P, P), dtype=U.dtype)
+    c = _chunk(n, 4 * B * P * n)
+    r2 = math.sqrt(2.0)
+    for r0 in range(0, n, c):
+        r1 = min(n, r0 + c)
+        X = U[:, r0:r1, :, r0:]
+        Yt = np.transpose(U[:, r0:, :, r0:r1], (0, 3, 2, 1))
+        for G, Z in ((GS, X + Yt), (GA, X - Yt)):
+            Z[..., r1 - r0 :] *= r2
+            Zp = np.ascontiguousarray(np.transpose(Z, (2, 0, 1, 3))).reshape(P, -1)
+            G += Zp @ Zp.T  # BLAS syrk
+    GS = GS.astype(np.float64)[pidx][:, :, pidx]
+    GA = GA.astype(np.float64)[pidx][:, :, pidx]
+    return (GS + sgn[:, :, None, None] * sgn[None, None] * GA) * 0.25
+
+
+def _pair_diag_add(TH: Any, base_p: Any) -> None:
+    m = TH.shape[1]
+    idx = np.arange(m)
+    TH[:, idx, :, idx] += base_p[None]
+
+
+def _pairs_from_diag(W: Any, u: Any, base_p: Any) -> Any:
+    """Θ̂^(2)_p = W diag(u_p) Wᵀ + δ base_p as TH (B, m, P, m); u (B, P, n)."""
+    B, m, n = W.shape
+    P = u.shape[1]
+    Wt = np.ascontiguousarray(np.swapaxes(W, 1, 2))
+    TH = np.empty((B, m, P, m), dtype=W.dtype)
+    c = _chunk(m, B * P * max(n, m))
+    for r0 in range(0, m, c):
+        r1 = min(m, r0 + c)
+        V = W[:, r0:r1, None, :] * u[:, None, :, :]
+        TH[:, r0:r1] = np.matmul(V.reshape(B, (r1 - r0) * P, n), Wt).reshape(B, r1 - r0, P, m)
+    _pair_diag_add(TH, base_p)
+    return TH
+
+
+def _pair_step(U: Any, W: Any, base_p: Any) -> Any:
+    """Θ̂'_p = W U_p Wᵀ + δ base_p (PDLT 8.12) as TH (B, m, P, m); in place in ``U`` if m == n."""
+    B, n, P, _ = U.shape
+    m = W.shape[1]
+    Wt = np.ascontiguousarray(np.swapaxes(W, 1, 2))
+    rows = U.reshape(B, n * P, n)
+    R = rows if m == n else np.empty((B, n * P, m), dtype=U.dtype)
+    c = _chunk(n * P, B * max(n, m))
+    for r0 in range(0, n * P, c):
+        R[:, r0 : r0 + c] = np.matmul(rows[:, r0 : r0 + c], Wt)  # U_p Wᵀ
+    R2 = R.reshape(B, n, P * m)
+    T = R2 if m == n else np.empty((B, m, P * m), dtype=U.dtype)
+    c = _chunk(P * m, B * max(n, m))
+    for c0 in range(0, P * m, c):
+        T[:, :, c0 : c0 + c] = np.matmul(W, R2[:, :, c0 : c0 + c])  # W (U_p Wᵀ)
+    T = T.reshape(B, m, P, m)
+    _pair_diag_add(T, base_p)
+    return T
+
+
 def batch_sums(
     xp: Any,
     act: tuple[Any, Any],
@@ -113,13 +219,17 @@ def batch_sums(
     ntk: bool,
     direct: bool,
     mask: Any = None,
+    fb: bool = True,
+    into: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sums over one batch of networks of every per-network statistic, all layers stacked.
 
     ``Ws[l-1]`` (B, n_l, n_{l-1}) and ``bs[l-1]`` (B, n_l) are the already scaled weights and
     biases of layer l (only the layers the estimator needs); ``hp`` holds per-layer arrays C_b,
     C_W, lambda_b, lambda_W (index l-1); ``consts`` the layer-1 Ĝ^(1), Ĥ^(1) (float64, exact);
-    ``shifts`` per-layer centring (L, N, N) of Ĝ, Ĥ; ``mask`` (B,) zero/one weights or None.
+    ``shifts`` per-layer centring (L, N, N) of Ĝ, Ĥ; ``mask`` (B,) zero/one weights or None;
+    ``fb=False`` leaves the F and B sums zero (the pilot run needs only Ĝ and Ĥ); ``into`` (numpy):
+    the sums of earlier batches, added to in place and returned.
     Returned sums are float64 with a leading layer axis.
     """
     sigma, dsigma = act
@@ -136,7 +246,8 @@ def batch_sums(
     zeros2 = xp.zeros((N, N), dtype=xp.float64)
     zeros4 = xp.zeros((N, N, N, N), dtype=xp.float64)
     cnt = f64(xp.sum(w)) if w is not None else xp.asarray(float(B), dtype=xp.float64)
-    out: dict[str, list[Any]] = {k: [] for k in ("Sx", "Sy", "Pxx", "Pxy", "Pyy", "Qxx", "Qxy", "Qyy", "Fs", "Bs")}
+    keys = ("Sx", "Sy", "Pxx", "Pxy", "Pyy", "Qxx", "Qxy", "Qyy", "Fs", "Bs")
+    out: dict[str, Any] = {k: _Layers(xp, L, None if into is None else into.get(k)) for k in keys}
 
     def push_rb(l: int, X: Any, Y: Any) -> None:
         """Conditional estimator: X = Ĝ, Y = Ĥ per network (B, N, N), or None for layer 1."""
@@ -214,6 +325,10 @@ def batch_sums(
             out["Bs"].append(zeros4)
 
     # ---------------------------------------------------------------- layers 2..L
+    # numpy, conditional estimator: the NTK by sample pairs (TH, see above); else dense (B, N, N, n, n)
+    lean = xp is np and ntk and not direct and w is None
+    ia, ic, pidx, upper = pairs
+    sgn = np.where(upper, 1.0, -1.0)
     for l in range(2, L + 1):
         n = widths[l - 1]
         Cb, Cw, lb, lw = hp["C_b"][l - 1], hp["C_W"][l - 1], hp["lambda_b"][l - 1], hp["lambda_W"][l - 1]
@@ -222,12 +337,20 @@ def batch_sums(
         X = Cb + Cw * Sig
         U = None
         diag = l == 2
+        fac = (Cw / n) ** 2
         if ntk:
             sp = dsigma(z)
             spT = xp.swapaxes(sp, -1, -2)  # (B, N, n)
             if diag:
                 U = spT[:, :, None, :] * spT[:, None, :, :] * xp.asarray(h1, dtype=dt)[None, :, :, None]
                 trU = xp.sum(U, axis=-1)
+            elif lean:
+                U = theta
+                _pair_scale(U, sp, ia, ic)
+                tr = _pair_trace(U)
+                trU = np.empty((B, N, N), dtype=tr.dtype)
+                trU[:, ic, ia] = tr
+                trU[:, ia, ic] = tr
             else:
                 U = theta * spT[:, :, None, :, None] * spT[:, None, :, None, :]
                 trU = xp.trace(U, axis1=-2, axis2=-1)
@@ -236,23 +359,63 @@ def batch_sums(
             Y = None
         if not direct:
             push_rb(l, X, Y)
-            if ntk:
+            if ntk and not fb:
+                out["Fs"].append(zeros4)
+                out["Bs"].append(zeros4)
+            elif ntk and lean and not diag:
+                out["Fs"].append(_pair_f(U, s, ia, ic, N) * fac)
+                out["Bs"].append(_pair_b(U, pidx, sgn) * fac)
+            elif ntk:
                 Fs, Bs = _fb_sums(xp, U, s, diag, w, f64)
-                fac = (Cw / n) ** 2
                 out["Fs"].append(Fs * fac)
                 out["Bs"].append(Bs * fac)
         if l < L or direct:
             W = Ws[l - 1]
             z_new = bs[l - 1][:, :, None] + W @ s
-            if ntk:
+            if ntk and lean:
+                base_p = (lb + lw * Sig)[:, ia, ic]
+                if diag:
+                    assert U is not None
+                    theta = _pairs_from_diag(W, U[:, ia, ic], base_p)
+                else:
+                    theta = _pair_step(U, W, base_p)
+                U = None
+            elif ntk:
                 theta = _ntk_step(xp, W, U, diag, lb + lw * Sig, pairs)
             z = z_new
             if direct:
                 push_direct(l, z, theta, False)
 
-    res = {k: xp.stack(v) for k, v in out.items() if v}
+    res = {k: v.result() for k, v in out.items() if v.used}
+    if into is not None:
+        into["count"] = into["count"] + cnt
+        return into
     res["count"] = cnt
     return res
+
+
+class _Layers:
+    """The per-layer values of one sum: a list stacked at the end (JAX), or with numpy added layer by
+    layer into one (L, ...) float64 array -- ``into`` (the running sum of the group) if given -- so
+    that no per-layer copies of the N^4 statistics pile up."""
+
+    def __init__(self, xp: Any, L: int, into: Any) -> None:
+        self.xp, self.L, self.acc, self.i = xp, L, into, 0
+        self.items: list[Any] = []
+        self.used = False
+
+    def append(self, v: Any) -> None:
+        self.used = True
+        if self.xp is not np:
+            self.items.append(v)
+            return
+        if self.acc is None:
+            self.acc = np.zeros((self.L,) + np.shape(v), dtype=np.float64)
+        self.acc[self.i] += v
+        self.i += 1
+
+    def result(self) -> Any:
+        return self.xp.stack(self.items) if self.xp is not np else self.acc
 
 
 # ============================================================================ numpy backend

@@ -15,7 +15,9 @@ dimension).  Per network the stochastic metric and the stochastic NTK mean of la
 
 the exact conditional means, given layer l-1, of ``z_{i;a}z_{i;b}`` and of ``Θ̂^(l)_{ii;ab}``.  The
 per-network NTK ``Θ̂^(l)`` (all neuron pairs, every hidden layer) is built with the exact
-layer-wise forward equation (PDLT 8.12, ``ntk.md`` §1.1), learning rates ``λ_b`` and ``λ_W/n_{l-1}``.
+layer-wise forward equation (PDLT 8.12, ``ntk.md`` §1.1), learning rates ``λ_b`` and ``λ_W/n_{l-1}``;
+the numpy backend holds it once per unordered sample pair (``N(N+1)/2 · n²`` numbers per network,
+:mod:`rgflow.ensembles._estimators`), the JAX backend as a dense ``(N, N, n, n)`` array.
 
 Estimators (default ``estimator="conditional"``), each exact, i.e. unbiased at any width:
 
@@ -94,13 +96,37 @@ NUMPY_BATCH_BYTES = 96 * 2**20
 # jax.numpy) and is used by both backends.
 
 
+def _describe(act: Any, d: int) -> str:
+    """The activation (and, for a callable, the function of derivative ``d``) in an error message."""
+    if act.is_custom:
+        fs = (act.function, *act.derivatives)
+        f = fs[d] if d < len(fs) else None
+        return f"{act!r} [derivative {d}: {getattr(f, '__qualname__', repr(f))}]"
+    return f"{act!r} [derivative {d}]"
+
+
+def _checked(act: Any, d: int, dtype: Any) -> Any:
+    """σ^(d) as a numpy function that raises a ValueError naming the activation on a non-finite value."""
+
+    def f(z: np.ndarray) -> np.ndarray:
+        out = np.asarray(act.numpy(z, d), dtype=dtype)
+        if not np.all(np.isfinite(out)):
+            bad = np.flatnonzero(~np.isfinite(out))[0]
+            zb = np.asarray(z).reshape(-1)[bad]
+            raise ValueError(
+                f"the activation {_describe(act, d)} returned a non-finite value ({out.reshape(-1)[bad]}) at "
+                f"z = {zb!r} (preactivations of these networks reach |z| = {float(np.max(np.abs(z))):.3g}); "
+                "the sampler needs sigma and its derivatives finite wherever the networks go: fix the "
+                "activation there (or use smaller C_W, C_b or inputs)"
+            )
+        return out
+
+    return f
+
+
 def _numpy_jet(act: Any, dtype: Any) -> tuple[Any, ...]:
     """σ and its first three derivatives as numpy functions (the dNTK estimators)."""
-
-    def deriv(d: int) -> Any:
-        return lambda z: np.asarray(act.numpy(z, d), dtype=dtype)
-
-    return tuple(deriv(d) for d in range(4))
+    return tuple(_checked(act, d, dtype) for d in range(4))
 
 
 def _draw_probes(rng: np.random.Generator, B: int, widths: tuple[int, ...], hp: dict, r: int, dtype: Any) -> list:
@@ -115,13 +141,8 @@ def _draw_probes(rng: np.random.Generator, B: int, widths: tuple[int, ...], hp: 
 
 
 def _numpy_activation(act: Any, dtype: Any) -> tuple[Any, Any]:
-    def sigma(z: np.ndarray) -> np.ndarray:
-        return np.asarray(act.numpy(z, 0), dtype=dtype)
-
-    def dsigma(z: np.ndarray) -> np.ndarray:
-        return np.asarray(act.numpy(z, 1), dtype=dtype)
-
-    return sigma, dsigma
+    """σ and σ' as numpy functions (raising on non-finite values)."""
+    return _checked(act, 0, dtype), _checked(act, 1, dtype)
 
 
 def _draw_numpy(rng: np.random.Generator, B: int, widths: tuple[int, ...], hp: dict, layers: int, dtype: Any):
@@ -173,6 +194,17 @@ class _Plan:
             base += dntk_bytes(self.widths, N, self.probes, item)
         return int(base)
 
+    def numpy_bytes_per_network(self) -> int:
+        """Memory of one network in a numpy batch: with the conditional estimator the NTK is held
+        by sample pairs (``_estimators``: P n^2 for P = N(N+1)/2, plus chunks), else as for JAX."""
+        if not self.ntk or self.direct:
+            return self.bytes_per_network()
+        N, item = self.N, np.dtype(self.dtype).itemsize
+        nmax = max(self.widths[1:]) if self.L > 1 else 1
+        P = N * (N + 1) // 2
+        dense = 8 * N * N * nmax * nmax * item + 2 * N**3 * nmax * item
+        return int(self.bytes_per_network() - dense + (P * nmax * nmax + 2 * N * P * nmax) * item)
+
 
 def _make_plan(net: MLP, x: np.ndarray, ntk: bool, direct: bool, dtype: Any, dntk: bool = False) -> _Plan:
     widths = net.layer_widths(x.shape[1])
@@ -204,20 +236,27 @@ def _pilot_shifts(plan: _Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # centre the NTK sums on the layer-1 value only
     act = plan.net.activation
     ntk = plan.ntk and not (act.is_custom and len(act.derivatives) < 1)
-    s = batch_sums(
-        np,
-        _numpy_activation(act, np.float64),
-        plan.x,
-        Ws,
-        bs,
-        plan.hp,
-        plan.consts,
-        zero,
-        B=B,
-        widths=plan.widths,
-        ntk=ntk,
-        direct=plan.direct,
-    )
+    fns = _numpy_activation(act, np.float64)
+    s: dict[str, np.ndarray] = {}
+    for i in range(B):  # one network at a time: the pilot needs no more memory than a batch of one
+        si = batch_sums(
+            np,
+            fns,
+            plan.x,
+            [W[i : i + 1] for W in Ws],
+            [b[i : i + 1] for b in bs],
+            plan.hp,
+            plan.consts,
+            zero,
+            B=1,
+            widths=plan.widths,
+            ntk=ntk,
+            direct=plan.direct,
+            fb=False,
+        )
+        for k in ("Sx", "Sy"):
+            if k in si:
+                s[k] = si[k] + s[k] if k in s else si[k]
     sg[1:] = s["Sx"][1:] / B
     if ntk:
         sh[1:] = s["Sy"][1:] / B
@@ -384,14 +423,30 @@ def sample_mlp(
 
     jet = _numpy_jet(net.activation, plan.dtype) if dntk else None
 
-    def numpy_sums(rng: np.random.Generator, B: int) -> dict[str, np.ndarray]:
+    def numpy_sums(rng: np.random.Generator, B: int, into: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         Ws, bs = _draw_numpy(rng, B, plan.widths, plan.hp, plan.layers_drawn, plan.dtype)
         out = batch_sums(
-            np, act, xd, Ws, bs, plan.hp, plan.consts, shifts, B=B, widths=plan.widths, ntk=ntk, direct=direct
+            np,
+            act,
+            xd,
+            Ws,
+            bs,
+            plan.hp,
+            plan.consts,
+            shifts,
+            B=B,
+            widths=plan.widths,
+            ntk=ntk,
+            direct=direct,
+            into=into,
         )
         if dntk:
             probes = _draw_probes(rng, B, plan.widths, plan.hp, plan.probes, plan.dtype)
-            out.update(dntk_sums(np, jet or (), xd, Ws, bs, probes, plan.hp, plan.consts["h1"], L=plan.L))
+            for k, v in dntk_sums(np, jet or (), xd, Ws, bs, probes, plan.hp, plan.consts["h1"], L=plan.L).items():
+                if into is not None:
+                    out[k] += v
+                else:
+                    out[k] = v
         return out
 
     def jax_group(devs: tuple[Any, ...], nb: int, bs: int) -> Any:
@@ -402,13 +457,21 @@ def sample_mlp(
         Sampler(
             label="MLP",
             numpy_sums=numpy_sums,
-            numpy_batch=NUMPY_BATCH_BYTES // max(1, plan.bytes_per_network()),
+            numpy_accumulates=True,
+            numpy_batch=NUMPY_BATCH_BYTES // max(1, plan.numpy_bytes_per_network()),
             estimates=lambda s: _estimates(s, shifts, nprev, ntk),
             jax_group=jax_group,
             bytes_per_network=plan.bytes_per_network(),
         ),
     )
     est, se = res.estimates, res.stderr
+    bad = [k for k, v in est.items() if not np.all(np.isfinite(v))]
+    if bad:  # the jax backend cannot raise inside the compiled kernel: check the results
+        raise ValueError(
+            f"the sampled {', '.join(bad)} are not finite: the activation {_describe(net.activation, 0)} "
+            "(or a derivative of it) returned nan/inf at preactivations these networks reach; fix the "
+            "activation there (or use smaller C_W, C_b or inputs)"
+        )
     n3 = nprev[:, None, None]
     if K_inf is not None:
         est["K1"] = n3 * (est["K"] - K_inf)
