@@ -75,6 +75,10 @@ pub(crate) struct PairTable {
     /// Per pair a < b (row-major N×N): index into `cols`, or `NO_COL`.
     col: Vec<u32>,
     cols: Vec<CollinearPair>,
+    /// Per pair: a collinear pair whose block is not singular keeps its values of total
+    /// derivative order ≤ 3 (bounded as ρ → ±1, and exact) in `vals`; the orders ≥ 4, whose
+    /// delta-function products diverge, come from the range-restricted values.
+    exact_low: Vec<bool>,
     stride: usize,
     /// Slot of `⟨σ^{(i)}_a σ^{(j)}_b⟩` (a < b) in a row.
     off: [[u16; MAX_OFF + 1]; MAX_OFF + 1],
@@ -112,16 +116,22 @@ impl PairTable {
         let mut vals = vec![0.0; n * n * stride];
         let mut col = vec![NO_COL; n * n];
         let mut cols = vec![];
+        let mut exact_low = vec![false; n * n];
         for a in 0..n {
             for b in a..n {
                 let row = (a * n + b) * stride;
                 match &values[a * n + b] {
                     PairValues::Values(v) => vals[row..row + v.len()].copy_from_slice(v),
-                    PairValues::Collinear(c) => {
+                    PairValues::Collinear(c, exact) => {
                         col[a * n + b] = cols.len() as u32;
                         col[b * n + a] = cols.len() as u32 + 1;
                         cols.push((**c).clone());
                         cols.push(c.swapped());
+                        if let Some(v) = exact {
+                            vals[row..row + v.len()].copy_from_slice(v);
+                            exact_low[a * n + b] = true;
+                            exact_low[b * n + a] = true;
+                        }
                     }
                 }
             }
@@ -130,6 +140,7 @@ impl PairTable {
             n,
             col,
             cols,
+            exact_low,
             stride,
             off,
             diag: dg,
@@ -154,17 +165,22 @@ impl PairTable {
     }
 
     /// The range-restricted values of a collinear pair (a ≠ b), seen from a.
+    /// (`order` = total σ-derivative order of the entry: entries of order ≤ 3 of a
+    /// non-singular block are taken as they are.)
     #[inline]
-    fn collinear(&self, a: usize, b: usize) -> Option<&CollinearPair> {
+    fn collinear(&self, a: usize, b: usize, order: usize) -> Option<&CollinearPair> {
         let c = self.col[a * self.n + b];
-        (c != NO_COL).then(|| &self.cols[c as usize])
+        if c == NO_COL || (order <= 3 && self.exact_low[a * self.n + b]) {
+            return None;
+        }
+        Some(&self.cols[c as usize])
     }
 
     /// `⟨σ^{(i)}_a σ^{(j)}_b⟩` for a ≠ b (0 when not tabulated; a = b is not an entry).  For
     /// a collinear pair, `σ^{(i)} = ∂^{i−1}σ'` projected on the range of the pair block.
     #[inline]
     pub(crate) fn m(&self, a: usize, i: usize, b: usize, j: usize) -> f64 {
-        if let Some(c) = self.collinear(a, b) {
+        if let Some(c) = self.collinear(a, b, i + j) {
             let (p, q) = (i.min(1), j.min(1));
             return c.dn(p, q, i - p, j - q);
         }
@@ -186,7 +202,7 @@ impl PairTable {
     pub(crate) fn dn(&self, a: usize, p: usize, b: usize, q: usize, na: usize, nb: usize) -> f64 {
         if a == b {
             self.diag(a, na + nb, p, q)
-        } else if let Some(c) = self.collinear(a, b) {
+        } else if let Some(c) = self.collinear(a, b, p + q + na + nb) {
             c.dn(p, q, na, nb)
         } else {
             self.m(a, p + na, b, q + nb)

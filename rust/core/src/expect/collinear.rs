@@ -14,8 +14,9 @@
 //! a one-dimensional expectation of the regular function `O = σ^{(p)}σ^{(q)}` (p, q ≤ 1).  The
 //! table entries of such a pair are therefore `Y^{pq}_m w_{g₁}…w_{gₘ}` with `w = v/|v|²` (the
 //! projection onto the range), exact for singular blocks.  A zero-variance sample (a zero
-//! input at C_b = 0) is the deterministic z ≡ 0; its σ'(0) is the core's value at a kink (the
-//! mean of the one-sided derivatives).
+//! input at C_b = 0) is the deterministic z ≡ 0, where the networks evaluate σ'(0) itself:
+//! the NTK entries of a zero input depend on that convention (for relu σ'(0) is undefined);
+//! like the samplers, the right-hand value is used (relu: σ'(0) = 1).
 //!
 //! Blocks with `1 − ρ² ≤` [`NEAR_DUPLICATE_RTOL`] are evaluated the same way with
 //! `v = (√K_aa, sign(K_ab) √K_bb)` (their limit at coincidence): the derivative form there
@@ -109,9 +110,10 @@ pub fn collinear_pair(
     let norm2 = v[0] * v[0] + v[1] * v[1];
     let mut y = [[[0.0; MAX_M + 1]; 2]; 2];
     if norm2 == 0.0 {
-        // both samples are the deterministic z = 0: only the values themselves
+        // both samples are the deterministic z = 0: only the values themselves (right-hand
+        // values at the kink, as the networks evaluate them)
         let mut jet = [0.0; 2];
-        act.jets(&[0.0], 1, Side::Auto, &mut jet)?;
+        act.jets(&[0.0], 1, Side::Right, &mut jet)?;
         for p in 0..2 {
             for q in 0..2 {
                 y[p][q][0] = jet[p] * jet[q];
@@ -196,20 +198,20 @@ mod tests {
         }
         // leaky relu (slope s): σ(z)σ(−2z) = −2 s z² (smooth): ⟨⟩ = −2 s k, ⟨D²⟩ = −4 s k.
         let s = 0.2;
-        let c = collinear_pair(&Builtin::LeakyRelu(s), 1.5, -3.0, 6.0, &QuadOpts::default())
-            .unwrap();
+        let c =
+            collinear_pair(&Builtin::LeakyRelu(s), 1.5, -3.0, 6.0, &QuadOpts::default()).unwrap();
         assert!((c.y[0][0][0] + 2.0 * s * 1.5).abs() < 1e-13);
         assert!((c.y[0][0][2] + 4.0 * s * 1.5).abs() < 1e-13);
         assert!(c.y[0][0][4].abs() < 1e-12);
-        // a zero-variance sample b: σ(z_b) = 0, σ'(0) = ½ (mean of the one-sided derivatives)
+        // a zero-variance sample b: σ(z_b) = 0, σ'(0) = 1 (right-hand value, as the networks)
         let c = collinear_pair(&Builtin::Relu, 2.0, 0.0, 0.0, &QuadOpts::default()).unwrap();
         assert_eq!(c.w[1], 0.0);
         assert!(c.y[0][0][0].abs() < 1e-15 && c.y[1][0][0].abs() < 1e-15);
-        assert!((c.y[1][1][0] - 0.25).abs() < 1e-14, "{}", c.y[1][1][0]);
-        // ⟨σ(z) σ'(0)⟩ = ½ √(k/2π)
-        assert!((c.y[0][1][0] - 0.5 * (2.0 / (2.0 * PI)).sqrt()).abs() < 1e-14);
+        assert!((c.y[1][1][0] - 0.5).abs() < 1e-14, "{}", c.y[1][1][0]);
+        // ⟨σ(z) σ'(0)⟩ = √(k/2π)
+        assert!((c.y[0][1][0] - (2.0 / (2.0 * PI)).sqrt()).abs() < 1e-14);
         let z = collinear_pair(&Builtin::Relu, 0.0, 0.0, 0.0, &QuadOpts::default()).unwrap();
-        assert_eq!(z.y[1][1][0], 0.25);
+        assert_eq!(z.y[1][1][0], 1.0);
         assert_eq!(z.y[0][0][0], 0.0);
     }
 }

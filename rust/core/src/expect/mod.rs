@@ -45,15 +45,16 @@ pub use nested::{default_order, MAX_ORDER_PER_PIECE};
 use terms::{delta_parts, hermite_poly, poly_add, poly_mul, Poly, Spec};
 pub use terms::{first_singular_order, Term};
 
-/// Largest variance a block of a positively homogeneous activation is evaluated at; blocks
-/// outside `[1/HOMOGENEOUS_RANGE, HOMOGENEOUS_RANGE]` are rescaled ([`homogeneous_rescale`]).
+/// Variances of a positively homogeneous activation's block outside
+/// `[1/HOMOGENEOUS_RANGE, HOMOGENEOUS_RANGE]` are rescaled ([`homogeneous_rescale`]).
 const HOMOGENEOUS_RANGE: f64 = 1.125899906842624e15; // 2^50
 
 /// Exact rescaling for the positively homogeneous activations (relu, leaky relu:
-/// σ(λz) = λσ(z), λ > 0): a block whose largest variance lies outside
-/// `[2^-50, 2^50]` (where products of its entries over- or underflow: `1e308·I` gave 0) is
-/// evaluated at `cov / 4^k` and each integrand multiplied by `2^{k·deg}`, `deg` its degree of
-/// homogeneity (`z^q D^m Π σ^{(j)}`: `q − m + Σ (1 − j)`); powers of 2 keep both steps exact.
+/// σ(λz) = λσ(z), λ > 0): a block with a variance outside `[2^-50, 2^50]` (where products of
+/// its entries over- or underflow: `1e308·I` and `diag(1e12, 1)` gave 0) is evaluated with each
+/// sample scaled to unit order, `z_i → z_i / 2^{k_i}`, and each integrand multiplied by
+/// `Π_i 2^{k_i·deg_i}`, `deg_i` the degree of homogeneity of its factor at sample i
+/// (`z^q D^m Π σ^{(j)}`: `q − m + Σ (1 − j)`); powers of 2 keep both steps exact.
 fn homogeneous_rescale(
     act: &dyn ActivationFn,
     cov: &[f64],
@@ -61,27 +62,43 @@ fn homogeneous_rescale(
 ) -> Option<(Vec<f64>, Vec<[f64; 2]>)> {
     act.piecewise_linear()?;
     let d = (cov.len() as f64).sqrt() as usize;
-    let scale = (0..d).map(|i| cov[i * d + i]).fold(0.0, f64::max);
-    if scale == 0.0 || (1.0 / HOMOGENEOUS_RANGE..=HOMOGENEOUS_RANGE).contains(&scale) {
+    let inside = |v: f64| v == 0.0 || (1.0 / HOMOGENEOUS_RANGE..=HOMOGENEOUS_RANGE).contains(&v);
+    if (0..d).all(|i| inside(cov[i * d + i])) {
         return None;
     }
-    // 4^k ≈ scale: k = round(log2(scale) / 2)
-    let k = (scale.log2() / 2.0).round() as i32;
-    let inv = 2f64.powi(-k); // 4^-k applied as two factors (4^-k alone may underflow)
-    let scaled: Vec<f64> = cov.iter().map(|c| c * inv * inv).collect();
+    // per sample 2^{k_i} ≈ √K_ii
+    let k: Vec<i32> = (0..d)
+        .map(|i| {
+            let v = cov[i * d + i];
+            if v > 0.0 {
+                (v.log2() / 2.0).round() as i32
+            } else {
+                0
+            }
+        })
+        .collect();
+    let inv: Vec<f64> = k.iter().map(|&ki| 2f64.powi(-ki)).collect();
+    let mut scaled = cov.to_vec();
+    for i in 0..d {
+        for j in 0..d {
+            scaled[i * d + j] *= inv[i];
+            scaled[i * d + j] *= inv[j];
+        }
+    }
     let factors = integrands
         .iter()
         .map(|it| {
-            let deg: i32 = it
+            let e: i32 = it
                 .iter()
-                .map(|t| {
-                    t.zpow as i32 - t.deriv as i32
-                        + t.sig.iter().map(|&j| 1 - j as i32).sum::<i32>()
+                .zip(&k)
+                .map(|(t, &ki)| {
+                    ki * (t.zpow as i32 - t.deriv as i32
+                        + t.sig.iter().map(|&j| 1 - j as i32).sum::<i32>())
                 })
                 .sum();
-            // 2^{k·deg} as two factors applied in turn (2^{k·deg} itself may overflow while
-            // the value times it does not)
-            [2f64.powi(k * deg / 2), 2f64.powi(k * deg - k * deg / 2)]
+            // 2^e as two factors applied in turn (2^e itself may overflow while the value
+            // times it does not)
+            [2f64.powi(e / 2), 2f64.powi(e - e / 2)]
         })
         .collect();
     Some((scaled, factors))
@@ -121,7 +138,11 @@ pub fn expect_block(
     validate_covariance(cov, d)?;
     if let Some((scaled, factors)) = homogeneous_rescale(act, cov, integrands) {
         let v = expect_block(act, &scaled, d, integrands, opts)?;
-        return Ok(v.iter().zip(&factors).map(|(v, f)| v * f[0] * f[1]).collect());
+        return Ok(v
+            .iter()
+            .zip(&factors)
+            .map(|(v, f)| v * f[0] * f[1])
+            .collect());
     }
     for (i, it) in integrands.iter().enumerate() {
         if it.len() != d {
@@ -230,6 +251,7 @@ pub fn expect_block(
             &regular_specs,
             &regular_integ,
             opts.order,
+            true,
         )?
     };
     for (v, &t) in vals.iter().zip(&regular_target) {
@@ -363,7 +385,7 @@ pub fn expect_block(
         let vals = if nr == 0 {
             vec![1.0; integ.len()]
         } else {
-            nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order)?
+            nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order, false)?
         };
         for (v, (t, c)) in vals.iter().zip(&targets) {
             result[*t] += c * v;
@@ -377,8 +399,10 @@ pub fn expect_block(
 pub enum PairValues {
     /// The requested values in request order.
     Values(Vec<f64>),
-    /// A (nearly) collinear pair of a kinked activation, in the range of its block.
-    Collinear(Box<collinear::CollinearPair>),
+    /// A (nearly) collinear pair of a kinked activation, in the range of its block, and for
+    /// a non-singular block also its requested values (see [`collinear`]: those of total
+    /// derivative order ≤ 3 are bounded and used as they are).
+    Collinear(Box<collinear::CollinearPair>, Option<Vec<f64>>),
 }
 
 /// Expectations for every pair of inputs of an N×N kernel `k`, in parallel: for a < b the
@@ -401,7 +425,10 @@ pub fn pair_values(
         .iter()
         .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
         .collect();
-    let offd_swapped: Vec<Vec<Term>> = offd_its.iter().map(|t| vec![t[1].clone(), t[0].clone()]).collect();
+    let offd_swapped: Vec<Vec<Term>> = offd_its
+        .iter()
+        .map(|t| vec![t[1].clone(), t[0].clone()])
+        .collect();
     let diag_its: Vec<Vec<Term>> = diag.iter().map(|t| vec![t.clone()]).collect();
     let kinked = act.kink().is_some();
     let results: Vec<PairValues> = pairs
@@ -433,11 +460,19 @@ pub fn pair_values(
                     .map(PairValues::Values)
                     .map_err(|e| e.context(&format!("single-input expectations for input {a}")))
             } else if collinear::is_collinear_pair(act, kaa, kab, kbb) {
-                collinear::collinear_pair(act, kaa, kab, kbb, opts)
-                    .map(|c| PairValues::Collinear(Box::new(c)))
-                    .map_err(|e| {
-                        e.context(&format!("collinear pair expectations for inputs ({a}, {b})"))
-                    })
+                let ctx = |e: RgError| {
+                    e.context(&format!(
+                        "collinear pair expectations for inputs ({a}, {b})"
+                    ))
+                };
+                let c = collinear::collinear_pair(act, kaa, kab, kbb, opts).map_err(ctx)?;
+                let cov = [kaa, kab, kab, kbb];
+                let exact = if pivoted_cholesky(&cov, 2).rank == 2 {
+                    Some(expect_block(act, &cov, 2, &offd_its, opts).map_err(ctx)?)
+                } else {
+                    None
+                };
+                Ok(PairValues::Collinear(Box::new(c), exact))
             } else if kinked && kbb > kaa {
                 // the sample with the larger variance first, so that the values of a pair do
                 // not depend on the order of the inputs (at ρ → 1 the delta parts amplify the
@@ -503,17 +538,13 @@ pub fn expect_adaptive(
 ) -> Result<(Vec<f64>, f64, usize), RgError> {
     validate_covariance(cov, d)?;
     if let Some((scaled, factors)) = homogeneous_rescale(act, cov, integrands) {
-        let (v, err, order) = expect_adaptive(
-            act,
-            &scaled,
-            d,
-            integrands,
-            tol,
-            max_order,
-            quadrature_only,
-        )?;
+        let (v, err, order) =
+            expect_adaptive(act, &scaled, d, integrands, tol, max_order, quadrature_only)?;
         return Ok((
-            v.iter().zip(&factors).map(|(v, f)| v * f[0] * f[1]).collect(),
+            v.iter()
+                .zip(&factors)
+                .map(|(v, f)| v * f[0] * f[1])
+                .collect(),
             err,
             order,
         ));
