@@ -147,12 +147,10 @@ def test_permuting_inputs_permutes_every_tensor(seed: int, act: str):
         np.testing.assert_allclose(getattr(b, name), t[idx], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 17): relu delta-function terms at nearly coinciding inputs (correlation "
-    "0.99992 here) depend on the order of the samples: Θ1 changes by 2e-7 (1.2e-5 relative) under a permutation",
-)
 def test_relu_permutation_invariance_at_nearly_coinciding_inputs():
+    """Issue 17: at correlation 0.99992 (layer 2) the delta-function terms amplify rounding by
+    (1 - rho^2)^(-3/2); pair and four-point blocks are evaluated in an order fixed by the
+    variances (not the input order), so a permutation permutes every tensor exactly."""
     rng = np.random.default_rng(402)  # a case Hypothesis found (the test above with relu, seed 402)
     x = rng.standard_normal((3, 2))
     perm = rng.permutation(3)

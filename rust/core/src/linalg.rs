@@ -57,24 +57,37 @@ pub struct PivotedCholesky {
     pub min_pivot: f64,
 }
 
-/// Pivoted Cholesky with greedy (largest remaining variance) pivoting; pivots below
-/// [`DEGENERATE_RTOL`] × (largest variance) are set to zero (exactly degenerate directions).
+/// Pivoted Cholesky with greedy (largest remaining variance) pivoting.  A direction counts as
+/// degenerate (an exact linear combination of the pivots before it) when its remaining
+/// variance is at most [`DEGENERATE_RTOL`] × *its own* variance, so a sample with a small but
+/// independent variance (`diag(1e12, 1)`) keeps its direction; the pivots of the degenerate
+/// directions are set to zero.
 pub fn pivoted_cholesky(a: &[f64], n: usize) -> PivotedCholesky {
     let mut w = a.to_vec();
     let mut perm: Vec<usize> = (0..n).collect();
     let mut l = vec![0.0; n * n];
-    let scale = (0..n).map(|i| a[i * n + i]).fold(0.0, f64::max);
-    let tol = DEGENERATE_RTOL * scale;
+    let degenerate = |w: &[f64], q: usize| w[q * n + q] <= DEGENERATE_RTOL * a[q * n + q];
     let mut rank = 0;
     let mut min_pivot = f64::INFINITY;
     for k in 0..n {
-        // choose pivot among k..n by largest remaining diagonal
-        let mut best = k;
+        // choose the pivot among k..n by largest remaining diagonal, skipping degenerate ones
+        let mut best = None;
         for i in k..n {
-            if w[perm[i] * n + perm[i]] > w[perm[best] * n + perm[best]] {
-                best = i;
+            let q = perm[i];
+            if degenerate(&w, q) {
+                continue;
+            }
+            if best.is_none_or(|b: usize| w[q * n + q] > w[perm[b] * n + perm[b]]) {
+                best = Some(i);
             }
         }
+        let Some(best) = best else {
+            // all remaining directions are degenerate
+            for i in k..n {
+                min_pivot = min_pivot.min(w[perm[i] * n + perm[i]]);
+            }
+            break;
+        };
         perm.swap(k, best);
         // swap rows of l computed so far
         for j in 0..k {
@@ -83,13 +96,6 @@ pub fn pivoted_cholesky(a: &[f64], n: usize) -> PivotedCholesky {
         let p = perm[k];
         let piv = w[p * n + p];
         min_pivot = min_pivot.min(piv);
-        if piv <= tol {
-            // all remaining directions are degenerate
-            for i in k..n {
-                min_pivot = min_pivot.min(w[perm[i] * n + perm[i]]);
-            }
-            break;
-        }
         rank += 1;
         let s = piv.sqrt();
         l[k * n + k] = s;

@@ -18,7 +18,8 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::activations::ActivationFn;
-use crate::expect::{expect_block, first_singular_order, pair_values, QuadOpts, Term};
+use crate::expect::collinear::CollinearPair;
+use crate::expect::{expect_block, first_singular_order, pair_values, PairValues, QuadOpts, Term};
 use crate::RgError;
 
 /// The distinct samples of a pair (a, b): `[a]` when a = b, else `[a, b]` (no allocation).
@@ -55,6 +56,9 @@ pub(crate) fn distinct(a: usize, b: usize) -> Distinct {
     }
 }
 
+/// No collinear values for this pair.
+const NO_COL: u32 = u32::MAX;
+
 /// Highest σ derivative order per sample in the off-diagonal entries.
 const MAX_OFF: usize = 5;
 /// Highest total derivative D^m in the diagonal entries.
@@ -63,9 +67,18 @@ const MAX_DIAG: usize = 4;
 /// Pair expectations at one kernel (N×N), flat: one row of `stride` values per pair a ≤ b
 /// (rows a > b unused); a row holds the requested off-diagonal values (a < b) or diagonal
 /// values (a = b) in request order, and a final 0 that every entry not requested points at.
+/// A (nearly) collinear pair of a kinked activation ([`crate::expect::collinear`]) keeps its
+/// range-restricted values instead, which every accessor uses.
 #[derive(Clone, Debug)]
 pub(crate) struct PairTable {
     n: usize,
+    /// Per pair a < b (row-major N×N): index into `cols`, or `NO_COL`.
+    col: Vec<u32>,
+    cols: Vec<CollinearPair>,
+    /// Per pair: a collinear pair whose block is not singular keeps its values of total
+    /// derivative order ≤ 3 (bounded as ρ → ±1, and exact) in `vals`; the orders ≥ 4, whose
+    /// delta-function products diverge, come from the range-restricted values.
+    exact_low: Vec<bool>,
     stride: usize,
     /// Slot of `⟨σ^{(i)}_a σ^{(j)}_b⟩` (a < b) in a row.
     off: [[u16; MAX_OFF + 1]; MAX_OFF + 1],
@@ -101,15 +114,33 @@ impl PairTable {
             dg[m as usize][(p + q) as usize] = s as u16;
         }
         let mut vals = vec![0.0; n * n * stride];
+        let mut col = vec![NO_COL; n * n];
+        let mut cols = vec![];
+        let mut exact_low = vec![false; n * n];
         for a in 0..n {
             for b in a..n {
-                let v = &values[a * n + b];
                 let row = (a * n + b) * stride;
-                vals[row..row + v.len()].copy_from_slice(v);
+                match &values[a * n + b] {
+                    PairValues::Values(v) => vals[row..row + v.len()].copy_from_slice(v),
+                    PairValues::Collinear(c, exact) => {
+                        col[a * n + b] = cols.len() as u32;
+                        col[b * n + a] = cols.len() as u32 + 1;
+                        cols.push((**c).clone());
+                        cols.push(c.swapped());
+                        if let Some(v) = exact {
+                            vals[row..row + v.len()].copy_from_slice(v);
+                            exact_low[a * n + b] = true;
+                            exact_low[b * n + a] = true;
+                        }
+                    }
+                }
             }
         }
         Ok(PairTable {
             n,
+            col,
+            cols,
+            exact_low,
             stride,
             off,
             diag: dg,
@@ -133,9 +164,26 @@ impl PairTable {
         PairTable::new(act, k, n, &offd, &diag, opts)
     }
 
-    /// `⟨σ^{(i)}_a σ^{(j)}_b⟩` for a ≠ b (0 when not tabulated; a = b is not an entry).
+    /// The range-restricted values of a collinear pair (a ≠ b), seen from a.
+    /// (`order` = total σ-derivative order of the entry: entries of order ≤ 3 of a
+    /// non-singular block are taken as they are.)
+    #[inline]
+    fn collinear(&self, a: usize, b: usize, order: usize) -> Option<&CollinearPair> {
+        let c = self.col[a * self.n + b];
+        if c == NO_COL || (order <= 3 && self.exact_low[a * self.n + b]) {
+            return None;
+        }
+        Some(&self.cols[c as usize])
+    }
+
+    /// `⟨σ^{(i)}_a σ^{(j)}_b⟩` for a ≠ b (0 when not tabulated; a = b is not an entry).  For
+    /// a collinear pair, `σ^{(i)} = ∂^{i−1}σ'` projected on the range of the pair block.
     #[inline]
     pub(crate) fn m(&self, a: usize, i: usize, b: usize, j: usize) -> f64 {
+        if let Some(c) = self.collinear(a, b, i + j) {
+            let (p, q) = (i.min(1), j.min(1));
+            return c.dn(p, q, i - p, j - q);
+        }
         if a <= b {
             self.vals[(a * self.n + b) * self.stride + self.off[i][j] as usize]
         } else {
@@ -154,6 +202,8 @@ impl PairTable {
     pub(crate) fn dn(&self, a: usize, p: usize, b: usize, q: usize, na: usize, nb: usize) -> f64 {
         if a == b {
             self.diag(a, na + nb, p, q)
+        } else if let Some(c) = self.collinear(a, b, p + q + na + nb) {
+            c.dn(p, q, na, nb)
         } else {
             self.m(a, p + na, b, q + nb)
         }
@@ -166,7 +216,7 @@ impl PairTable {
             return self.diag(a, gs.len(), 0, 0);
         }
         let na = gs.iter().filter(|&&g| g == a).count();
-        self.m(a, na, b, gs.len() - na)
+        self.dn(a, 0, b, 0, na, gs.len() - na)
     }
 
     /// `⟨σ_a σ_b⟩`.
@@ -464,7 +514,15 @@ pub(crate) fn four_point_expectations(
     set: FourPointSet,
     opts: &QuadOpts,
 ) -> Result<FourPoint, RgError> {
-    let sets = multisets4(n);
+    let mut sets = multisets4(n);
+    if act.kink().is_some() {
+        // Kinked activations: the samples of a block in decreasing order of variance (ties by
+        // index; equal samples stay adjacent), so that a block's values do not depend on the
+        // order of the inputs: near coinciding inputs the recursions amplify their rounding.
+        for s in &mut sets {
+            s.sort_by(|&p, &q| k[q * n + q].total_cmp(&k[p * n + p]).then(p.cmp(&q)));
+        }
+    }
     let patterns = set.patterns();
     let perms = perms4();
     let first_singular = first_singular_order(act)?;

@@ -20,10 +20,13 @@
 //! * [`orthant`], [`closed_form`]: exact expectations for the Gaussian-CDF class (relu, leaky
 //!   relu, erf, gelu, linear, monomials) via Stein's identity and orthant probabilities;
 //! * `nested`: the nested whitened quadrature of regular parts;
+//! * [`collinear`]: pairs of (nearly) collinear samples of kinked activations, in the range
+//!   of their singular block (duplicated, collinear and zero inputs);
 //! * this module: dispatch (closed form first, then quadrature with exact delta parts),
 //!   batching, adaptive order and the pair tables of a kernel.
 
 pub mod closed_form;
+pub mod collinear;
 pub mod fast;
 mod nested;
 pub mod orthant;
@@ -41,6 +44,65 @@ use nested::nested;
 pub use nested::{default_order, MAX_ORDER_PER_PIECE};
 use terms::{delta_parts, hermite_poly, poly_add, poly_mul, Poly, Spec};
 pub use terms::{first_singular_order, Term};
+
+/// Variances of a positively homogeneous activation's block outside
+/// `[1/HOMOGENEOUS_RANGE, HOMOGENEOUS_RANGE]` are rescaled ([`homogeneous_rescale`]).
+const HOMOGENEOUS_RANGE: f64 = 1.125899906842624e15; // 2^50
+
+/// Exact rescaling for the positively homogeneous activations (relu, leaky relu:
+/// σ(λz) = λσ(z), λ > 0): a block with a variance outside `[2^-50, 2^50]` (where products of
+/// its entries over- or underflow: `1e308·I` and `diag(1e12, 1)` gave 0) is evaluated with each
+/// sample scaled to unit order, `z_i → z_i / 2^{k_i}`, and each integrand multiplied by
+/// `Π_i 2^{k_i·deg_i}`, `deg_i` the degree of homogeneity of its factor at sample i
+/// (`z^q D^m Π σ^{(j)}`: `q − m + Σ (1 − j)`); powers of 2 keep both steps exact.
+fn homogeneous_rescale(
+    act: &dyn ActivationFn,
+    cov: &[f64],
+    integrands: &[Vec<Term>],
+) -> Option<(Vec<f64>, Vec<[f64; 2]>)> {
+    act.piecewise_linear()?;
+    let d = (cov.len() as f64).sqrt() as usize;
+    let inside = |v: f64| v == 0.0 || (1.0 / HOMOGENEOUS_RANGE..=HOMOGENEOUS_RANGE).contains(&v);
+    if (0..d).all(|i| inside(cov[i * d + i])) {
+        return None;
+    }
+    // per sample 2^{k_i} ≈ √K_ii
+    let k: Vec<i32> = (0..d)
+        .map(|i| {
+            let v = cov[i * d + i];
+            if v > 0.0 {
+                (v.log2() / 2.0).round() as i32
+            } else {
+                0
+            }
+        })
+        .collect();
+    let inv: Vec<f64> = k.iter().map(|&ki| 2f64.powi(-ki)).collect();
+    let mut scaled = cov.to_vec();
+    for i in 0..d {
+        for j in 0..d {
+            scaled[i * d + j] *= inv[i];
+            scaled[i * d + j] *= inv[j];
+        }
+    }
+    let factors = integrands
+        .iter()
+        .map(|it| {
+            let e: i32 = it
+                .iter()
+                .zip(&k)
+                .map(|(t, &ki)| {
+                    ki * (t.zpow as i32 - t.deriv as i32
+                        + t.sig.iter().map(|&j| 1 - j as i32).sum::<i32>())
+                })
+                .sum();
+            // 2^e as two factors applied in turn (2^e itself may overflow while the value
+            // times it does not)
+            [2f64.powi(e / 2), 2f64.powi(e - e / 2)]
+        })
+        .collect();
+    Some((scaled, factors))
+}
 
 /// Quadrature options.
 #[derive(Clone, Copy, Debug, Default)]
@@ -74,6 +136,14 @@ pub fn expect_block(
     opts: &QuadOpts,
 ) -> Result<Vec<f64>, RgError> {
     validate_covariance(cov, d)?;
+    if let Some((scaled, factors)) = homogeneous_rescale(act, cov, integrands) {
+        let v = expect_block(act, &scaled, d, integrands, opts)?;
+        return Ok(v
+            .iter()
+            .zip(&factors)
+            .map(|(v, f)| v * f[0] * f[1])
+            .collect());
+    }
     for (i, it) in integrands.iter().enumerate() {
         if it.len() != d {
             return Err(RgError::value(format!(
@@ -181,6 +251,7 @@ pub fn expect_block(
             &regular_specs,
             &regular_integ,
             opts.order,
+            true,
         )?
     };
     for (v, &t) in vals.iter().zip(&regular_target) {
@@ -314,7 +385,7 @@ pub fn expect_block(
         let vals = if nr == 0 {
             vec![1.0; integ.len()]
         } else {
-            nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order)?
+            nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order, false)?
         };
         for (v, (t, c)) in vals.iter().zip(&targets) {
             result[*t] += c * v;
@@ -323,10 +394,24 @@ pub fn expect_block(
     Ok(result)
 }
 
+/// The expectations of one pair of inputs (see [`pair_values`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PairValues {
+    /// The requested values in request order.
+    Values(Vec<f64>),
+    /// A (nearly) collinear pair of a kinked activation, in the range of its block, and for
+    /// a non-singular block also its requested values (see [`collinear`]: those of total
+    /// derivative order ≤ 3 are bounded and used as they are).
+    Collinear(Box<collinear::CollinearPair>, Option<Vec<f64>>),
+}
+
 /// Expectations for every pair of inputs of an N×N kernel `k`, in parallel: for a < b the
-/// two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for each `(i, j)` in `offd`; for a = b the
-/// single-sample values of the terms `diag`.  Entry `a*n + b` (a ≤ b) holds the values in
-/// that order; entries with a > b are empty.
+/// two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for each `(i, j)` in `offd` (or, for a pair of
+/// a kinked activation that [`collinear::is_collinear_pair`] selects, its range-restricted
+/// [`collinear::CollinearPair`]); for a = b the single-sample values of the terms `diag`
+/// (for a zero variance of a kinked activation, the terms with a derivative are 0: they are
+/// contracted only with tensors that vanish with the variance).  Entry `a*n + b` (a ≤ b)
+/// holds the values; entries with a > b are empty.
 pub fn pair_values(
     act: &dyn ActivationFn,
     k: &[f64],
@@ -334,27 +419,77 @@ pub fn pair_values(
     offd: &[(u8, u8)],
     diag: &[Term],
     opts: &QuadOpts,
-) -> Result<Vec<Vec<f64>>, RgError> {
+) -> Result<Vec<PairValues>, RgError> {
     let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a..n).map(move |b| (a, b))).collect();
     let offd_its: Vec<Vec<Term>> = offd
         .iter()
         .map(|&(i, j)| vec![Term::sigma(i), Term::sigma(j)])
         .collect();
+    let offd_swapped: Vec<Vec<Term>> = offd_its
+        .iter()
+        .map(|t| vec![t[1].clone(), t[0].clone()])
+        .collect();
     let diag_its: Vec<Vec<Term>> = diag.iter().map(|t| vec![t.clone()]).collect();
-    let results: Vec<Vec<f64>> = pairs
+    let kinked = act.kink().is_some();
+    let results: Vec<PairValues> = pairs
         .par_iter()
         .map(|&(a, b)| {
+            let (kaa, kab, kbb) = (k[a * n + a], k[a * n + b], k[b * n + b]);
             if a == b {
-                expect_block(act, &[k[a * n + a]], 1, &diag_its, opts)
+                if kinked && kaa <= 0.0 {
+                    let regular: Vec<Vec<Term>> = diag_its
+                        .iter()
+                        .filter(|t| t[0].deriv == 0)
+                        .cloned()
+                        .collect();
+                    let mut vals = expect_block(act, &[0.0], 1, &regular, opts)?.into_iter();
+                    return Ok(PairValues::Values(
+                        diag_its
+                            .iter()
+                            .map(|t| {
+                                if t[0].deriv == 0 {
+                                    vals.next().unwrap_or(0.0)
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect(),
+                    ));
+                }
+                expect_block(act, &[kaa], 1, &diag_its, opts)
+                    .map(PairValues::Values)
                     .map_err(|e| e.context(&format!("single-input expectations for input {a}")))
+            } else if collinear::is_collinear_pair(act, kaa, kab, kbb) {
+                let ctx = |e: RgError| {
+                    e.context(&format!(
+                        "collinear pair expectations for inputs ({a}, {b})"
+                    ))
+                };
+                let c = collinear::collinear_pair(act, kaa, kab, kbb, opts).map_err(ctx)?;
+                let cov = [kaa, kab, kab, kbb];
+                let exact = if pivoted_cholesky(&cov, 2).rank == 2 {
+                    Some(expect_block(act, &cov, 2, &offd_its, opts).map_err(ctx)?)
+                } else {
+                    None
+                };
+                Ok(PairValues::Collinear(Box::new(c), exact))
+            } else if kinked && kbb > kaa {
+                // the sample with the larger variance first, so that the values of a pair do
+                // not depend on the order of the inputs (at ρ → 1 the delta parts amplify the
+                // rounding of the conditioning by (1 − ρ²)^{−1})
+                let cov = [kbb, kab, kab, kaa];
+                expect_block(act, &cov, 2, &offd_swapped, opts)
+                    .map(PairValues::Values)
+                    .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))
             } else {
-                let cov = [k[a * n + a], k[a * n + b], k[b * n + a], k[b * n + b]];
+                let cov = [kaa, kab, k[b * n + a], kbb];
                 expect_block(act, &cov, 2, &offd_its, opts)
+                    .map(PairValues::Values)
                     .map_err(|e| e.context(&format!("pair expectations for inputs ({a}, {b})")))
             }
         })
         .collect::<Result<_, _>>()?;
-    let mut out = vec![vec![]; n * n];
+    let mut out = vec![PairValues::Values(vec![]); n * n];
     for ((a, b), v) in pairs.into_iter().zip(results) {
         out[a * n + b] = v;
     }
@@ -402,6 +537,18 @@ pub fn expect_adaptive(
     quadrature_only: bool,
 ) -> Result<(Vec<f64>, f64, usize), RgError> {
     validate_covariance(cov, d)?;
+    if let Some((scaled, factors)) = homogeneous_rescale(act, cov, integrands) {
+        let (v, err, order) =
+            expect_adaptive(act, &scaled, d, integrands, tol, max_order, quadrature_only)?;
+        return Ok((
+            v.iter()
+                .zip(&factors)
+                .map(|(v, f)| v * f[0] * f[1])
+                .collect(),
+            err,
+            order,
+        ));
+    }
     if !quadrature_only {
         if let Some(v) = closed_form::expect_block(act, cov, d, integrands) {
             return Ok((v, 0.0, 0));

@@ -48,6 +48,11 @@ struct Nested<'a> {
     integ: Vec<Vec<usize>>,
     jet_order: Vec<usize>,
     uses_act: Vec<bool>,
+    /// Per level: a sample of variance exactly 0 at mean 0 in an unconditional expectation (a
+    /// zero input at C_b = 0): the network evaluates σ^{(j)}(0) itself, taken with its
+    /// right-hand value (the convention of the samplers and `rgflow.activations`), not the
+    /// mean of the one-sided values that a conditioned delta part's limit takes.
+    right_at_kink: Vec<bool>,
     splits: Vec<f64>,
     /// Slopes (left, right) of a piecewise-linear activation (closed-form innermost level).
     pwl: Option<(f64, f64)>,
@@ -263,7 +268,12 @@ impl<'a> Nested<'a> {
         buf.vals.resize(nn * ns, 0.0);
         if self.uses_act[k] {
             buf.jets.resize(nn * (jo + 1), 0.0);
-            self.act.jets(&buf.z, jo, Side::Auto, &mut buf.jets)?;
+            let side = if self.right_at_kink[k] {
+                Side::Right
+            } else {
+                Side::Auto
+            };
+            self.act.jets(&buf.z, jo, side, &mut buf.jets)?;
             for i in 0..nn {
                 let jets = &buf.jets[i * (jo + 1)..(i + 1) * (jo + 1)];
                 for (si, sp) in specs.iter().enumerate() {
@@ -369,7 +379,10 @@ impl Permuted {
 }
 
 /// Expectations of products of regular specs over N(mean, cov) (cov validated PSD), with
-/// `order` nodes per piece and level (0: [`default_order`] of the rank).
+/// `order` nodes per piece and level (0: [`default_order`] of the rank).  `unconditional`:
+/// the expectation is over the samples themselves (not conditioned on a delta part), so a
+/// zero-variance sample at mean 0 takes the right-hand values at a kink.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn nested(
     act: &dyn ActivationFn,
     mean: &[f64],
@@ -378,6 +391,7 @@ pub(crate) fn nested(
     per_sample: &[Vec<Spec>],
     integ: &[Vec<usize>],
     order: usize,
+    unconditional: bool,
 ) -> Result<Vec<f64>, RgError> {
     let ni = integ.len();
     if d == 0 {
@@ -425,6 +439,10 @@ pub(crate) fn nested(
         specs,
         integ: integ_p,
         jet_order,
+        right_at_kink: perm
+            .iter()
+            .map(|&p| unconditional && cov[p * d + p] == 0.0 && mean[p] == 0.0)
+            .collect(),
         uses_act,
         splits,
         pwl: act.piecewise_linear(),
