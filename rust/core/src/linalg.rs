@@ -57,24 +57,36 @@ pub struct PivotedCholesky {
     pub min_pivot: f64,
 }
 
-/// Pivoted Cholesky with greedy (largest remaining variance) pivoting; pivots below
-/// [`DEGENERATE_RTOL`] × (largest variance) are set to zero (exactly degenerate directions).
+/// Pivoted Cholesky with greedy (largest remaining variance) pivoting.  A direction whose
+/// conditional variance is below [`DEGENERATE_RTOL`] × its own variance counts as degenerate
+/// (an exact function of the pivots before it): relative to the sample's own scale, so that
+/// strongly anisotropic blocks (variances 1e12 and 1) keep their full rank.  Degenerate
+/// directions are never chosen as pivots; the factorisation stops when only they remain.
 pub fn pivoted_cholesky(a: &[f64], n: usize) -> PivotedCholesky {
     let mut w = a.to_vec();
     let mut perm: Vec<usize> = (0..n).collect();
     let mut l = vec![0.0; n * n];
-    let scale = (0..n).map(|i| a[i * n + i]).fold(0.0, f64::max);
-    let tol = DEGENERATE_RTOL * scale;
+    let degenerate = |w: &[f64], q: usize| w[q * n + q] <= DEGENERATE_RTOL * a[q * n + q];
     let mut rank = 0;
     let mut min_pivot = f64::INFINITY;
     for k in 0..n {
-        // choose pivot among k..n by largest remaining diagonal
-        let mut best = k;
+        // choose pivot among the non-degenerate k..n by largest remaining diagonal
+        let mut best: Option<usize> = None;
         for i in k..n {
-            if w[perm[i] * n + perm[i]] > w[perm[best] * n + perm[best]] {
-                best = i;
+            if degenerate(&w, perm[i]) {
+                continue;
+            }
+            if best.is_none_or(|b| w[perm[i] * n + perm[i]] > w[perm[b] * n + perm[b]]) {
+                best = Some(i);
             }
         }
+        let Some(best) = best else {
+            // all remaining directions are degenerate
+            for i in k..n {
+                min_pivot = min_pivot.min(w[perm[i] * n + perm[i]]);
+            }
+            break;
+        };
         perm.swap(k, best);
         // swap rows of l computed so far
         for j in 0..k {
@@ -83,13 +95,6 @@ pub fn pivoted_cholesky(a: &[f64], n: usize) -> PivotedCholesky {
         let p = perm[k];
         let piv = w[p * n + p];
         min_pivot = min_pivot.min(piv);
-        if piv <= tol {
-            // all remaining directions are degenerate
-            for i in k..n {
-                min_pivot = min_pivot.min(w[perm[i] * n + perm[i]]);
-            }
-            break;
-        }
         rank += 1;
         let s = piv.sqrt();
         l[k * n + k] = s;
@@ -181,6 +186,19 @@ pub fn submatrix(a: &[f64], n: usize, rows: &[usize], cols: &[usize]) -> Vec<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cholesky_degeneracy_is_relative_to_each_variance() {
+        // variances 1e12 and 1, independent: full rank (the small one is not a function of
+        // the large one); a copy of the small one is degenerate.
+        let pc = pivoted_cholesky(&[1e12, 0.0, 0.0, 1.0], 2);
+        assert_eq!(pc.rank, 2);
+        assert_eq!(pc.l[3], 1.0);
+        let a = [1e12, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+        assert_eq!(pivoted_cholesky(&a, 3).rank, 2);
+        // a zero-variance sample is degenerate
+        assert_eq!(pivoted_cholesky(&[2.0, 0.0, 0.0, 0.0], 2).rank, 1);
+    }
 
     #[test]
     fn cholesky_detects_rank() {
