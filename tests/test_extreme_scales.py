@@ -143,11 +143,13 @@ def test_custom_tanh_matches_builtin() -> None:
 
 
 def test_custom_nan_far_from_origin_raises() -> None:
-    """A custom activation that is NaN only for |z| > 6 raises (naming it and the point) as soon
-    as the quadrature reaches that region."""
+    """A custom activation that is NaN only for |z| > 6 is reported at construction (a warning
+    naming the nearest probe point) and raises (naming it and the point) as soon as the quadrature
+    reaches that region."""
     f = _tanh_jets()
     nan_far = [lambda z, g=g: np.where(np.abs(z) > 6, np.nan, g(z)) for g in f]
-    act = Activation.from_callable(nan_far[0], derivatives=nan_far[1:], name="nan_far")
+    with pytest.warns(RuntimeWarning, match=r"'nan_far': derivative 0 is not finite at z = (-)?10"):
+        act = Activation.from_callable(nan_far[0], derivatives=nan_far[1:], name="nan_far")
     with pytest.raises(ValueError, match=r"custom activation 'nan_far' derivative 0 returned a non-finite value"):
         expect([[1.0]], [(0, 0), (0, 0)], act)
     with pytest.raises(ValueError, match="nan_far"):
