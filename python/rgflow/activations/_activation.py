@@ -14,6 +14,9 @@ trace the same definition with ``jax.numpy``.
 
 from __future__ import annotations
 
+
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -118,7 +121,35 @@ class Activation:
                     f"custom activation derivative {order} is not vectorised: "
                     f"input shape {probe.shape} gave output shape {out.shape}"
                 )
+        self._warn_non_finite()
         return self
+
+    #: Points (both signs) where a custom activation is probed for non-finite values.
+    _FAR_PROBE = (5.0, 10.0, 20.0, 50.0, 100.0, 1e3, 1e4, 1e6)
+
+    def _warn_non_finite(self) -> None:
+        """Warn when the custom activation (or a derivative) is NaN/inf at a probe point away from
+        the origin: quadrature at variances large enough to reach it raises there (naming the
+        point), and samplers would propagate it."""
+        z = np.array([s * p for p in self._FAR_PROBE for s in (1.0, -1.0)])
+        for order, f in enumerate((self.function, *self.derivatives)):
+            assert f is not None
+            with np.errstate(all="ignore"):
+                try:
+                    out = np.asarray(f(z), dtype=float)
+                except Exception:  # noqa: BLE001 - a probe: report, never fail the construction
+                    continue
+            bad = z[~np.isfinite(out)] if out.shape == z.shape else z[:0]
+            if bad.size:
+                zb = bad[np.argmin(np.abs(bad))]
+                warnings.warn(
+                    f"custom activation {self.label!r}: derivative {order} is not finite at z = {zb:g}; "
+                    "expectations (theory, expect) at variances large enough to reach such points raise "
+                    "there: make it finite on the whole real line (e.g. np.logaddexp instead of log(1 + exp))",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                return
 
     # ------------------------------------------------------------------ properties
     @property

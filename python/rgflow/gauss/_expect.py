@@ -146,8 +146,9 @@ def expect(
     activation: name or :class:`~rgflow.Activation` (including custom callables).
     order: quadrature nodes per piece and level.  ``None`` (default) chooses it adaptively:
         the order is raised by 3/2 until two successive values agree to ``tol`` (relative to
-        max(1, |value|)); for a batch, the order is fixed by this rule on the block with the
-        largest variance and used for all blocks.
+        max(1, |value|)), and a ``ValueError`` is raised when they still differ at ``max_order``
+        (:func:`expect_with_error` returns the estimate instead); for a batch, the order is fixed
+        by this rule on the block with the largest variance and used for all blocks.
     tol: target accuracy of the adaptive rule.
     method: ``"auto"`` (default) evaluates relu, leaky_relu, linear, monomial, erf and gelu
         expectations in closed form (Stein's identity down to centred orthant probabilities,
@@ -172,7 +173,15 @@ def expect(
     batch = np.ascontiguousarray(batch)
     if order is None:
         worst = int(np.argmax(np.einsum("bii->b", batch)))
-        vals, _err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, _order_cap(d, max_order), qonly)
+        cap = _order_cap(d, max_order)
+        vals, err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, cap, qonly)
+        if err > tol:
+            raise ValueError(
+                f"expect did not converge for activation {act.label!r}: successive quadrature orders "
+                f"(up to order {min(used, cap)}, max_order={cap}) still differ by {err:.2e} > tol={tol:g} "
+                f"at variance {float(np.max(np.diagonal(batch[worst]))):.3e}; the requested accuracy cannot be "
+                "met: raise max_order or tol, or use expect_with_error for the estimate"
+            )
         if single:
             return float(_finite_value(vals, arr, act)[0])
         order = used

@@ -189,6 +189,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cholesky_degeneracy_is_relative_to_each_variance() {
+        // variances 1e12 and 1, independent: full rank (the small one is not a function of
+        // the large one); a copy of the small one is degenerate.
+        let pc = pivoted_cholesky(&[1e12, 0.0, 0.0, 1.0], 2);
+        assert_eq!(pc.rank, 2);
+        assert_eq!(pc.l[3], 1.0);
+        let a = [1e12, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+        assert_eq!(pivoted_cholesky(&a, 3).rank, 2);
+        // a zero-variance sample is degenerate
+        assert_eq!(pivoted_cholesky(&[2.0, 0.0, 0.0, 0.0], 2).rank, 1);
+    }
+
+    #[test]
     fn cholesky_detects_rank() {
         // rank-2 3x3: third = first + second
         let a = [2.0, 0.5, 2.5, 0.5, 1.0, 1.5, 2.5, 1.5, 4.0];

@@ -32,8 +32,11 @@ impl ActivationFn for PyCallableActivation {
     fn max_order(&self) -> usize {
         self.funcs.len() - 1
     }
+    /// The origin, the centre the built-in smooth activations split at: a custom activation gets
+    /// the same quadrature (split rule, and the ladder of cuts that resolves its transition
+    /// region at large variance) as the built-in of the same smoothness.
     fn split_points(&self) -> Vec<f64> {
-        vec![]
+        vec![0.0]
     }
     fn jets(&self, z: &[f64], order: usize, _side: Side, out: &mut [f64]) -> Result<(), RgError> {
         if order > self.max_order() {
@@ -49,7 +52,10 @@ impl ActivationFn for PyCallableActivation {
             let arr = PyArray1::from_slice(py, z);
             for k in 0..m {
                 let res = self.funcs[k].call1(py, (arr.clone(),)).map_err(|e| {
-                    RgError::value(format!("custom activation derivative {k} raised: {e}"))
+                    RgError::value(format!(
+                        "custom activation '{}' derivative {k} raised: {e}",
+                        self.label
+                    ))
                 })?;
                 let res = res.bind(py);
                 let vals: Vec<f64> = if let Ok(a) = res.cast::<PyArray1<f64>>() {
@@ -74,7 +80,10 @@ impl ActivationFn for PyCallableActivation {
                 for (i, v) in vals.iter().enumerate() {
                     if !v.is_finite() {
                         return Err(RgError::value(format!(
-                            "custom activation derivative {k} returned a non-finite value at z = {}",
+                            "custom activation '{}' derivative {k} returned a non-finite value ({v}) at z = {}; \
+                             the quadrature evaluates it wherever the Gaussian weight is not negligible, \
+                             so it must be finite on the whole real line (e.g. use np.logaddexp, not log(1 + exp))",
+                            self.label,
                             z[i]
                         )));
                     }

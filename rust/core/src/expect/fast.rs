@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use super::nested::{level_cuts, push_split_rule, Permuted};
+use super::nested::{has_ladder, level_cuts, push_split_rule, Permuted};
 use super::terms::{term_value, Spec};
 use crate::activations::{ActivationFn, Side};
 use crate::linalg::pivoted_cholesky;
@@ -38,6 +38,9 @@ pub const DEFAULT_TOL: f64 = 2e-11;
 
 /// Levels whose scale σ_k exceeds this are split at the activation's centre.
 pub const SPLIT_SCALE: f64 = 0.45;
+
+/// The scale whose [`level_order`] a level with ladder cuts uses per piece.
+pub const LADDER_PIECE_SCALE: f64 = 1.0;
 
 /// Degree of the Chebyshev interpolant of the innermost level per cell.
 pub const CHEB_DEG: usize = 14;
@@ -77,6 +80,8 @@ struct Fast<'a> {
     splits: Vec<f64>,
     sharp: Vec<Vec<(usize, f64, f64)>>,
     levels: Vec<Level>,
+    /// Whether large slopes get ladder cuts (the activation is not piecewise linear).
+    ladder: bool,
     /// Absolute tolerance of the interpolation cells (times max(1, |G|)).
     cell_tol: f64,
 }
@@ -130,7 +135,15 @@ impl<'a> Fast<'a> {
             w.extend_from_slice(&lv.gh.weights);
             return;
         }
-        let (cuts, nc) = level_cuts(&self.splits, self.uses_act[k], ck, s, &self.sharp[k], c);
+        let (cuts, nc) = level_cuts(
+            &self.splits,
+            self.uses_act[k],
+            ck,
+            s,
+            &self.sharp[k],
+            c,
+            self.ladder,
+        );
         if nc == 0 {
             u.extend_from_slice(&lv.gh.nodes);
             w.extend_from_slice(&lv.gh.weights);
@@ -367,6 +380,7 @@ pub(crate) fn nested_fast(
     }
     let top = cur;
     let splits = act.split_points();
+    let ladder = act.piecewise_linear().is_none();
     let l = &pc.l;
     let mut sharp: Vec<Vec<(usize, f64, f64)>> = vec![vec![]; d];
     let mut levels = Vec::with_capacity(d);
@@ -376,7 +390,7 @@ pub(crate) fn nested_fast(
             .map(|j| l[j * d + k].abs())
             .fold(0.0, f64::max);
         let split = !splits.is_empty() && sigma > SPLIT_SCALE;
-        let n = level_order(sigma, digits, split);
+        let mut n = level_order(sigma, digits, split);
         if split {
             for (j, &uses) in uses_act.iter().enumerate().skip(k + 1) {
                 let ljk = l[j * d + k];
@@ -392,6 +406,10 @@ pub(crate) fn nested_fast(
                     sharp[k].push((j, ljk, r));
                 }
             }
+        }
+        if split && has_ladder(ladder, uses_act[k], l[k * d + k], &sharp[k]) {
+            // every piece between ladder cuts is narrow in z: the order of a unit-scale level
+            n = n.min(level_order(LADDER_PIECE_SCALE, digits, true));
         }
         levels.push(Level {
             split,
@@ -411,6 +429,7 @@ pub(crate) fn nested_fast(
         splits,
         sharp,
         levels,
+        ladder,
         cell_tol: tol * 0.1,
     };
     let mean_p: Vec<f64> = perm.iter().map(|&p| mean[p]).collect();

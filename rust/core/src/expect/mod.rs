@@ -41,7 +41,7 @@ use crate::activations::ActivationFn;
 use crate::linalg::{invert, pivoted_cholesky, submatrix, validate_covariance};
 use crate::RgError;
 use nested::nested;
-pub use nested::{default_order, MAX_ORDER_PER_PIECE};
+pub use nested::{default_order, LADDER_SCALE, MAX_ORDER_PER_PIECE};
 use terms::{delta_parts, hermite_poly, poly_add, poly_mul, Poly, Spec};
 pub use terms::{first_singular_order, Term};
 
@@ -254,6 +254,12 @@ pub fn expect_block(
             true,
         )?
     };
+    let vals = if opts.order == 0 {
+        refine_large_scale(act, cov, d, &regular_specs, &regular_integ, opts, &vals)?
+            .unwrap_or(vals)
+    } else {
+        vals
+    };
     for (v, &t) in vals.iter().zip(&regular_target) {
         result[t] += v;
     }
@@ -403,6 +409,88 @@ pub enum PairValues {
     /// a non-singular block also its requested values (see [`collinear`]: those of total
     /// derivative order ≤ 3 are bounded and used as they are).
     Collinear(Box<collinear::CollinearPair>, Option<Vec<f64>>),
+}
+
+/// Variances above `LADDER_SCALE²` are outside the range the default orders were tuned on.
+fn large_scale(cov: &[f64], d: usize) -> bool {
+    (0..d).any(|i| cov[i * d + i] > LADDER_SCALE * LADDER_SCALE)
+}
+
+/// The default (order 0) rules on a block with a large variance: the ladder cuts resolve the
+/// transition region of saturating activations, but nothing guarantees convergence for every
+/// activation there (sin oscillates on the scale 1 at any variance; a custom activation may have
+/// structure away from its centre).  Check the regular part against a second rule and go on
+/// refining (at most twice) until two successive rules agree; refuse the block (a clear error)
+/// instead of returning unconverged numbers.  The fixed-order rule is compared with 3/2 of its
+/// nodes per piece (to 1e-9 relative); the error-controlled rule with 100× its tolerance, and
+/// when they disagree with 1/100 of it.  Ordinary blocks (every variance ≤ LADDER_SCALE²) are
+/// not checked (bit-identical results, no cost).  Returns the refined values, if any.
+fn refine_large_scale(
+    act: &dyn ActivationFn,
+    cov: &[f64],
+    d: usize,
+    specs: &[Vec<Spec>],
+    integ: &[Vec<usize>],
+    opts: &QuadOpts,
+    vals: &[f64],
+) -> Result<Option<Vec<f64>>, RgError> {
+    if !large_scale(cov, d) || act.piecewise_linear().is_some() {
+        return Ok(None);
+    }
+    let zero_mean = vec![0.0; d];
+    let agree = |a: &[f64], b: &[f64], rel: f64| {
+        a.iter().zip(b).all(|(x, y)| {
+            let e = (x - y).abs();
+            e <= rel * x.abs().max(y.abs()) || e <= 1e-15
+        })
+    };
+    let (last, prev) = if opts.uses_fast_rule(act, d) {
+        let tol = if opts.tol > 0.0 {
+            opts.tol
+        } else {
+            fast::DEFAULT_TOL
+        };
+        let coarse = fast::nested_fast(act, &zero_mean, cov, d, specs, integ, 100.0 * tol)?;
+        if agree(vals, &coarse, 1e3 * tol) {
+            return Ok(None);
+        }
+        let fine = fast::nested_fast(act, &zero_mean, cov, d, specs, integ, 0.01 * tol)?;
+        if agree(vals, &fine, 10.0 * tol) {
+            return Ok(Some(fine));
+        }
+        (fine, vals.to_vec())
+    } else {
+        let mut n = default_order(pivoted_cholesky(cov, d).rank);
+        let mut prev = vals.to_vec();
+        let mut step = 0;
+        loop {
+            n = ((3 * n).div_ceil(2)).min(MAX_ORDER_PER_PIECE);
+            let next = nested(act, &zero_mean, cov, d, specs, integ, n, true)?;
+            if agree(&prev, &next, 1e-9) {
+                return Ok(Some(next));
+            }
+            step += 1;
+            if step == 2 {
+                break (next, prev);
+            }
+            prev = next;
+        }
+    };
+    let kmax = (0..d).map(|i| cov[i * d + i]).fold(0.0, f64::max);
+    let (i, a, b) = last
+        .iter()
+        .zip(&prev)
+        .enumerate()
+        .map(|(i, (a, b))| (i, *a, *b))
+        .max_by(|x, y| (x.1 - x.2).abs().total_cmp(&(y.1 - y.2).abs()))
+        .unwrap_or((0, f64::NAN, f64::NAN));
+    Err(RgError::value(format!(
+        "the quadrature of {} expectations did not converge at variance {kmax:.3e} \
+         (integrand {i}: {a:e} vs {b:e} at two successive refinements); the requested \
+         accuracy cannot be met for this activation at this scale: rescale the inputs or \
+         the weight variances, or give an explicit order (quad_order=) and check it",
+        act.name()
+    )))
 }
 
 /// Expectations for every pair of inputs of an N×N kernel `k`, in parallel: for a < b the

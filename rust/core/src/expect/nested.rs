@@ -18,6 +18,20 @@ use crate::RgError;
 /// (their effect is below double precision).
 const CUTOFF: f64 = 9.0;
 
+/// A level whose slope (own, or of a nearly determined later sample) exceeds this resolves
+/// the transition region of a smooth or saturating activation (width O(1) in z, O(1/slope) in
+/// the level's coordinate) by a ladder of extra cuts at `t ± LADDER[i]` (activation units)
+/// around each split point t: at large variance a fixed Gauss–Hermite grid scaled by √K would
+/// otherwise step over it (tanh ⟨σ'⟩ at K = 1e8 gave 0).  Below it the rules are unchanged.
+pub const LADDER_SCALE: f64 = 4.0;
+
+/// Offsets (in z) of the ladder cuts on each side of a split point: geometric, out to where
+/// tanh, sigmoid, swish, softplus and elu are polynomial to double precision (e^{-64}).
+pub const LADDER: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// Capacity of the cut list of one level.
+pub const MAX_CUTS: usize = 64;
+
 /// Largest accepted nodes per piece (Gauss–Hermite levels use twice this).
 pub const MAX_ORDER_PER_PIECE: usize = 320;
 
@@ -79,8 +93,10 @@ struct LevelBuf {
 /// Cut points of one level's line, in its standardised coordinate: the activation's split points
 /// (when the level evaluates it) and windows around the projected kinks of later samples nearly
 /// determined by this one (highly correlated inputs: their smoothed kink has width ~r), within
-/// the cutoff; when there are any, an anchor at 0 unless a cut lies within ±1.5 (it keeps the outer
-/// half-range pieces near the bulk of the Gaussian).  Sorted; `nc == 0`: no cut (plain rule).
+/// the cutoff; with `ladder` (activations that are not piecewise linear), a slope above
+/// [`LADDER_SCALE`] adds the [`LADDER`] cuts around each of those centres; when there are any
+/// cuts, an anchor at 0 unless a cut lies within ±1.5 (it keeps the outer half-range pieces
+/// near the bulk of the Gaussian).  Sorted; `nc == 0`: no cut (plain rule).
 pub(super) fn level_cuts(
     splits: &[f64],
     uses_act: bool,
@@ -88,11 +104,12 @@ pub(super) fn level_cuts(
     s: f64,
     sharp: &[(usize, f64, f64)],
     c: &[f64],
-) -> ([f64; 8], usize) {
-    let mut cuts = [0.0f64; 8];
+    ladder: bool,
+) -> ([f64; MAX_CUTS], usize) {
+    let mut cuts = [0.0f64; MAX_CUTS];
     let mut nc = 0;
     let mut push = |u: f64| {
-        if u.abs() < CUTOFF - 1e-9 && nc < 8 {
+        if u.abs() < CUTOFF - 1e-9 && nc < MAX_CUTS {
             cuts[nc] = u;
             nc += 1;
         }
@@ -111,15 +128,49 @@ pub(super) fn level_cuts(
             }
         }
     }
+    if ladder {
+        if uses_act && s > LADDER_SCALE {
+            for t in splits {
+                for o in LADDER {
+                    push((t - o - ck) / s);
+                    push((t + o - ck) / s);
+                }
+            }
+        }
+        for &(j, ljk, _) in sharp {
+            if ljk.abs() > LADDER_SCALE {
+                for t in splits {
+                    let centre = (t - c[j]) / ljk;
+                    for o in LADDER {
+                        push(centre - o / ljk.abs());
+                        push(centre + o / ljk.abs());
+                    }
+                }
+            }
+        }
+    }
     if nc == 0 {
         return (cuts, 0);
     }
-    if nc < 8 && !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
+    if nc < MAX_CUTS && !cuts[..nc].iter().any(|c| c.abs() <= 1.5) {
         cuts[nc] = 0.0;
         nc += 1;
     }
     cuts[..nc].sort_by(|a, b| a.partial_cmp(b).unwrap());
     (cuts, nc)
+}
+
+/// Whether level k of a block gets ladder cuts ([`level_cuts`]): the activation is not
+/// piecewise linear and the level's own slope `s` or a sharp later sample's slope exceeds
+/// [`LADDER_SCALE`].
+pub(super) fn has_ladder(
+    ladder: bool,
+    uses_act: bool,
+    s: f64,
+    sharp: &[(usize, f64, f64)],
+) -> bool {
+    ladder
+        && ((uses_act && s > LADDER_SCALE) || sharp.iter().any(|&(_, l, _)| l.abs() > LADDER_SCALE))
 }
 
 /// The split rule on sorted cuts: half-range Gauss–Hermite below the first and above the last
@@ -171,6 +222,7 @@ impl<'a> Nested<'a> {
             s,
             &self.sharp[k],
             &buf.c,
+            self.pwl.is_none(),
         );
         if nc == 0 {
             buf.u.extend_from_slice(&self.gh.nodes);
