@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import max_evaluations
 from .._util.native import core as _core
 from ..activations import Activation, as_activation
 
@@ -121,7 +122,9 @@ def expect(
         the order is raised by 3/2 until two successive values agree to ``tol`` (relative to
         max(1, |value|)); for a batch, the order is fixed by this rule on the block with the
         largest variance and used for all blocks.
-    tol: target accuracy of the adaptive rule.
+    tol: target accuracy of the adaptive rule.  A quadrature pass whose nested rule would need
+        more than ``RGFLOW_MAX_EVALUATIONS`` nodes (default 1e8, about (2·order)^d for d
+        correlated samples) is refused with a ValueError stating the estimate and the limit.
     method: ``"auto"`` (default) evaluates relu, leaky_relu, linear, monomial, erf and gelu
         expectations in closed form (Stein's identity down to centred orthant probabilities,
         exact to rounding; ``order`` and ``tol`` are then unused) and everything else by
@@ -151,11 +154,13 @@ def expect(
     batch = np.ascontiguousarray(batch)
     if order is None:
         worst = int(np.argmax(np.einsum("bii->b", batch)))
-        vals, _err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, _order_cap(d, max_order), qonly)
+        vals, _err, used = _core.expect_adaptive(
+            core_act, batch[worst], its, tol, _order_cap(d, max_order), qonly, max_evals=max_evaluations()
+        )
         if single:
             return float(vals[0])
         order = used
-    out = _core.expect_batch(core_act, batch, its, int(order), qonly)
+    out = _core.expect_batch(core_act, batch, its, int(order), qonly, max_evals=max_evaluations())
     return float(out[0]) if single else np.asarray(out)
 
 
@@ -177,6 +182,12 @@ def expect_with_error(
     d = arr.shape[0]
     its = [_terms(core_act, factors, d, act.max_derivative)]
     vals, err, used = _core.expect_adaptive(
-        core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24), quadrature_only(method)
+        core_act,
+        np.ascontiguousarray(arr),
+        its,
+        tol,
+        MAX_ADAPTIVE_ORDER.get(d, 24),
+        quadrature_only(method),
+        max_evals=max_evaluations(),
     )
     return float(vals[0]), float(err), int(used)

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import check_memory, max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_int, recorded_layers
 from ..gauss import core_activation
@@ -131,6 +132,17 @@ def preresnet_theory(
         raise ValueError(f"closure must be 'g_only', 'connected' or 'sigma', got {closure!r}")
     recorded_layers(net.depth, every)
     k0 = net.input_kernel(x, kernel)
+    n = k0.shape[0]
+    records = len(recorded_layers(net.depth, every))
+    # V4, V_GS, V_SS at every recorded layer, plus the solver's working set: the (N², N²) Jacobian
+    # and Hessian terms, the state and the 7 Dormand–Prince stages (≈ 12 N⁴), or 4 N⁴ tables per
+    # step of the sigma closure.
+    check_memory(
+        8.0 * (3 * records + 12) * float(n) ** 4,
+        f"rgflow.theory (PreResNet): the four-point tensors V4, V_GS, V_SS ({records} recorded layers of "
+        f"N = {n} inputs, each ({records}, {n}, {n}, {n}, {n})) and the solver's working set",
+        f"fewer inputs (memory grows as N⁴), or fewer recorded layers (every = {every} now; raise it)",
+    )
     out = _core.preresnet_theory(
         core_activation(net.activation),
         k0,
@@ -143,6 +155,7 @@ def preresnet_theory(
         float(atol),
         closure,
         0 if quad_order is None else int(quad_order),
+        max_evals=max_evaluations(),
     )
     return PreResTheory(net, k0, dict(out), method, closure)
 

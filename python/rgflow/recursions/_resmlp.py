@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import check_memory, max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_inputs
 from ..gauss import core_activation
@@ -74,6 +75,14 @@ def resmlp_theory(
     x = check_inputs(x)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (infinite width) or 1 (first order in 1/n), got {order}")
+    n, L = x.shape[0], net.depth
+    if order == 1:
+        # V (L, N⁴) and S (L, N³) kept, plus about four N⁴ working tensors per layer.
+        check_memory(
+            8.0 * ((L + 4) * float(n) ** 4 + L * float(n) ** 3),
+            f"rgflow.theory (ResMLP): the vertex V of shape ({L}, {n}, {n}, {n}, {n}) and the working tables",
+            f"fewer inputs (memory grows as N⁴; N = {n}), order=0, or a shallower network (depth {L})",
+        )
     out = _core.resmlp_theory(
         core_activation(net.activation),
         x,
@@ -84,6 +93,7 @@ def resmlp_theory(
         bool(corrected),
         int(order),
         0 if quad_order is None else int(quad_order),
+        max_evals=max_evaluations(),
     )
     return ResTheory(net, x, dict(out), bool(corrected))
 
