@@ -15,7 +15,10 @@ use rgflow_core::mlp::{mlp_theory_dntk as core_theory, MlpSpec};
 
 use crate::activation::activation;
 use crate::convert::{err, flat, into_array, terms, TermSpec};
-use crate::interrupt::run;
+use crate::interrupt::{run, run_sized};
+
+/// Largest batch of one- or two-sample blocks run without a worker thread.
+const SMALL_BATCH: usize = 64;
 
 /// Map a per-sample product of factors σ^{(m_i)} · z^q to a term (deriv, zpow, sig).
 #[pyfunction]
@@ -56,7 +59,10 @@ pub(crate) fn expect_batch<'py>(
         tol,
         max_evals,
     };
-    let out = run(py, || core_batch(a.as_ref(), &buf, d, &its, &opts))?;
+    // One- and two-sample blocks take microseconds to milliseconds each: a short batch of
+    // them runs on this thread (no worker, see `run_sized`).
+    let small = d <= 2 && shape[0] <= SMALL_BATCH;
+    let out = run_sized(py, small, || core_batch(a.as_ref(), &buf, d, &its, &opts))?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -79,7 +85,7 @@ pub(crate) fn expect_adaptive<'py>(
     let d = cov.shape()[0];
     let buf = flat(&cov);
     let its = terms(integrands);
-    let (v, e, n) = run(py, || {
+    let (v, e, n) = run_sized(py, d <= 2, || {
         core_adaptive(
             a.as_ref(),
             &buf,

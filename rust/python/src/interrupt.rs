@@ -18,6 +18,21 @@ use crate::convert::err;
 /// How often the waiting thread runs the signal handlers.
 const POLL: Duration = Duration::from_millis(50);
 
+/// [`run`], or for a call known to be short (`small`: milliseconds at most) the computation
+/// on this thread with the GIL released: a worker thread costs a spawn and two context
+/// switches, which dominate small calls on a loaded machine.
+pub(crate) fn run_sized<T, F>(py: Python<'_>, small: bool, f: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> Result<T, RgError> + Send,
+{
+    if small {
+        py.detach(f).map_err(err)
+    } else {
+        run(py, f)
+    }
+}
+
 /// Run `f` with the GIL released, interruptible by Ctrl-C (see the module docs); core errors
 /// map to Python exceptions ([`err`]), a panic to `RuntimeError`.
 pub(crate) fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
