@@ -19,6 +19,10 @@ __all__ = [
 
 #: Activation spec: ("builtin", name, params) or ("custom", label, [f, f', f'', ...]).
 _ActivationSpec = tuple[Any, ...]
+# Every long function runs with the GIL released on a worker thread and stops on Ctrl-C
+# (KeyboardInterrupt); a failed large allocation is a MemoryError; ``max_evals`` > 0 refuses a
+# fixed-order nested quadrature rule of more nodes (ValueError stating the estimate and limit).
+
 #: Per-sample term: (derivative order m, power q, sigma derivative orders) = D^m[z^q Π σ^(j)].
 #: The orders are a Rust ``Vec<u8>``: accepted as any sequence of small ints, returned as ``bytes``.
 _TermSpec = tuple[int, int, Sequence[int]]
@@ -33,6 +37,7 @@ def expect_batch(
     order: int,
     quadrature_only: bool,
     tol: float = 0.0,
+    max_evals: float = 0.0,
 ) -> npt.NDArray[np.float64]: ...
 def expect_adaptive(
     act: _ActivationSpec,
@@ -41,6 +46,7 @@ def expect_adaptive(
     tol: float,
     max_order: int,
     quadrature_only: bool,
+    max_evals: float = 0.0,
 ) -> tuple[npt.NDArray[np.float64], float, int]: ...
 def quadrature_rule(kind: str, n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def mlp_theory(
@@ -57,6 +63,7 @@ def mlp_theory(
     quadrature_only: bool,
     dntk: bool = False,
     tol: float = 0.0,
+    max_evals: float = 0.0,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
 
 #: The theory functions return C-contiguous float64 arrays (L, N, N) / (L, N, N, N, N) whose memory
@@ -71,6 +78,7 @@ def resmlp_theory(
     corrected: bool,
     order: int,
     quad_order: int,
+    max_evals: float = 0.0,
 ) -> dict[str, npt.NDArray[np.float64]]: ...
 
 #: Pre-activation ResNet kernel EFT.  ``method``: "ode" | "discrete"; ``closure``: "g_only" | "connected" |
@@ -87,4 +95,5 @@ def preresnet_theory(
     atol: float,
     closure: str,
     quad_order: int,
+    max_evals: float = 0.0,
 ) -> dict[str, Any]: ...

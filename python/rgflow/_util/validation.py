@@ -133,10 +133,19 @@ def check_finite(name: str, arr: np.ndarray, fix: str = "") -> np.ndarray:
     return arr
 
 
+#: The largest quadrature order per piece the core accepts.
+MAX_QUAD_ORDER = 320
+
+
 def check_quad_order(value: Any, name: str = "quad_order", *, minimum: int = 1) -> int | None:
     """None (the automatic rule) or an int >= ``minimum``; a UserWarning below 4 nodes (a rule that
     coarse integrates only low-degree polynomials exactly: the results are inaccurate)."""
     q = check_optional_int(name, value, minimum=minimum, hint=" or None (automatic)")
+    if q is not None and q > MAX_QUAD_ORDER:
+        raise ValueError(
+            f"{name} must be <= {MAX_QUAD_ORDER} (the core's largest rule per piece), got {q}; "
+            "leave it None (automatic) or use <= 64 for convergence studies"
+        )
     if q is not None and q < 4:
         warn_unusual(
             name,

@@ -14,8 +14,6 @@ trace the same definition with ``jax.numpy``.
 
 from __future__ import annotations
 
-
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import check_memory, gb
 from .._util.progress import Progress
 from .._util.stats import Welford, group_bounds
 from .._util.validation import check_bool
@@ -220,6 +221,12 @@ def run(opts: Options, sampler: Sampler) -> Run:
     groups: Iterator[Sums]
     if opts.backend == "numpy":
         batch = min(opts.batch or max(1, sampler.numpy_batch), gmax)
+        # One batch must fit (huge widths: a single network's weights can exceed the memory).
+        check_memory(
+            float(sampler.bytes_per_network) * batch,
+            f"sampling {sampler.label}: {batch} network(s) per batch at {gb(sampler.bytes_per_network)} each",
+            "smaller widths (a layer's weights grow as width²), fewer inputs, ntk=False, or batch=1",
+        )
         groups = _numpy_groups(bounds, batch, opts.seed, sampler, prog.update)
     else:
         if sampler.jax_group is None:  # pragma: no cover - every architecture has one

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_finite, check_int, check_optional_int, real, real_array
 from ..activations import Activation, as_activation
@@ -149,7 +150,9 @@ def expect(
         max(1, |value|)), and a ``ValueError`` is raised when they still differ at ``max_order``
         (:func:`expect_with_error` returns the estimate instead); for a batch, the order is fixed
         by this rule on the block with the largest variance and used for all blocks.
-    tol: target accuracy of the adaptive rule.
+    tol: target accuracy of the adaptive rule.  A quadrature pass whose nested rule would need
+        more than ``RGFLOW_MAX_EVALUATIONS`` nodes (default 1e8, about (2·order)^d for d
+        correlated samples) is refused with a ValueError stating the estimate and the limit.
     method: ``"auto"`` (default) evaluates relu, leaky_relu, linear, monomial, erf and gelu
         expectations in closed form (Stein's identity down to centred orthant probabilities,
         exact to rounding; ``order`` and ``tol`` are then unused) and everything else by
@@ -174,7 +177,9 @@ def expect(
     if order is None:
         worst = int(np.argmax(np.einsum("bii->b", batch)))
         cap = _order_cap(d, max_order)
-        vals, err, used = _core.expect_adaptive(core_act, batch[worst], its, tol, cap, qonly)
+        vals, err, used = _core.expect_adaptive(
+            core_act, batch[worst], its, tol, cap, qonly, max_evals=max_evaluations()
+        )
         if err > tol:
             raise ValueError(
                 f"expect did not converge for activation {act.label!r}: successive quadrature orders "
@@ -185,7 +190,8 @@ def expect(
         if single:
             return float(_finite_value(vals, arr, act)[0])
         order = used
-    out = _finite_value(_core.expect_batch(core_act, batch, its, int(order), qonly), batch, act)
+    raw = _core.expect_batch(core_act, batch, its, int(order), qonly, max_evals=max_evaluations())
+    out = _finite_value(raw, batch, act)
     return float(out[0]) if single else np.asarray(out)
 
 
@@ -206,6 +212,12 @@ def expect_with_error(
     d = arr.shape[0]
     its = [_terms(core_act, factors, d, act.max_derivative)]
     vals, err, used = _core.expect_adaptive(
-        core_act, np.ascontiguousarray(arr), its, tol, MAX_ADAPTIVE_ORDER.get(d, 24), quadrature_only(method)
+        core_act,
+        np.ascontiguousarray(arr),
+        its,
+        tol,
+        MAX_ADAPTIVE_ORDER.get(d, 24),
+        quadrature_only(method),
+        max_evals=max_evaluations(),
     )
     return float(_finite_value(vals, arr, act)[0]), float(err), int(used)

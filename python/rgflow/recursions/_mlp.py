@@ -19,12 +19,14 @@ Tensors, each float64, layer axis 0 = layer 1 (``docs/spec/ntk.md`` §1.2):
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._util.limits import check_cost, check_memory, gb, max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_bool, check_inputs, check_int, check_quad_order
 from ..gauss import core_activation, quadrature_only
@@ -39,6 +41,40 @@ ALL_TENSORS = TWO_POINT + FOUR_POINT
 DNTK_TENSORS = ("P", "Q", "R", "S", "T", "U")
 #: Every tensor a :class:`Theory` can hold.
 THEORY_TENSORS = ALL_TENSORS + DNTK_TENSORS
+#: Activations whose expectations the core evaluates in closed form (``expectations="auto"``).
+CLOSED_FORM = ("relu", "leaky_relu", "linear", "monomial", "erf", "gelu")
+
+
+def _default_order(dim: int) -> int:
+    """The core's default nodes per piece for ``dim`` integrated directions (``nested.rs``)."""
+    return {0: 64, 1: 64, 2: 32, 3: 16, 4: 12}.get(dim, 8)
+
+
+def theory_memory(n_unique: int, n_inputs: int, depth: int, ntk: bool, order: int, dntk: bool, kinked: bool) -> float:
+    """Estimated peak bytes of :func:`mlp_theory`: the (L, N, N, N, N) tensors (at the unique
+    inputs, and again at all inputs when some repeat), the per-layer working tables of the core
+    (four-point expectation tables, the new layer's tensors, the multiset values) and, for a
+    kinked activation with ``dntk``, the NaN ddNTK tensors."""
+    four = (1 + 4 * ntk + 2 * dntk + 4 * dntk) if order == 1 else 0
+    patterns = (1 + 2 * ntk + dntk + 2 * (dntk and not kinked)) if order == 1 else 0
+    n4u = float(n_unique) ** 4
+    out = four * depth * n4u
+    if n_inputs != n_unique:
+        out += four * depth * float(n_inputs) ** 4
+    work = (2 * patterns + four + 2) * n4u if order == 1 else 0.0
+    return 8.0 * (out + work + 4 * depth * n_unique**2)
+
+
+def theory_cost(n: int, depth: int, q: int | None) -> float:
+    """Estimated quadrature nodes of the four-point tables with a fixed order ``q`` per piece
+    (``None``: the core's default per dimension): for each of the L - 1 layer steps, each
+    multiset of four of the n inputs with k distinct samples (there are C(n, k)·C(3, k-1)) costs
+    (2q)^k nodes."""
+    per_layer = sum(
+        math.comb(n, k) * math.comb(3, k - 1) * (2.0 * (q if q is not None else _default_order(k))) ** k
+        for k in range(1, 5)
+    )
+    return max(depth - 1, 0) * per_layer
 
 
 class Theory:
@@ -184,6 +220,7 @@ def mlp_theory(
     inverse: np.ndarray | None = inv.reshape(-1)
     if len(xu) == len(x):
         xu, inverse = x, None
+    _check_resources(net, len(xu), len(x), ntk, order, dntk, quad_order, qonly)
     try:
         out = _core.mlp_theory(
             act,
@@ -198,6 +235,7 @@ def mlp_theory(
             0 if quad_order is None else int(quad_order),
             qonly,
             bool(dntk),
+            max_evals=max_evaluations(),
         )
     except ValueError as exc:
         if is_overflow_error(exc):
@@ -224,3 +262,33 @@ def mlp_theory(
                 tensors[k] = np.ascontiguousarray(v[idx])
     options = {"ntk": ntk, "order": order, "quad_order": quad_order, "expectations": expectations, "dntk": dntk}
     return Theory(net, x, tensors, options)
+
+
+def _check_resources(
+    net: MLP, n_unique: int, n_inputs: int, ntk: bool, order: int, dntk: bool, quad_order: int | None, qonly: bool
+) -> None:
+    """Refuse before allocating: MemoryError when the tensors cannot fit, ValueError when the
+    fixed-order quadrature of the four-point tables would exceed the cost limit."""
+    L = net.depth
+    nbytes = theory_memory(n_unique, n_inputs, L, ntk, order, dntk, net.activation.kinked)
+    four = [t for t, on in (("V", True), ("D, F, A, B", ntk), ("P, Q, R, S, T, U", dntk)) if on]
+    reduce = [f"fewer inputs (memory grows as N⁴; N = {n_unique})"]
+    if ntk and order == 1:
+        reduce.append("ntk=False (drops D, F, A, B)")
+    if dntk:
+        reduce.append("dntk=False")
+    reduce += ["order=0 (K and Theta only)", f"a shallower network (depth {L})"]
+    check_memory(
+        nbytes,
+        f"rgflow.theory: the four-point tensors ({', '.join(four)}; each (L, N, N, N, N) = ({L}, {n_unique}, "
+        f"{n_unique}, {n_unique}, {n_unique}), {gb(8.0 * L * float(n_unique) ** 4)}) and the working tables",
+        ", ".join(reduce),
+    )
+    closed = not net.activation.is_custom and net.activation.name in CLOSED_FORM
+    if order == 1 and (qonly or (quad_order is not None and not closed)):
+        check_cost(
+            theory_cost(n_unique, L, None if quad_order is None else int(quad_order)),
+            f"rgflow.theory: the four-point tables of {n_unique} inputs over {L - 1} layers at quad_order "
+            f"{quad_order if quad_order is not None else 'default'}",
+            "lower quad_order (or leave it None: the error-controlled rule), use fewer inputs",
+        )

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import check_memory, max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_int, check_quad_order, real, recorded_layers, warn_unusual
 from ..gauss import core_activation
@@ -137,6 +138,17 @@ def preresnet_theory(
         warn_unusual("rtol", rtol, "a relative tolerance above 1e-2 gives inaccurate kernels; the default is 1e-8")
     quad_order = check_quad_order(quad_order)
     k0 = net.input_kernel(x, kernel)
+    n = k0.shape[0]
+    records = len(recorded_layers(net.depth, every))
+    # V4, V_GS, V_SS at every recorded layer, plus the solver's working set: the (N², N²) Jacobian
+    # and Hessian terms, the state and the 7 Dormand–Prince stages (≈ 12 N⁴), or 4 N⁴ tables per
+    # step of the sigma closure.
+    check_memory(
+        8.0 * (3 * records + 12) * float(n) ** 4,
+        f"rgflow.theory (PreResNet): the four-point tensors V4, V_GS, V_SS ({records} recorded layers of "
+        f"N = {n} inputs, each ({records}, {n}, {n}, {n}, {n})) and the solver's working set",
+        f"fewer inputs (memory grows as N⁴), or fewer recorded layers (every = {every} now; raise it)",
+    )
     out = _core.preresnet_theory(
         core_activation(net.activation),
         k0,
@@ -148,7 +160,8 @@ def preresnet_theory(
         rtol,
         atol,
         closure,
-        0 if quad_order is None else quad_order,
+        0 if quad_order is None else int(quad_order),
+        max_evals=max_evaluations(),
     )
     return PreResTheory(net, k0, dict(out), method, closure)
 

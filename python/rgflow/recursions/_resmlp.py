@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.limits import check_memory, max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_bool, check_inputs, check_int, check_quad_order
 from ..gauss import core_activation
@@ -76,6 +77,14 @@ def resmlp_theory(
     corrected = check_bool("corrected", corrected)
     order = check_int("order", order, minimum=0, maximum=1, hint=" (0: infinite width, 1: first order in 1/n)")
     quad_order = check_quad_order(quad_order)
+    n, L = x.shape[0], net.depth
+    if order == 1:
+        # V (L, N⁴) and S (L, N³) kept, plus about four N⁴ working tensors per layer.
+        check_memory(
+            8.0 * ((L + 4) * float(n) ** 4 + L * float(n) ** 3),
+            f"rgflow.theory (ResMLP): the vertex V of shape ({L}, {n}, {n}, {n}, {n}) and the working tables",
+            f"fewer inputs (memory grows as N⁴; N = {n}), order=0, or a shallower network (depth {L})",
+        )
     try:
         out = _core.resmlp_theory(
             core_activation(net.activation),
@@ -87,6 +96,7 @@ def resmlp_theory(
             corrected,
             order,
             0 if quad_order is None else quad_order,
+            max_evals=max_evaluations(),
         )
     except ValueError as exc:
         if is_overflow_error(exc):

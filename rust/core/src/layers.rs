@@ -2,6 +2,8 @@
 
 use std::ops::Index;
 
+use crate::RgError;
+
 /// The tensors of one family (K, V, …) at every recorded layer, layer-major in one buffer:
 /// layer `l` is `data[l·size .. (l+1)·size]`, the memory layout of a C-contiguous array
 /// (L, N, …, N), so the buffer can be handed over (to numpy) without a copy.
@@ -25,6 +27,14 @@ impl Layers {
             data: Vec::with_capacity(size * count),
             size,
         }
+    }
+
+    /// [`Layers::with_capacity`], or [`RgError::OutOfMemory`] naming `what` when the buffer
+    /// cannot be allocated.
+    pub fn try_with_capacity(size: usize, count: usize, what: &str) -> Result<Layers, RgError> {
+        let mut data = Vec::new();
+        crate::cancel::reserve(&mut data, size.saturating_mul(count), what)?;
+        Ok(Layers { data, size })
     }
 
     /// Append one layer (copied into the buffer); a [`Default`] (size-0) stack adopts the

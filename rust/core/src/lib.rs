@@ -2,6 +2,8 @@
 //!
 //! Modules, each using only those listed before it:
 //!
+//! * [`cancel`]: cooperative interruption (a flag the long loops poll) and fallible
+//!   allocation of the large buffers.
 //! * [`layers`]: per-layer tensors in one contiguous layer-major buffer.
 //! * [`quadrature`]: Gauss–Hermite / Gauss–Legendre rules (Golub–Welsch + Newton).
 //! * [`linalg`]: covariance validation, pivoted Cholesky, small inverses.
@@ -17,6 +19,7 @@
 //!   here).
 
 pub mod activations;
+pub mod cancel;
 pub mod expect;
 pub mod layers;
 pub mod linalg;
@@ -29,11 +32,19 @@ pub use recursions::{mlp, preresnet, resmlp};
 
 use std::fmt;
 
-/// Errors reported to callers (the Python layer maps them to `ValueError`).
+/// Errors reported to callers (the Python layer maps `Value` and `Cost` to `ValueError`,
+/// `Interrupted` to `KeyboardInterrupt` and `OutOfMemory` to `MemoryError`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RgError {
     /// Invalid input: the message names the problem and the fix.
     Value(String),
+    /// The computation was interrupted ([`cancel::interrupt`]).
+    Interrupted,
+    /// A large buffer could not be allocated: `bytes` requested for `what`.
+    OutOfMemory { bytes: usize, what: String },
+    /// Refused up front: the estimated cost exceeds the limit (the message states both and
+    /// how to raise the limit).
+    Cost(String),
 }
 
 impl RgError {
@@ -44,6 +55,12 @@ impl RgError {
     pub fn context(self, what: &str) -> RgError {
         match self {
             RgError::Value(m) => RgError::Value(format!("{what}: {m}")),
+            RgError::Cost(m) => RgError::Cost(format!("{what}: {m}")),
+            RgError::OutOfMemory { bytes, what: w } => RgError::OutOfMemory {
+                bytes,
+                what: format!("{what}: {w}"),
+            },
+            RgError::Interrupted => RgError::Interrupted,
         }
     }
 }
@@ -51,7 +68,13 @@ impl RgError {
 impl fmt::Display for RgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RgError::Value(m) => write!(f, "{m}"),
+            RgError::Value(m) | RgError::Cost(m) => write!(f, "{m}"),
+            RgError::Interrupted => write!(f, "interrupted"),
+            RgError::OutOfMemory { bytes, what } => write!(
+                f,
+                "out of memory: could not allocate {:.2} GB for {what}",
+                *bytes as f64 / 1e9
+            ),
         }
     }
 }

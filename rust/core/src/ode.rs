@@ -82,6 +82,35 @@ pub struct Dopri54 {
     /// Step size for the next step (NaN: choose an initial step from the first span).
     pub h: f64,
     pub stats: Stats,
+    /// Blow-up threshold on max |y| ([`blowup_limit`] of the state at the first
+    /// [`Dopri54::advance`] unless set).
+    pub blowup: f64,
+}
+
+/// Growth factor of the largest state entry (relative to max(1, its initial value)) that
+/// counts as a blow-up: [`Dopri54::advance`] and the discrete recursions stop with an error
+/// naming it instead of integrating on towards overflow (for the kernel flows: K grown by
+/// ~1e20, its four-point function by ~1e40).
+pub const BLOWUP: f64 = 1e40;
+
+/// The blow-up threshold for a state starting at `y0`: [`BLOWUP`]·max(1, max |y0|).
+pub fn blowup_limit(y0: &[f64]) -> f64 {
+    BLOWUP * y0.iter().fold(1.0f64, |a, &v| a.max(v.abs()))
+}
+
+/// `Err` naming the blow-up when an entry of `y` exceeds `limit` in magnitude (infinite
+/// included; NaN is left to the callers' own checks) at time `t`.
+pub fn check_blowup(y: &[f64], t: f64, limit: f64) -> Result<(), RgError> {
+    let m = y.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
+    if m <= limit {
+        return Ok(());
+    }
+    Err(RgError::value(format!(
+        "the solution blows up at t = {t:.6}: max |y| = {m:.3e} exceeds {limit:.1e} ({BLOWUP:.0e} \
+         times its initial scale; the kernel and \
+         its four-point function grow without bound for this activation, C_W and T = eps²·L); \
+         lower eps or depth, or choose C_W at criticality"
+    )))
 }
 
 impl Dopri54 {
@@ -93,6 +122,7 @@ impl Dopri54 {
             t: 0.0,
             h: f64::NAN,
             stats: Stats::default(),
+            blowup: f64::NAN,
         }
     }
 
@@ -107,10 +137,14 @@ impl Dopri54 {
         if !self.h.is_finite() {
             self.h = (0.01 * span).clamp(1e-6, 1e-2);
         }
+        if self.blowup.is_nan() {
+            self.blowup = blowup_limit(y);
+        }
         let fail = |t: f64, e: RgError| e.context(&format!("ODE step at t = {t:.6}"));
         let mut k1 = f(y).map_err(|e| fail(self.t, e))?;
         let min_h = 1e-12 * t_end.abs().max(1.0);
         while self.t < t_end {
+            crate::cancel::check()?;
             let last = self.t + self.h >= t_end * (1.0 - 1e-14);
             let hh = if last { t_end - self.t } else { self.h };
             if last && hh < min_h {
@@ -167,6 +201,7 @@ impl Dopri54 {
             let fac = (0.9 * err.powf(-0.2)).clamp(0.2, 5.0);
             if err <= 1.0 {
                 self.t = if last { t_end } else { self.t + hh };
+                check_blowup(&y_new, self.t, self.blowup)?;
                 *y = y_new;
                 k1 = ks.swap_remove(6);
                 self.stats.accepted += 1;

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::activations::ActivationFn;
+use crate::cancel;
 use crate::expect::collinear::CollinearPair;
 use crate::expect::{expect_block, first_singular_order, pair_values, PairValues, QuadOpts, Term};
 use crate::RgError;
@@ -539,6 +540,7 @@ pub(crate) fn four_point_expectations(
     let values: Vec<Vec<f64>> = sets
         .par_iter()
         .map(|s| -> Result<Vec<f64>, RgError> {
+            cancel::check()?;
             let plan = &plans[&shape4(s)];
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
@@ -558,7 +560,10 @@ pub(crate) fn four_point_expectations(
         .collect::<Result<_, _>>()?;
     let n4 = n * n * n * n;
     let idx = |p: [usize; 4]| ((p[0] * n + p[1]) * n + p[2]) * n + p[3];
-    let mut tables = vec![vec![0.0; n4]; patterns.len()];
+    let mut tables = Vec::with_capacity(patterns.len());
+    for _ in patterns {
+        tables.push(cancel::zeros(n4, "a four-point expectation table (N⁴)")?);
+    }
     for (s, vals) in sets.iter().zip(&values) {
         let slot = &plans[&shape4(s)].slot;
         for (t, table) in tables.iter_mut().enumerate() {
@@ -570,12 +575,17 @@ pub(crate) fn four_point_expectations(
     Ok(FourPoint { n, tables })
 }
 
-/// Fill an N⁴ tensor in parallel over the first index.
-pub(crate) fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
-    let mut out = vec![0.0; n * n * n * n];
-    out.par_chunks_mut(n * n * n)
+/// Fill an N⁴ tensor in parallel over the first index (allocated fallibly; stops at an
+/// interrupt, [`crate::cancel`]).
+pub(crate) fn fill4(
+    n: usize,
+    f: impl Fn(usize, usize, usize, usize) -> f64 + Sync,
+) -> Result<Vec<f64>, RgError> {
+    let mut out = cancel::zeros(n * n * n * n, "an N⁴ tensor")?;
+    out.par_chunks_mut((n * n * n).max(1))
         .enumerate()
-        .for_each(|(a, chunk)| {
+        .try_for_each(|(a, chunk)| -> Result<(), RgError> {
+            cancel::check()?;
             for b in 0..n {
                 for c in 0..n {
                     for d in 0..n {
@@ -583,6 +593,7 @@ pub(crate) fn fill4(n: usize, f: impl Fn(usize, usize, usize, usize) -> f64 + Sy
                     }
                 }
             }
-        });
-    out
+            Ok(())
+        })?;
+    Ok(out)
 }

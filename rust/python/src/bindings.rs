@@ -15,6 +15,10 @@ use rgflow_core::mlp::{mlp_theory_dntk as core_theory, MlpSpec};
 
 use crate::activation::activation;
 use crate::convert::{err, flat, into_array, terms, TermSpec};
+use crate::interrupt::{run, run_sized};
+
+/// Largest batch of one- or two-sample blocks run without a worker thread.
+const SMALL_BATCH: usize = 64;
 
 /// Map a per-sample product of factors σ^{(m_i)} · z^q to a term (deriv, zpow, sig).
 #[pyfunction]
@@ -31,8 +35,9 @@ pub(crate) fn term_from_factors(
 /// Batched expectations: covs (B, d, d); returns (B, n_integrands).  With `order` 0 and not
 /// `quadrature_only`, smooth activations without closed forms use the error-controlled rule
 /// with target accuracy `tol` (0: the core's default).
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (act, covs, integrands, order, quadrature_only, tol=0.0))]
+#[pyo3(signature = (act, covs, integrands, order, quadrature_only, tol=0.0, max_evals=0.0))]
 pub(crate) fn expect_batch<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -41,6 +46,7 @@ pub(crate) fn expect_batch<'py>(
     order: usize,
     quadrature_only: bool,
     tol: f64,
+    max_evals: f64,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let a = activation(act)?;
     let shape = covs.shape().to_vec();
@@ -51,15 +57,20 @@ pub(crate) fn expect_batch<'py>(
         order,
         quadrature_only,
         tol,
+        max_evals,
     };
-    let out = py
-        .detach(|| core_batch(a.as_ref(), &buf, d, &its, &opts))
-        .map_err(err)?;
+    // One- and two-sample blocks take microseconds to milliseconds each: a short batch of
+    // them runs on this thread (no worker, see `run_sized`).
+    let small = d <= 2 && shape[0] <= SMALL_BATCH;
+    let out = run_sized(py, small, || core_batch(a.as_ref(), &buf, d, &its, &opts))?;
     Ok(PyArray1::from_vec(py, out))
 }
 
 /// Adaptive-order expectations for one block: (values, error estimate, order used).
+/// `max_evals`: refuse a pass whose nested rule would exceed this many nodes (0: no limit).
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
+#[pyo3(signature = (act, cov, integrands, tol, max_order, quadrature_only, max_evals=0.0))]
 pub(crate) fn expect_adaptive<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -68,14 +79,24 @@ pub(crate) fn expect_adaptive<'py>(
     tol: f64,
     max_order: usize,
     quadrature_only: bool,
+    max_evals: f64,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, f64, usize)> {
     let a = activation(act)?;
     let d = cov.shape()[0];
     let buf = flat(&cov);
     let its = terms(integrands);
-    let (v, e, n) = py
-        .detach(|| core_adaptive(a.as_ref(), &buf, d, &its, tol, max_order, quadrature_only))
-        .map_err(err)?;
+    let (v, e, n) = run_sized(py, d <= 2, || {
+        core_adaptive(
+            a.as_ref(),
+            &buf,
+            d,
+            &its,
+            tol,
+            max_order,
+            quadrature_only,
+            max_evals,
+        )
+    })?;
     Ok((PyArray1::from_vec(py, v), e, n))
 }
 
@@ -112,7 +133,7 @@ pub(crate) fn quadrature_rule<'py>(
 /// `tol`: target accuracy of the error-controlled rule for smooth activations (0: default).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false, tol=0.0))]
+#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false, tol=0.0, max_evals=0.0))]
 pub(crate) fn mlp_theory<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -128,6 +149,7 @@ pub(crate) fn mlp_theory<'py>(
     quadrature_only: bool,
     dntk: bool,
     tol: f64,
+    max_evals: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let a = activation(act)?;
     let (n, n0) = (x.shape()[0], x.shape()[1]);
@@ -143,10 +165,11 @@ pub(crate) fn mlp_theory<'py>(
         order: quad_order,
         quadrature_only,
         tol,
+        max_evals,
     };
-    let t = py
-        .detach(|| core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, dntk, &opts))
-        .map_err(err)?;
+    let t = run(py, || {
+        core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, dntk, &opts)
+    })?;
     let out = PyDict::new(py);
     out.set_item("K", into_array(py, t.k, &[n, n])?)?;
     let two = [("Theta", t.theta), ("K1", t.k1), ("Theta1", t.theta1)];
@@ -180,6 +203,7 @@ pub(crate) fn mlp_theory<'py>(
 /// V (L, N, N, N, N); `corrected` selects the S-corrected vertex over the book's (B.25).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (act, x, c_b, c_w, gamma, width, corrected, order, quad_order, max_evals=0.0))]
 pub(crate) fn resmlp_theory<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -191,6 +215,7 @@ pub(crate) fn resmlp_theory<'py>(
     corrected: bool,
     order: usize,
     quad_order: usize,
+    max_evals: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     if width == 0 {
         return Err(PyValueError::new_err("width must be >= 1"));
@@ -205,22 +230,12 @@ pub(crate) fn resmlp_theory<'py>(
     };
     let opts = QuadOpts {
         order: quad_order,
+        max_evals,
         ..Default::default()
     };
-    let t = py
-        .detach(|| {
-            rgflow_core::resmlp::resmlp_theory(
-                a.as_ref(),
-                &xs,
-                n,
-                n0,
-                &spec,
-                corrected,
-                order,
-                &opts,
-            )
-        })
-        .map_err(err)?;
+    let t = run(py, || {
+        rgflow_core::resmlp::resmlp_theory(a.as_ref(), &xs, n, n0, &spec, corrected, order, &opts)
+    })?;
     let out = PyDict::new(py);
     out.set_item("K", into_array(py, t.k, &[n, n])?)?;
     if let Some(v) = t.k1 {
@@ -240,6 +255,7 @@ pub(crate) fn resmlp_theory<'py>(
 /// "g_only", "connected" or "sigma".
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (act, k_init, c_w, eps, depth, every, method, rtol, atol, closure, quad_order, max_evals=0.0))]
 pub(crate) fn preresnet_theory<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -253,6 +269,7 @@ pub(crate) fn preresnet_theory<'py>(
     atol: f64,
     closure: &str,
     quad_order: usize,
+    max_evals: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     use rgflow_core::preresnet::{K1Closure, Method};
     let a = activation(act)?;
@@ -284,24 +301,23 @@ pub(crate) fn preresnet_theory<'py>(
     };
     let opts = QuadOpts {
         order: quad_order,
+        max_evals,
         ..Default::default()
     };
-    let t = py
-        .detach(|| {
-            rgflow_core::preresnet::preresnet_theory(
-                a.as_ref(),
-                &ks,
-                n,
-                c_w,
-                eps,
-                depth,
-                every,
-                m,
-                cl,
-                &opts,
-            )
-        })
-        .map_err(err)?;
+    let t = run(py, || {
+        rgflow_core::preresnet::preresnet_theory(
+            a.as_ref(),
+            &ks,
+            n,
+            c_w,
+            eps,
+            depth,
+            every,
+            m,
+            cl,
+            &opts,
+        )
+    })?;
     let out = PyDict::new(py);
     out.set_item("layers", t.layers)?;
     out.set_item("t", t.t)?;

@@ -4,16 +4,21 @@
 
 use numpy::ndarray::{Array, IxDyn};
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArray};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 
 use rgflow_core::expect::Term;
 use rgflow_core::layers::Layers;
 use rgflow_core::RgError;
 
-/// Core errors are `ValueError`s.
+/// Core errors: invalid input and refused costs are `ValueError`s, an interrupt is
+/// `KeyboardInterrupt`, a failed allocation `MemoryError`.
 pub(crate) fn err(e: RgError) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    match e {
+        RgError::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
+        RgError::OutOfMemory { .. } => PyMemoryError::new_err(e.to_string()),
+        RgError::Value(_) | RgError::Cost(_) => PyValueError::new_err(e.to_string()),
+    }
 }
 
 /// A numpy array's values in C order (one copy of the input; inputs are small).

@@ -3,11 +3,13 @@
 //! * `bindings`: the Python functions (argument conversion, dispatch to the core with the GIL
 //!   released, result conversion);
 //! * `activation`: core activations from Python specs (builtins, Python callables);
-//! * `convert`: numpy ↔ buffer conversions (results without a copy) and error mapping.
+//! * `convert`: numpy ↔ buffer conversions (results without a copy) and error mapping;
+//! * `interrupt`: long computations on a worker thread, stopped by Ctrl-C.
 
 mod activation;
 mod bindings;
 mod convert;
+mod interrupt;
 
 use pyo3::prelude::*;
 

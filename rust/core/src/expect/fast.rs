@@ -317,6 +317,7 @@ impl<'a> Fast<'a> {
             for j in (k + 1)..self.d {
                 next.c[j] = buf.c[j] + self.l[j * self.d + k] * ui;
             }
+            crate::cancel::check()?;
             self.level(k + 1, rest, ip, &mut inner)?;
             let vals = &buf.vals[i * ns..(i + 1) * ns];
             for (o, &(si, q)) in out.iter_mut().zip(cls) {

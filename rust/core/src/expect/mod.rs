@@ -116,6 +116,9 @@ pub struct QuadOpts {
     /// without closed forms (used when `order == 0` and not `quadrature_only`); 0 selects
     /// [`fast::DEFAULT_TOL`].
     pub tol: f64,
+    /// Refuse a fixed-order nested rule whose estimated node count (see [`check_cost`])
+    /// exceeds this (0: no limit).
+    pub max_evals: f64,
 }
 
 impl QuadOpts {
@@ -125,6 +128,63 @@ impl QuadOpts {
     pub fn uses_fast_rule(&self, act: &dyn ActivationFn, d: usize) -> bool {
         !self.quadrature_only && self.order == 0 && d >= 3 && act.kink().is_none()
     }
+}
+
+/// The estimated node count of the fixed-order nested rule over a block of rank `rank`:
+/// `(c·order)^levels`, with c = 2 (a Gauss–Hermite level has 2·order nodes) or, for kinked
+/// activations, 3 (a level split at the kink and around the projected kinks of correlated
+/// samples has several pieces of `order` nodes); a piecewise-linear activation integrates its
+/// innermost level in closed form (one level fewer).
+pub fn nested_cost(act: &dyn ActivationFn, rank: usize, order: usize) -> f64 {
+    let q = if order == 0 {
+        default_order(rank)
+    } else {
+        order.min(MAX_ORDER_PER_PIECE)
+    };
+    let per_level = if act.kink().is_some() { 3.0 } else { 2.0 };
+    (per_level * q as f64).powi(node_levels(act, rank) as i32)
+}
+
+/// Levels of a nested rule over a block of rank `rank` that use nodes: a piecewise-linear
+/// activation integrates the innermost level in closed form.
+fn node_levels(act: &dyn ActivationFn, rank: usize) -> usize {
+    if act.piecewise_linear().is_some() {
+        rank.saturating_sub(1)
+    } else {
+        rank
+    }
+}
+
+/// [`RgError::Cost`] when the fixed-order nested rule over the covariance block `cov` (its rank
+/// is the number of integrated levels) would exceed `opts.max_evals` nodes.  Free for blocks
+/// far below the limit (the rank is computed only when d levels would exceed it).
+pub fn check_cost(
+    act: &dyn ActivationFn,
+    cov: &[f64],
+    d: usize,
+    opts: &QuadOpts,
+) -> Result<(), RgError> {
+    if opts.max_evals <= 0.0 || nested_cost(act, d, opts.order) <= opts.max_evals {
+        return Ok(());
+    }
+    let rank = pivoted_cholesky(cov, d).rank;
+    let cost = nested_cost(act, rank, opts.order);
+    if cost <= opts.max_evals {
+        return Ok(());
+    }
+    let q = if opts.order == 0 {
+        default_order(rank)
+    } else {
+        opts.order.min(MAX_ORDER_PER_PIECE)
+    };
+    Err(RgError::Cost(format!(
+        "estimated cost {cost:.2e} quadrature nodes for one {rank}-dimensional nested rule at order {q} \
+         exceeds the limit {:.2e}; lower the quadrature order (order=, max_order=, quad_order=) or \
+         the number of samples in a block, or raise the limit with the environment variable \
+         RGFLOW_MAX_EVALUATIONS (e.g. RGFLOW_MAX_EVALUATIONS={:.0e}; 0 disables it)",
+        opts.max_evals,
+        cost * 2.0
+    )))
 }
 
 /// Evaluate expectations of `integrands` (each a Term per sample) over z ~ N(0, cov).
@@ -233,6 +293,7 @@ pub fn expect_block(
         }
     }
     let vals = if opts.uses_fast_rule(act, d) {
+        crate::cancel::check()?;
         fast::nested_fast(
             act,
             &zero_mean,
@@ -243,6 +304,7 @@ pub fn expect_block(
             opts.tol,
         )?
     } else {
+        check_cost(act, cov, d, opts)?;
         nested(
             act,
             &zero_mean,
@@ -391,6 +453,7 @@ pub fn expect_block(
         let vals = if nr == 0 {
             vec![1.0; integ.len()]
         } else {
+            check_cost(act, &ccov, nr, opts)?;
             nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order, false)?
         };
         for (v, (t, c)) in vals.iter().zip(&targets) {
@@ -522,6 +585,7 @@ pub fn pair_values(
     let results: Vec<PairValues> = pairs
         .par_iter()
         .map(|&(a, b)| {
+            crate::cancel::check()?;
             let (kaa, kab, kbb) = (k[a * n + a], k[a * n + b], k[b * n + b]);
             if a == b {
                 if kinked && kaa <= 0.0 {
@@ -604,6 +668,7 @@ pub fn expect_batch(
         .zip(covs.par_chunks(dd))
         .enumerate()
         .try_for_each(|(b, (o, c))| -> Result<(), RgError> {
+            crate::cancel::check()?;
             let v = expect_block(act, c, d, integrands, opts)
                 .map_err(|e| e.context(&format!("block {b}")))?;
             o.copy_from_slice(&v);
@@ -615,6 +680,7 @@ pub fn expect_batch(
 /// Adaptive order: raise the order by 3/2 until two successive values agree to
 /// `tol·max(1,|v|)` (every integrand). Returns (values, error estimate, order used); a block
 /// done in closed form ([`closed_form`]) returns error 0 and order 0.
+#[allow(clippy::too_many_arguments)]
 pub fn expect_adaptive(
     act: &dyn ActivationFn,
     cov: &[f64],
@@ -623,11 +689,20 @@ pub fn expect_adaptive(
     tol: f64,
     max_order: usize,
     quadrature_only: bool,
+    max_evals: f64,
 ) -> Result<(Vec<f64>, f64, usize), RgError> {
     validate_covariance(cov, d)?;
     if let Some((scaled, factors)) = homogeneous_rescale(act, cov, integrands) {
-        let (v, err, order) =
-            expect_adaptive(act, &scaled, d, integrands, tol, max_order, quadrature_only)?;
+        let (v, err, order) = expect_adaptive(
+            act,
+            &scaled,
+            d,
+            integrands,
+            tol,
+            max_order,
+            quadrature_only,
+            max_evals,
+        )?;
         return Ok((
             v.iter()
                 .zip(&factors)
@@ -652,11 +727,31 @@ pub fn expect_adaptive(
         &QuadOpts {
             order: n,
             quadrature_only: true,
+            max_evals,
             ..Default::default()
         },
     )?;
+    let mut spent = 0.0;
+    let mut last_err = f64::NAN;
     loop {
         let next_n = (n * 3).div_ceil(2);
+        spent += nested_cost(act, rank, n);
+        let total = spent + nested_cost(act, rank, next_n);
+        if max_evals > 0.0 && total > max_evals {
+            let reached = if last_err.is_nan() {
+                String::new()
+            } else {
+                format!(" (change {last_err:.1e})")
+            };
+            return Err(RgError::Cost(format!(
+                "the adaptive rule has not reached tol = {tol:.1e} at order {n}{reached}; order {next_n} \
+                 would bring its estimated cost to {total:.2e} quadrature nodes over {rank} dimensions, \
+                 above the limit {max_evals:.2e}; pass a fixed order= (or a smaller max_order=, or a \
+                 larger tol), or raise the limit with the environment variable RGFLOW_MAX_EVALUATIONS \
+                 (e.g. RGFLOW_MAX_EVALUATIONS={:.0e}; 0 disables it)",
+                total * 2.0
+            )));
+        }
         let cur = expect_block(
             act,
             cov,
@@ -665,6 +760,7 @@ pub fn expect_adaptive(
             &QuadOpts {
                 order: next_n,
                 quadrature_only: true,
+                max_evals,
                 ..Default::default()
             },
         )?;
@@ -678,6 +774,7 @@ pub fn expect_adaptive(
         }
         prev = cur;
         n = next_n;
+        last_err = err;
     }
 }
 

@@ -374,6 +374,7 @@ impl<'a> Nested<'a> {
                 for j in (k + 1)..self.d {
                     next.c[j] = buf.c[j] + self.l[j * self.d + k] * u;
                 }
+                crate::cancel::check()?;
                 let mut inner = std::mem::take(&mut buf.inner);
                 self.level(k + 1, rest, &mut inner)?;
                 for (ii, idx) in self.integ.iter().enumerate() {

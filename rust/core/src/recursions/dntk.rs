@@ -49,17 +49,21 @@ pub(crate) struct DntkLayer {
 }
 
 impl DntkStacks {
-    pub(crate) fn new(n4: usize, depth: usize, ddntk: bool) -> DntkStacks {
-        let stack = || {
-            let mut s = Layers::with_capacity(n4, depth);
+    pub(crate) fn new(n4: usize, depth: usize, ddntk: bool) -> Result<DntkStacks, RgError> {
+        let stack = || -> Result<Layers, RgError> {
+            let mut s = Layers::try_with_capacity(n4, depth, "the dNTK tensors")?;
             s.push_zeros();
-            s
+            Ok(s)
         };
-        DntkStacks {
-            p: stack(),
-            q: stack(),
-            ddntk: ddntk.then(|| [stack(), stack(), stack(), stack()]),
-        }
+        Ok(DntkStacks {
+            p: stack()?,
+            q: stack()?,
+            ddntk: if ddntk {
+                Some([stack()?, stack()?, stack()?, stack()?])
+            } else {
+                None
+            },
+        })
     }
 
     pub(crate) fn push(&mut self, layer: DntkLayer) {
@@ -179,7 +183,7 @@ pub(crate) fn dntk_layer(
             prop += v * pt[idx(d0, d1, d2, g)];
         }
         src + rho * cw * cw * pp(d1, d2) * prop
-    });
+    })?;
     let q = fill4(n, |d0, d1, d2, d3| {
         let src = cw
             * t(d0, d2)
@@ -196,7 +200,7 @@ pub(crate) fn dntk_layer(
             tq += v * qt[idx(d0, d1, d2, g)];
         }
         src + rho * cw * tf + rho * cw * cw * pp(d0, d1) * tq
-    });
+    })?;
     let Some([rt, st, tt, ut]) = prev.ddntk.as_ref() else {
         return Ok(DntkLayer { p, q, ddntk: None });
     };
@@ -205,6 +209,7 @@ pub(crate) fn dntk_layer(
     let pp2: Vec<f64> = (0..n)
         .into_par_iter()
         .map(|a| {
+            crate::cancel::check()?;
             expect_block(act, &[k[a * n + a]], 1, &[vec![Term::prod(&[2, 2])]], opts)
                 .map(|v| v[0])
                 .map_err(|e| e.context(&format!("⟨σ''σ''⟩ for input {a}")))
@@ -232,7 +237,7 @@ pub(crate) fn dntk_layer(
         }
         src + rho * cw * pp(d2, d3) * mid
             + rho * cw * cw * pp(d0, d1) * pp(d2, d3) * rt[idx(d0, d1, d2, d3)]
-    });
+    })?;
     let s = fill4(n, |d1, d2, d3, d4| {
         let src = cw
             * t(d1, d3)
@@ -240,7 +245,7 @@ pub(crate) fn dntk_layer(
             * (lw * g4.pppp(d1, d2, d3, d4) + cw * t(d1, d2) * g4.g2211(d1, d2, d3, d4));
         src + rho * cw * pp(d3, d4) * xy(d1, d2) * b[idx(d1, d2, d3, d4)]
             + rho * cw * cw * pp(d1, d2) * pp(d3, d4) * st[idx(d1, d2, d3, d4)]
-    });
+    })?;
     // T[δ1, δ3, δ4, δ2] = T_{1342}
     let tn = fill4(n, |d1, d3, d4, d2| {
         let (t13, t24) = (t(d1, d3), t(d2, d4));
@@ -267,12 +272,12 @@ pub(crate) fn dntk_layer(
         src + rho * tf
             + rho * cw * (p24 * q1 + p13 * q2)
             + rho * cw * cw * p13 * p24 * tt[idx(d1, d3, d4, d2)]
-    });
+    })?;
     // U[δ1, δ4, δ2, δ3] = U_{1423}
     let u = fill4(n, |d1, d4, d2, d3| {
         cw * cw * t(d1, d2) * t(d1, d3) * t(d2, d4) * g4.g2211(d1, d2, d3, d4)
             + rho * cw * cw * pp(d1, d4) * pp(d2, d3) * ut[idx(d1, d4, d2, d3)]
-    });
+    })?;
     Ok(DntkLayer {
         p,
         q,

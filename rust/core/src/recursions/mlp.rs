@@ -18,6 +18,7 @@ use crate::layers::Layers;
 use crate::tables::{distinct, fill4, four_point_expectations, FourPointSet, PairTable};
 
 use super::dntk::{dntk_layer, DntkStacks};
+use crate::cancel;
 use crate::RgError;
 
 /// Network hyperparameters; per-layer vectors have length L, `widths` = (n_0, …, n_L).
@@ -209,30 +210,34 @@ pub fn mlp_theory_dntk(
     // Every family in one buffer allocated once for all layers (handed over without a copy).
     let stack = |size: usize, used: bool| {
         if used {
-            Layers::with_capacity(size, l_total)
+            Layers::try_with_capacity(size, l_total, "the per-layer tensors")
         } else {
-            Layers::new(size)
+            Ok(Layers::new(size))
         }
     };
     let mut out = TheoryTensors {
         n,
-        k: stack(n2, true),
+        k: stack(n2, true)?,
         ..Default::default()
     };
     out.k.push(k);
-    let mut ths = stack(n2, true);
+    let mut ths = stack(n2, true)?;
     ths.push(th);
-    let (mut k1s, mut vs) = (stack(n2, first), stack(n4, first));
+    let (mut k1s, mut vs) = (stack(n2, first)?, stack(n4, first)?);
     let (mut th1s, mut dss, mut fs, mut as_, mut bs) = (
-        stack(n2, first && ntk),
-        stack(n4, first && ntk),
-        stack(n4, first && ntk),
-        stack(n4, first && ntk),
-        stack(n4, first && ntk),
+        stack(n2, first && ntk)?,
+        stack(n4, first && ntk)?,
+        stack(n4, first && ntk)?,
+        stack(n4, first && ntk)?,
+        stack(n4, first && ntk)?,
     );
     // dNTK family: P, Q always, R, S, T, U only for activations smooth up to σ'''
     let ddntk = dntk && first_singular_order(act)? == usize::MAX;
-    let mut dntk_prev = dntk.then(|| DntkStacks::new(n4, l_total, ddntk));
+    let mut dntk_prev = if dntk {
+        Some(DntkStacks::new(n4, l_total, ddntk)?)
+    } else {
+        None
+    };
     if first {
         k1s.push_zeros();
         vs.push_zeros();
@@ -245,6 +250,7 @@ pub fn mlp_theory_dntk(
         }
     }
     for l in 1..l_total {
+        cancel::check()?;
         // step from layer l (index l-1) to layer l+1 (index l)
         let (cb, cw, lb, lw) = (spec.c_b[l], spec.c_w[l], spec.lambda_b[l], spec.lambda_w[l]);
         let rho = spec.widths[l] / spec.widths[l - 1];
@@ -342,13 +348,13 @@ pub fn mlp_theory_dntk(
                     }
                     acc
                 };
-            let w_s = contract(&c2s);
+            let w_s = contract(&c2s)?;
             // V'
             let v_new = fill4(n, |a, b, c, d| {
                 let inter = outer(&c2s[a * n + b], &w_s, a, b, c, d);
                 cw * cw * (g4.ssss(a, b, c, d) - ly.s(a, b) * ly.s(c, d))
                     + 0.25 * cw * cw * rho * inter
-            });
+            })?;
             drop(w_s);
             if ntk {
                 let dt = &dss[l - 1];
@@ -371,7 +377,7 @@ pub fn mlp_theory_dntk(
                         m
                     })
                     .collect();
-                let w_o = contract(&om2);
+                let w_o = contract(&om2)?;
                 // D'
                 let d_new = fill4(n, |a, b, c, d| {
                     let s_omega =
@@ -382,7 +388,7 @@ pub fn mlp_theory_dntk(
                     cw * (s_omega - ly.s(a, b) * omega(c, d))
                         + 0.25 * cw * rho * tv
                         + 0.5 * cw * cw * rho * td * ly.p(c, d)
-                });
+                })?;
                 // F'[p1, t1, p2, t2]
                 let f_new = fill4(n, |p1, t1, p2, t2| {
                     let g1s = distinct(p1, t1);
@@ -395,13 +401,13 @@ pub fn mlp_theory_dntk(
                         }
                     }
                     cw * cw * g4.sspp(p1, p2, t1, t2) * thl[t1 * n + t2] + cw * cw * rho * tf
-                });
+                })?;
                 // B'[b1, b2, b3, b4]
                 let b_new = fill4(n, |b1, b2, b3, b4| {
                     cw * cw
                         * (g4.pppp(b1, b2, b3, b4) * thl[b1 * n + b3] * thl[b2 * n + b4]
                             + rho * ly.p(b1, b2) * ly.p(b3, b4) * bt[idx(b1, b2, b3, b4)])
-                });
+                })?;
                 // A'
                 let a_new = fill4(n, |a, b, c, d| {
                     let (tab, tcd) = (thl[a * n + b], thl[c * n + d]);
@@ -417,7 +423,7 @@ pub fn mlp_theory_dntk(
                         + 0.25 * rho * tv
                         + rho * cw * cw * ly.p(a, b) * ly.p(c, d) * at[idx(a, b, c, d)]
                         + rho * 0.5 * cw * (td1 * ly.p(c, d) + td2 * ly.p(a, b))
-                });
+                })?;
                 drop(w_o);
                 // Θ1'
                 let th1_new: Vec<f64> = (0..n2)

@@ -84,22 +84,23 @@ pub struct PreResTensors {
 
 impl PreResTensors {
     /// Empty, with every family's buffer allocated for `records` recorded layers of N inputs.
-    fn with_capacity(n: usize, records: usize) -> PreResTensors {
+    fn with_capacity(n: usize, records: usize) -> Result<PreResTensors, RgError> {
         let (n2, n4) = (n * n, n * n * n * n);
-        PreResTensors {
+        let four = || Layers::try_with_capacity(n4, records, "the recorded four-point tensors");
+        Ok(PreResTensors {
             n,
             layers: Vec::with_capacity(records),
             t: Vec::with_capacity(records),
             k0: Layers::with_capacity(n2, records),
-            v4: Layers::with_capacity(n4, records),
+            v4: four()?,
             k1: Layers::with_capacity(n2, records),
             e2: Layers::with_capacity(n2, records),
             u1: Layers::with_capacity(n2, records),
-            v_gs: Layers::with_capacity(n4, records),
-            v_ss: Layers::with_capacity(n4, records),
+            v_gs: four()?,
+            v_ss: four()?,
             accepted: 0,
             rejected: 0,
-        }
+        })
     }
 }
 
@@ -333,7 +334,7 @@ pub fn preresnet_theory(
     y[..n2].copy_from_slice(k_init);
     y[n2..n2 + n4].copy_from_slice(&wishart(k_init, n));
     let h2 = eps * eps;
-    let mut out = PreResTensors::with_capacity(n, targets.len() + 1);
+    let mut out = PreResTensors::with_capacity(n, targets.len() + 1)?;
     let record = |out: &mut PreResTensors, l: usize, y: &[f64]| -> Result<(), RgError> {
         let (k0, rest) = y.split_at(n2);
         let (v4, k1) = rest.split_at(n4);
@@ -359,12 +360,16 @@ pub fn preresnet_theory(
     record(&mut out, 0, &y)?;
     match method {
         Method::Discrete => {
+            let limit = crate::ode::blowup_limit(&y);
             let mut l = 0;
             for &tl in &targets {
                 while l < tl {
+                    crate::cancel::check()?;
                     y = discrete_step(&sys, &y, h2)
                         .map_err(|e| e.context(&format!("block {l}")))?;
                     l += 1;
+                    crate::ode::check_blowup(&y, h2 * l as f64, limit)
+                        .map_err(|e| e.context(&format!("block {l}")))?;
                 }
                 record(&mut out, l, &y).map_err(|e| e.context(&format!("layer {l}")))?;
             }

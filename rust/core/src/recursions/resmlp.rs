@@ -123,24 +123,25 @@ pub fn resmlp_theory(
     let depth = spec.depth();
     let stack = |size: usize, used: bool| {
         if used {
-            Layers::with_capacity(size, depth)
+            Layers::try_with_capacity(size, depth, "the per-layer tensors")
         } else {
-            Layers::new(size)
+            Ok(Layers::new(size))
         }
     };
     let mut out = ResTensors {
         n,
-        k: stack(n2, true),
+        k: stack(n2, true)?,
         ..Default::default()
     };
     out.k.push(k);
-    let (mut vs, mut ss, mut k1s) = (stack(n2 * n2, first), stack(n3, first), stack(n2, first));
+    let (mut vs, mut ss, mut k1s) = (stack(n2 * n2, first)?, stack(n3, first)?, stack(n2, first)?);
     if first {
         vs.push_zeros();
         ss.push_zeros();
         k1s.push_zeros();
     }
     for l in 1..spec.depth() {
+        crate::cancel::check()?;
         let (cb, cw, gm) = (spec.c_b[l], spec.c_w[l], spec.gamma[l]);
         let g2 = gm * gm;
         let kl = &out.k[l - 1];
@@ -228,7 +229,7 @@ pub fn resmlp_theory(
                     out += 0.5 * cw * cw * tsc + cw * g2 * tsd;
                 }
                 out
-            });
+            })?;
             // K1' (Edgeworth extension, approximate for residual nets)
             let k1_new: Vec<f64> = (0..n2)
                 .map(|i| {

@@ -130,6 +130,7 @@ fn four_table(
     let chunks: Vec<Vec<(u64, f64)>> = sets
         .par_iter()
         .map(|s| -> Result<Vec<(u64, f64)>, RgError> {
+            crate::cancel::check()?;
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
             let cov: Vec<f64> = ds
@@ -633,18 +634,22 @@ pub(super) fn theory(
     let mut y = vec![0.0; 2 * n2 + 3 * n4];
     y[..n2].copy_from_slice(k_init);
     let h2 = eps * eps;
-    let mut out = PreResTensors::with_capacity(n, targets.len() + 1);
+    let mut out = PreResTensors::with_capacity(n, targets.len() + 1)?;
     sg.record(&mut out, 0, 0.0, &y)
         .map_err(|e| e.context("layer 0"))?;
     match method {
         Method::Discrete => {
+            let limit = crate::ode::blowup_limit(&y);
             let mut l = 0;
             for &tl in targets {
                 while l < tl {
+                    crate::cancel::check()?;
                     y = sg
                         .step(&y, h2)
                         .map_err(|e| e.context(&format!("block {l}")))?;
                     l += 1;
+                    crate::ode::check_blowup(&y, h2 * l as f64, limit)
+                        .map_err(|e| e.context(&format!("block {l}")))?;
                 }
                 sg.record(&mut out, l, h2 * l as f64, &y)
                     .map_err(|e| e.context(&format!("layer {l}")))?;
