@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..recursions import THEORY_TENSORS, PreResTheory, ResTheory, Theory
+from ..recursions import THEORY_TENSORS, DepthMuPTheory, PreResTheory, ResTheory, Theory
+from ._depthmup import DepthMuPEnsemble
 from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
 
 
@@ -59,10 +60,12 @@ class Comparison(list):
 
 def _rows(
     th: Any, ens: Any, tensors: Sequence[str] | None
-) -> tuple[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], list[int]]:
-    """(name, theory, sampled, stderr) per comparable tensor, and the layer labels, for a supported pair."""
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], list[int] | dict[str, list[int]]]:
+    """(name, theory, sampled, stderr) per comparable tensor, and the layer labels (one list, or one per
+    tensor name), for a supported pair."""
     n = np.asarray(ens.widths, dtype=float)[:, None, None]
     out: list[tuple[str, Any, Any, Any]] = []
+    labels: list[int] | dict[str, list[int]]
     if isinstance(ens, Ensemble) and isinstance(th, Theory):
         labels = list(range(1, ens.K.shape[0] + 1))
         for name in tensors if tensors is not None else THEORY_TENSORS:
@@ -96,10 +99,26 @@ def _rows(
             if t is None:
                 continue
             out.append((name, np.asarray(t, dtype=float), getattr(ens, name, None), getattr(ens.stderr, name, None)))
+    elif isinstance(ens, DepthMuPEnsemble) and isinstance(th, DepthMuPTheory):
+        # K, G at ℓ = 0..L (rows labelled by ℓ); Theta, Theta_decoupled as one row labelled L.
+        L = ens.K.shape[0] - 1
+        by_name: dict[str, list[int]] = {}
+        for name in tensors if tensors is not None else ("K", "G", "Theta", "Theta_decoupled"):
+            t, e, s = getattr(th, name, None), getattr(ens, name, None), getattr(ens.stderr, name, None)
+            if t is None or e is None or s is None:
+                continue
+            if name.startswith("Theta"):
+                t, e, s = t[None], e[None], s[None]
+                by_name[name] = [L]
+            else:
+                by_name[name] = list(range(L + 1))
+            out.append((name, np.asarray(t, dtype=float), e, s))
+        labels = by_name
     else:
         raise TypeError(
-            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
-            f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
+            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble), "
+            "(PreResTheory, PreResEnsemble) and (DepthMuPTheory, DepthMuPEnsemble); "
+            f"got ({type(th).__name__}, {type(ens).__name__})"
         )
     return [(k, t, e, s) for k, t, e, s in out if e is not None and s is not None], labels
 
@@ -111,8 +130,10 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
     F, A, B, and P, Q, R, S, T, U when both have them: ``theory(dntk=True)``, ``sample(dntk=True)``),
     :class:`~rgflow.ResTheory` with :class:`ResEnsemble` (K, V, S, K1) and
     :class:`~rgflow.PreResTheory` with :class:`PreResEnsemble` (K, V, V_GS, V_SS, K1 at the recorded
-    layers, which label the rows; the theory must be computed at the same layers).  Any other pair
-    raises TypeError.
+    layers, which label the rows; the theory must be computed at the same layers) and
+    :class:`~rgflow.recursions.DepthMuPTheory` with :class:`DepthMuPEnsemble` (K, G at ℓ = 0..L;
+    Theta, Theta_decoupled as one row labelled L; infinite-width theory against finite n, so
+    mind the O(1/n) bias).  Any other pair raises TypeError.
 
     ``K`` and ``Theta`` rows compare the first-order means ``K + K1/n`` and ``Θ + Θ1/n`` (the
     infinite-width values if the theory has no K1/Θ1) with the sampled means ``ens.K``,
@@ -139,5 +160,6 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
             else:
                 rel = 0.0 if mad <= tiny else float("nan")
             worst = tuple(int(i) for i in np.unravel_index(k, zz.shape))
-            rows.append(ComparisonRow(name, labels[li], float(zz.flat[k]), rel, mad, scale, worst))
+            label = labels[name][li] if isinstance(labels, dict) else labels[li]
+            rows.append(ComparisonRow(name, label, float(zz.flat[k]), rel, mad, scale, worst))
     return rows
