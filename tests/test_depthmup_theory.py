@@ -67,6 +67,18 @@ def test_one_over_L_coefficients():
     assert abs(r[0, 0] + 0.303) < 5.1e-4 and abs(r[0, 1] + 0.080) < 5.1e-4, r
 
 
+def test_limit_grid():
+    fine = rgflow.theory(net(64), X60).limit
+    coarse = rgflow.theory(net(64), X60, limit_grid=4).limit
+    assert coarse.K.shape == (5, 2, 2) and fine.K.shape == (65, 2, 2)
+    np.testing.assert_allclose(coarse.tau, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(coarse.Theta, fine.Theta, rtol=1e-9)
+    np.testing.assert_allclose(coarse.K, fine.K[::16], rtol=1e-9)
+    np.testing.assert_allclose(coarse.G, fine.G[::16], rtol=1e-9)
+    with pytest.raises(ValueError, match="limit_grid"):
+        rgflow.theory(net(4), X60, limit_grid=0)
+
+
 @pytest.mark.parametrize("act", ["tanh", "relu", "erf"])
 def test_limit_against_richardson(act):
     x = np.array([[1.2, -0.3, 0.5], [0.1, 0.9, -1.1], [-0.7, 0.4, 0.8]])

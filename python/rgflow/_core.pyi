@@ -91,7 +91,7 @@ def preresnet_theory(
 ) -> dict[str, Any]: ...
 
 #: Depth-μP ResNet at infinite width (nfd.md §2.1).  Keys: K, G, Phi, Psi (L+1, N, N); Theta,
-#: Theta_decoupled (N, N); with ``limit`` also limit_s (list), limit_K, limit_G (L+1, N, N),
+#: Theta_decoupled (N, N); with ``limit`` also limit_s (list), limit_K, limit_G (limit_grid+1, N, N),
 #: limit_Theta, limit_Theta_decoupled (N, N), limit_accepted, limit_rejected.
 def depthmup_theory(
     act: _ActivationSpec,
@@ -105,6 +105,7 @@ def depthmup_theory(
     limit: bool,
     rate: float,
     w_hidden_limit: float,
+    limit_grid: int,
     rtol: float,
     atol: float,
     quad_order: int,

@@ -18,7 +18,7 @@ gelu, linear, …; the engine's converged quadrature for tanh etc.), the Rust co
 * ``limit``: the L → ∞ values (rate ``c = lim L a_L²``: T for ``branch="sqrt"``, 0 for ``"linear"``),
   ``dK/ds = cΦ(K)``, ``G(s) = G(1) ⊙ exp(∫_s^1 cΨ)``,
   ``Θ_∞ = w_out R(1) + w_hid^∞ ∫_0^1 c G ⊙ Φ ds + w_in G(0) ⊙ K_in`` (adaptive Dormand–Prince 5(4))
-  on the same depth-time grid ``τ = ℓT/L``.  The finite-L recursion is its Euler scheme: the
+  on the depth-time grid ``τ = iT/M`` (M = ``limit_grid``, default L: the finite-L grid).  The finite-L recursion is its Euler scheme: the
   error is O(1/L) (nfd.md: ``L(Θ_L − Θ_∞) → −0.303`` / ``−0.080`` for the §3.1 tanh example).
 """
 
@@ -37,8 +37,8 @@ from ..models import DepthMuPResNet
 
 @dataclass(frozen=True, eq=False)
 class DepthMuPLimit:
-    """The L → ∞ (depth ODE) values of :class:`DepthMuPTheory` on the grid ``tau`` (L+1,):
-    ``K``, ``G`` (L+1, N, N), ``Theta``, ``Theta_decoupled`` (N, N); ``accepted``/``rejected`` ODE
+    """The L → ∞ (depth ODE) values of :class:`DepthMuPTheory` on the grid ``tau`` (M+1,), M =
+    ``limit_grid`` (default L): ``K``, ``G`` (M+1, N, N), ``Theta``, ``Theta_decoupled`` (N, N); ``accepted``/``rejected`` ODE
     steps at tolerances ``rtol``, ``atol``."""
 
     tau: np.ndarray
@@ -121,6 +121,7 @@ def depthmup_theory(
     x: Any,
     *,
     limit: bool = True,
+    limit_grid: int | None = None,
     rtol: float = 1e-11,
     atol: float = 1e-12,
     quad_order: int | None = None,
@@ -128,7 +129,9 @@ def depthmup_theory(
     """Infinite-width K, G, Θ, Θ_dec of a depth-μP ResNet at every depth ℓ = 0..L (nfd.md §2.1),
     and with ``limit=True`` their L → ∞ depth-ODE values (``theory.limit``).
 
-    ``rtol``/``atol``: Dormand–Prince tolerances of the limit; ``quad_order``: fixed quadrature
+    ``limit_grid``: intervals of the limit's depth-time grid ``τ = iT/limit_grid`` (None: L, the
+    grid of the finite-L rows; every grid point is one ODE step at least, so a coarser grid is
+    cheaper for large L); ``rtol``/``atol``: Dormand–Prince tolerances of the limit; ``quad_order``: fixed quadrature
     order of the pair expectations (None: the engine's converged default).  The limit of Θ does
     not exist for ``hidden_lr_depth_power < 0`` with a trained hidden group (it grows like
     ``L^{-p}``); ``theory.limit`` then raises a ValueError saying so.
@@ -142,6 +145,7 @@ def depthmup_theory(
     if not (np.isfinite(atol) and atol >= 0):
         raise ValueError(f"atol must be finite and >= 0, got {atol}")
     qo = 0 if quad_order is None else check_int("quad_order", quad_order)
+    grid = net.depth if limit_grid is None else check_int("limit_grid", limit_grid)
     w_in, w_hid, w_out = ntk_weights(net)
     p = net.hidden_lr_depth_power
     no_limit = ""
@@ -168,6 +172,7 @@ def depthmup_theory(
         bool(limit),
         rate,
         w_hid_lim,
+        grid,
         rtol,
         atol,
         qo,
@@ -177,7 +182,7 @@ def depthmup_theory(
     lim = None
     if limit:
         lim = DepthMuPLimit(
-            tau=tau,
+            tau=net.horizon * np.asarray(out["limit_s"], dtype=float),
             K=np.asarray(out["limit_K"]),
             G=np.asarray(out["limit_G"]),
             Theta=np.asarray(out["limit_Theta"])[0],

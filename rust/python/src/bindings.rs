@@ -321,11 +321,11 @@ pub(crate) fn preresnet_theory<'py>(
 
 /// Depth-μP ResNet at infinite width (spec nfd.md §2.1): dict with K, G, Phi, Psi (L+1, N, N)
 /// at ℓ = 0..L, Theta, Theta_decoupled (N, N); with `limit` also the L → ∞ ODE values on the
-/// grid s = ℓ/L: limit_s, limit_K, limit_G (L+1, N, N), limit_Theta, limit_Theta_decoupled,
+/// grid s = i/limit_grid: limit_s, limit_K, limit_G (limit_grid+1, N, N), limit_Theta, limit_Theta_decoupled,
 /// limit_accepted, limit_rejected.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (act, x, depth, block_variance, readout_phi, w_input, w_hidden, w_readout, limit, rate, w_hidden_limit, rtol, atol, quad_order))]
+#[pyo3(signature = (act, x, depth, block_variance, readout_phi, w_input, w_hidden, w_readout, limit, rate, w_hidden_limit, limit_grid, rtol, atol, quad_order))]
 pub(crate) fn depthmup_theory<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -339,6 +339,7 @@ pub(crate) fn depthmup_theory<'py>(
     limit: bool,
     rate: f64,
     w_hidden_limit: f64,
+    limit_grid: usize,
     rtol: f64,
     atol: f64,
     quad_order: usize,
@@ -371,6 +372,7 @@ pub(crate) fn depthmup_theory<'py>(
                     &spec,
                     rate,
                     w_hidden_limit,
+                    limit_grid,
                     rtol,
                     atol,
                     &opts,

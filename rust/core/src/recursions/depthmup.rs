@@ -224,8 +224,9 @@ pub fn depthmup_theory(
 }
 
 /// The L → ∞ depth ODEs of nfd.md §2.1 at rate `rate` = lim L a_L² (T for the √(T/L) branch,
-/// 0 for T/L), reported on the grid s = ℓ/`grid`; `w_hidden` is the hidden group's limiting
-/// NTK weight.  Dormand–Prince 5(4) with tolerances `rtol`, `atol`.
+/// 0 for T/L), reported on the grid s = i/`grid`, i = 0..grid; `w_hidden` is the hidden group's
+/// limiting NTK weight.  Dormand–Prince 5(4) with tolerances `rtol`, `atol` (every grid point is
+/// hit exactly, so a grid finer than the natural steps costs one step per point).
 #[allow(clippy::too_many_arguments)]
 pub fn depthmup_limit(
     act: &dyn ActivationFn,
@@ -235,11 +236,15 @@ pub fn depthmup_limit(
     spec: &DepthMuPSpec,
     rate: f64,
     w_hidden: f64,
+    grid: usize,
     rtol: f64,
     atol: f64,
     opts: &QuadOpts,
 ) -> Result<DepthMuPLimit, RgError> {
     spec.validate()?;
+    if grid == 0 {
+        return Err(RgError::value("the limit's grid must have >= 1 interval"));
+    }
     if !(rate.is_finite() && rate >= 0.0) {
         return Err(RgError::value(format!(
             "rate (lim L·a_L²) must be finite and >= 0, got {rate}"
@@ -256,7 +261,7 @@ pub fn depthmup_limit(
         )));
     }
     let k_in = input_kernel(x, n, d)?;
-    let (grid, n2) = (spec.depth, n * n);
+    let n2 = n * n;
     // State (K, I, J), each N×N.
     let field = |y: &[f64]| -> Result<Vec<f64>, RgError> {
         if y.iter().any(|v| !v.is_finite()) {
@@ -403,6 +408,7 @@ mod tests {
             &spec(l, false),
             1.0,
             1.0,
+            l,
             1e-12,
             1e-13,
             &QuadOpts::default(),
@@ -429,6 +435,7 @@ mod tests {
             &spec(4, false),
             1.0,
             1.0,
+            4,
             1e-11,
             1e-12,
             &opts,
