@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt, log, machine, table, timed, write_json  # noqa: E402
-
 import rgflow  # noqa: E402
+from _common import fmt, log, machine, table, timed, write_json  # noqa: E402
 from rgflow.testing import depthmup_reference  # noqa: E402
 
 

@@ -18,8 +18,9 @@ gelu, linear, …; the engine's converged quadrature for tanh etc.), the Rust co
 * ``limit``: the L → ∞ values (rate ``c = lim L a_L²``: T for ``branch="sqrt"``, 0 for ``"linear"``),
   ``dK/ds = cΦ(K)``, ``G(s) = G(1) ⊙ exp(∫_s^1 cΨ)``,
   ``Θ_∞ = w_out R(1) + w_hid^∞ ∫_0^1 c G ⊙ Φ ds + w_in G(0) ⊙ K_in`` (adaptive Dormand–Prince 5(4))
-  on the depth-time grid ``τ = iT/M`` (M = ``limit_grid``, default L: the finite-L grid).  The finite-L recursion is its Euler scheme: the
-  error is O(1/L) (nfd.md: ``L(Θ_L − Θ_∞) → −0.303`` / ``−0.080`` for the §3.1 tanh example).
+  on the depth-time grid ``τ = iT/M`` (M = ``limit_grid``, default L: the finite-L grid).  The
+  finite-L recursion is its Euler scheme: the error is O(1/L) (nfd.md: ``L(Θ_L − Θ_∞) → −0.303``
+  / ``−0.080`` for the §3.1 tanh example).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from ..models import DepthMuPResNet
 @dataclass(frozen=True, eq=False)
 class DepthMuPLimit:
     """The L → ∞ (depth ODE) values of :class:`DepthMuPTheory` on the grid ``tau`` (M+1,), M =
-    ``limit_grid`` (default L): ``K``, ``G`` (M+1, N, N), ``Theta``, ``Theta_decoupled`` (N, N); ``accepted``/``rejected`` ODE
-    steps at tolerances ``rtol``, ``atol``."""
+    ``limit_grid`` (default L): ``K``, ``G`` (M+1, N, N), ``Theta``, ``Theta_decoupled`` (N, N);
+    ``accepted``/``rejected`` ODE steps at tolerances ``rtol``, ``atol``."""
 
     tau: np.ndarray
     K: np.ndarray

@@ -23,7 +23,9 @@ from ..models import DepthMuPResNet
 CHUNK = 64
 
 
-def pair_expectations(activation: Any, K: np.ndarray, *, h: float = 0.15, span: float = 8.5) -> tuple[np.ndarray, np.ndarray]:
+def pair_expectations(
+    activation: Any, K: np.ndarray, *, h: float = 0.15, span: float = 8.5
+) -> tuple[np.ndarray, np.ndarray]:
     """``(Φ(K), Ψ(K))`` (N, N) for an :class:`~rgflow.Activation` (relu/linear closed, else trapezoid)."""
     name = activation.name
     K = np.asarray(K, dtype=float)

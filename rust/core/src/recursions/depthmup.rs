@@ -331,6 +331,7 @@ pub fn depthmup_limit(
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use crate::activations::Builtin;
