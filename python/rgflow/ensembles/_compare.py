@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..recursions import THEORY_TENSORS, DepthMuPTheory, PreResTheory, ResTheory, Theory
-from ._depthmup import DepthMuPEnsemble
-from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
+from ._results import DepthMuPEnsemble, Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
 
 
 @dataclass(frozen=True)

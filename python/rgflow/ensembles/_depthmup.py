@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -28,49 +27,12 @@ from .._util.validation import check_inputs
 from ..models import DepthMuPResNet
 from ..recursions import ntk_weights
 from ._engine import DEFAULT_GROUPS, DEFAULT_NETWORKS, DEFAULT_SEED, Sampler, check_options, run
-from ._results import Array, _Estimates, _Result, make_stderr
+from ._results import DepthMuPEnsemble, DepthMuPStderr, make_stderr
 
 #: Memory budget of one numpy batch (the stored W_ℓ) when ``batch=None``.
 BATCH_BYTES = 1 << 27
 #: Most numpy networks per batch.
 NUMPY_BATCH = 256
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class DepthMuPStderr(_Estimates):
-    """Standard errors of a :class:`DepthMuPEnsemble` (same names and shapes as its estimates)."""
-
-    ESTIMATES: ClassVar[tuple[str, ...]] = ("K", "G", "Theta", "Theta_decoupled")
-    K: Array
-    G: Array
-    Theta: Array
-    Theta_decoupled: Array | None = None
-
-
-@dataclass(eq=False, repr=False, kw_only=True)
-class DepthMuPEnsemble(_Result):
-    """Sampled depth-μP ResNets at initialisation (see :func:`sample_depthmup`).
-
-    Attributes
-    ----------
-    K, G: (L+1, N, N) mean forward and gradient kernels at ℓ = 0..L.
-    Theta: (N, N) mean empirical NTK; Theta_decoupled: (N, N) mean first-step kernel of the
-        decoupled twin (None with ``decoupled=False``).
-    stderr: :class:`DepthMuPStderr`.  x, width, and the common fields of every result.
-    """
-
-    ESTIMATES: ClassVar[tuple[str, ...]] = DepthMuPStderr.ESTIMATES
-    x: Array
-    width: int
-    K: Array
-    G: Array
-    Theta: Array
-    stderr: DepthMuPStderr
-    Theta_decoupled: Array | None = None
-
-    @property
-    def widths(self) -> tuple[int, ...]:
-        return (self.width,) * self.K.shape[0]
 
 
 def _auto_batch(n: int, L: int, decoupled: bool) -> int:
