@@ -596,7 +596,7 @@ def test_sample_dispatches_on_the_network_type():
         assert (e.seed, e.backend, e.dtype) == (0, "numpy", "float64")
         assert e.batch >= 1 and e.elapsed > 0 and e.networks_per_second > 0
         assert dataclasses.is_dataclass(e) and dataclasses.is_dataclass(e.stderr)
-    with pytest.raises(TypeError, match="MLP, ResMLP or PreResNet"):
+    with pytest.raises(TypeError, match="MLP, ResMLP, PreResNet or DepthMuPResNet"):
         rgflow.sample("tanh", X2)
 
 

@@ -27,11 +27,11 @@ from .criticality import (
     taylor_coefficients,
     universality_class,
 )
-from .ensembles import Comparison, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
+from .ensembles import Comparison, DepthMuPEnsemble, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
 from .gauss import expect, expect_with_error, sigma, zpow
 from .learning import ConditionedEnsemble, Prediction, TrainedEnsemble, predict, train
 from .models import MLP, DepthMuPResNet, PreResNet, ResMLP, critical_mlp
-from .recursions import PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
+from .recursions import DepthMuPTheory, PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
 
 __all__ = [
     "MLP",
@@ -39,7 +39,9 @@ __all__ = [
     "Comparison",
     "ConditionedEnsemble",
     "CriticalPoint",
+    "DepthMuPEnsemble",
     "DepthMuPResNet",
+    "DepthMuPTheory",
     "Criticality",
     "Ensemble",
     "FixedPoint",

@@ -14,6 +14,7 @@ __all__ = [
     "mlp_theory",
     "resmlp_theory",
     "preresnet_theory",
+    "depthmup_theory",
     "MAX_DERIVATIVE",
 ]
 
@@ -96,4 +97,25 @@ def preresnet_theory(
     closure: str,
     quad_order: int,
     max_evals: float = 0.0,
+) -> dict[str, Any]: ...
+
+#: Depth-μP ResNet at infinite width (nfd.md §2.1).  Keys: K, G, Phi, Psi (L+1, N, N); Theta,
+#: Theta_decoupled (N, N); with ``limit`` also limit_s (list), limit_K, limit_G (limit_grid+1, N, N),
+#: limit_Theta, limit_Theta_decoupled (N, N), limit_accepted, limit_rejected.
+def depthmup_theory(
+    act: _ActivationSpec,
+    x: npt.NDArray[np.float64],
+    depth: int,
+    block_variance: float,
+    readout_phi: bool,
+    w_input: float,
+    w_hidden: float,
+    w_readout: float,
+    limit: bool,
+    rate: float,
+    w_hidden_limit: float,
+    limit_grid: int,
+    rtol: float,
+    atol: float,
+    quad_order: int,
 ) -> dict[str, Any]: ...

@@ -8,7 +8,9 @@ subtract).  One entry point, :func:`sample`, that dispatches on the network type
   and with ``dntk=True`` the dNTK family P, Q, R, S, T, U (``_dntk``: probe neurons, exact forward
   equations in directional-derivative form);
 * :class:`~rgflow.ResMLP` → :class:`ResEnsemble`: K, K1, V, S (per layer l = 1..L);
-* :class:`~rgflow.PreResNet` → :class:`PreResEnsemble`: K, K1, V, Sigma, V_GS, V_SS (at ``ens.layers``).
+* :class:`~rgflow.PreResNet` → :class:`PreResEnsemble`: K, K1, V, Sigma, V_GS, V_SS (at ``ens.layers``);
+* :class:`~rgflow.DepthMuPResNet` → :class:`DepthMuPEnsemble`: K, G (ℓ = 0..L), Theta, Theta_decoupled
+  at initialisation (``_depthmup``; numpy only).
 
 Module layout: ``_api`` (the dispatcher), ``_engine`` (argument checks, groups, seeds, group
 loop, batch means), ``_jax`` (what the JAX backends share: batching rule, mesh, jit cache, group
@@ -39,6 +41,7 @@ rgflow 0.1 names kept for one release (DeprecationWarning): ``G``/``G_err``/``V_
 
 from ._api import sample
 from ._compare import Comparison, ComparisonRow, compare
+from ._depthmup import DepthMuPEnsemble, DepthMuPStderr, sample_depthmup
 from ._engine import BACKENDS
 from ._mlp import ESTIMATORS, sample_mlp
 from ._preresnet import SAMPLERS, sample_preresnet
@@ -51,6 +54,8 @@ __all__ = [
     "SAMPLERS",
     "Comparison",
     "ComparisonRow",
+    "DepthMuPEnsemble",
+    "DepthMuPStderr",
     "Ensemble",
     "MLPStderr",
     "PreResEnsemble",
@@ -59,6 +64,7 @@ __all__ = [
     "ResStderr",
     "compare",
     "sample",
+    "sample_depthmup",
     "sample_mlp",
     "sample_preresnet",
     "sample_resmlp",

@@ -36,8 +36,15 @@ import numpy as np
 
 from .._util.validation import check_names
 from ..models import check_same_origin
-from ..recursions import DNTK_TENSORS, THEORY_TENSORS, PreResTheory, ResTheory, Theory
-from ._results import Ensemble, PreResEnsemble, ResEnsemble, theory_kernel, theory_vertex
+from ..recursions import DNTK_TENSORS, THEORY_TENSORS, DepthMuPTheory, PreResTheory, ResTheory, Theory
+from ._results import (
+    DepthMuPEnsemble,
+    Ensemble,
+    PreResEnsemble,
+    ResEnsemble,
+    theory_kernel,
+    theory_vertex,
+)
 
 
 @dataclass(frozen=True)
@@ -140,12 +147,17 @@ DNTK_REMAINDER_C = 4.0
 REMAINDER_C = {"A": 4.0}
 
 
-def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row], list[int], np.ndarray]:
-    """The comparable tensors, the layer labels and the remainder's expansion parameter per row layer."""
+def _rows(
+    th: Any, ens: Any, tensors: Sequence[str] | None
+) -> tuple[list[_Row], list[int] | dict[str, list[int]], np.ndarray | dict[str, np.ndarray]]:
+    """The comparable tensors, the layer labels and the remainder's expansion parameter per row layer
+    (one list/array, or one per tensor name: the depth-μP pair labels K, G by ℓ and Θ by L)."""
     _check_pair(th, ens)
     n = np.asarray(ens.widths, dtype=float)[:, None, None]
     nl = np.asarray(ens.widths, dtype=float)
     out: list[tuple[str, Any, Any, Any, bool, Any]] = []
+    labels: list[int] | dict[str, list[int]]
+    r: Any
     if isinstance(ens, Ensemble) and isinstance(th, Theory):
         labels = list(range(1, ens.K.shape[0] + 1))
         for name in _names(tensors, THEORY_TENSORS):
@@ -182,12 +194,31 @@ def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row],
             t, lead, c = _first_order(np.asarray(t, dtype=float), K1 if name == "K" else None, n)
             out.append((name, t, getattr(ens, name, None), getattr(ens.stderr, name, None), lead, c))
         r = _expansion_parameter(K, V, nl)
+    elif isinstance(ens, DepthMuPEnsemble) and isinstance(th, DepthMuPTheory):
+        # K, G at ℓ = 0..L (rows labelled by ℓ); Theta, Theta_decoupled as one row labelled L.
+        L = ens.K.shape[0] - 1
+        by_name: dict[str, list[int]] = {}
+        for name in tensors if tensors is not None else ("K", "G", "Theta", "Theta_decoupled"):
+            t, e, s = getattr(th, name, None), getattr(ens, name, None), getattr(ens.stderr, name, None)
+            if t is None or e is None or s is None:
+                continue
+            if name.startswith("Theta"):
+                t, e, s = t[None], e[None], s[None]
+                by_name[name] = [L]
+            else:
+                by_name[name] = list(range(L + 1))
+            out.append((name, np.asarray(t, dtype=float), e, s, True, None))
+        labels = by_name
+        # infinite-width theory against width n: the remainder is O(1/n) of the value
+        r = {name: np.full(len(lbl), 1.0 / float(ens.width)) for name, lbl in by_name.items()}
     else:
         raise TypeError(
-            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
-            f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
+            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble), "
+            "(PreResTheory, PreResEnsemble) and (DepthMuPTheory, DepthMuPEnsemble); "
+            f"got ({type(th).__name__}, {type(ens).__name__})"
         )
     if r is None:  # no vertex (order 0): the depth-to-width ratio of the layers below, (l - 2)/n
+        assert isinstance(labels, list)
         r = np.array([max(lab - 2, 0) for lab in labels], dtype=float) / nl
     rows = [(k, t, e, s, lead, c) for k, t, e, s, lead, c in out if e is not None and s is not None]
     if tensors is not None:
@@ -204,8 +235,8 @@ def _rows(th: Any, ens: Any, tensors: Sequence[str] | None) -> tuple[list[_Row],
 #: Comparable tensors of the residual pairs.
 RES_TENSORS = ("K", "V", "S", "K1")
 PRERES_TENSORS = ("K", "V", "V_GS", "V_SS", "K1")
-_THEORIES = (Theory, ResTheory, PreResTheory)
-_ENSEMBLES = (Ensemble, ResEnsemble, PreResEnsemble)
+_THEORIES = (Theory, ResTheory, PreResTheory, DepthMuPTheory)
+_ENSEMBLES = (Ensemble, ResEnsemble, PreResEnsemble, DepthMuPEnsemble)
 
 
 def _names(tensors: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -220,11 +251,17 @@ def _check_pair(th: Any, ens: Any) -> None:
             f"compare(theory, ensemble) takes the theory first: got ({type(th).__name__}, {type(ens).__name__}); "
             "call rgflow.compare(th, ens)"
         )
-    pairs = ((Theory, Ensemble), (ResTheory, ResEnsemble), (PreResTheory, PreResEnsemble))
+    pairs = (
+        (Theory, Ensemble),
+        (ResTheory, ResEnsemble),
+        (PreResTheory, PreResEnsemble),
+        (DepthMuPTheory, DepthMuPEnsemble),
+    )
     if not any(isinstance(th, a) and isinstance(ens, b) for a, b in pairs):
         raise TypeError(
-            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble) and "
-            f"(PreResTheory, PreResEnsemble); got ({type(th).__name__}, {type(ens).__name__})"
+            "compare(theory, ens) supports (rgflow.Theory, Ensemble), (ResTheory, ResEnsemble), "
+            "(PreResTheory, PreResEnsemble) and (DepthMuPTheory, DepthMuPEnsemble); "
+            f"got ({type(th).__name__}, {type(ens).__name__})"
         )
     if isinstance(th, PreResTheory):
         check_same_origin(
@@ -243,8 +280,10 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
     F, A, B, and P, Q, R, S, T, U when both have them: ``theory(dntk=True)``, ``sample(dntk=True)``),
     :class:`~rgflow.ResTheory` with :class:`ResEnsemble` (K, V, S, K1) and
     :class:`~rgflow.PreResTheory` with :class:`PreResEnsemble` (K, V, V_GS, V_SS, K1 at the recorded
-    layers, which label the rows; the theory must be computed at the same layers).  Any other pair
-    raises TypeError.
+    layers, which label the rows; the theory must be computed at the same layers) and
+    :class:`~rgflow.recursions.DepthMuPTheory` with :class:`DepthMuPEnsemble` (K, G at ℓ = 0..L;
+    Theta, Theta_decoupled as one row labelled L; infinite-width theory against finite n, so
+    mind the O(1/n) bias).  Any other pair raises TypeError.
 
     ``K`` and ``Theta`` rows compare the first-order means ``K + K1/n`` and ``Θ + Θ1/n`` (the
     infinite-width values if the theory has no K1/Θ1) with the sampled means ``ens.K``,
@@ -255,11 +294,16 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
     added to the standard error; ``row.verdict`` is ``"ok*"`` for |z| > 3 within the remainder.
     """
     rows = Comparison()
-    names = check_names("tensors", tensors, THEORY_TENSORS + ("V_GS", "V_SS"))
+    names = check_names("tensors", tensors, THEORY_TENSORS + ("V_GS", "V_SS", "G", "Theta_decoupled"))
     triples, labels, r0 = _rows(th, ens, names)
-    r_dntk = DNTK_REMAINDER_C * np.array([max(lab - 2, 0) for lab in labels], dtype=float) / np.asarray(ens.widths)
     for name, t, e, s, lead, corr in triples:
-        r = r_dntk if name in DNTK_TENSORS and isinstance(th, Theory) else r0
+        if isinstance(r0, dict):
+            rr = r0[name]
+        elif name in DNTK_TENSORS and isinstance(th, Theory):
+            assert isinstance(labels, list)
+            rr = DNTK_REMAINDER_C * np.array([max(lab - 2, 0) for lab in labels], dtype=float) / np.asarray(ens.widths)
+        else:
+            rr = r0
         if t.shape != e.shape:
             raise ValueError(f"{name}: theory shape {t.shape} != ensemble shape {e.shape}")
         for li in range(t.shape[0]):
@@ -278,10 +322,11 @@ def compare(th: Any, ens: Any, tensors: Sequence[str] | None = None) -> Comparis
             worst = tuple(int(i) for i in np.unravel_index(k, zz.shape))
             # the expected size of the theory's remainder at this layer (module docstring)
             size = scale if corr is None else (float(np.max(np.abs(corr[li]))) if corr[li].size else 0.0)
-            rem = REMAINDER_C.get(name, 1.0) * float(r[li]) * size if math.isfinite(float(r[li])) else 0.0
+            rem = REMAINDER_C.get(name, 1.0) * float(rr[li]) * size if math.isfinite(float(rr[li])) else 0.0
             tot = np.sqrt(se**2 + rem**2)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ze = np.where(tot > 0, d / np.where(tot > 0, tot, 1.0), np.where(d <= tiny, 0.0, np.inf))
             z_eff = float(np.max(ze)) if ze.size else 0.0
-            rows.append(ComparisonRow(name, labels[li], float(zz.flat[k]), rel, mad, scale, worst, lead, rem, z_eff))
+            label = labels[name][li] if isinstance(labels, dict) else labels[li]
+            rows.append(ComparisonRow(name, label, float(zz.flat[k]), rel, mad, scale, worst, lead, rem, z_eff))
     return rows

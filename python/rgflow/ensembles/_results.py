@@ -313,3 +313,40 @@ class PreResEnsemble(_Result):
             f"PreResEnsemble(networks={self.networks}, width={self.width}, sampler={self.sampler!r}, "
             f"layers={[int(v) for v in self.layers]}, N={self.K.shape[1]})"
         )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class DepthMuPStderr(_Estimates):
+    """Standard errors of a :class:`DepthMuPEnsemble` (same names and shapes as its estimates)."""
+
+    ESTIMATES: ClassVar[tuple[str, ...]] = ("K", "G", "Theta", "Theta_decoupled")
+    K: Array
+    G: Array
+    Theta: Array
+    Theta_decoupled: Array | None = None
+
+
+@dataclass(eq=False, repr=False, kw_only=True)
+class DepthMuPEnsemble(_Result):
+    """Sampled depth-μP ResNets at initialisation (see :func:`rgflow.ensembles.sample_depthmup`).
+
+    Attributes
+    ----------
+    K, G: (L+1, N, N) mean forward and gradient kernels at ℓ = 0..L.
+    Theta: (N, N) mean empirical NTK; Theta_decoupled: (N, N) mean first-step kernel of the
+        decoupled twin (None with ``decoupled=False``).
+    stderr: :class:`DepthMuPStderr`.  x, width, and the common fields of every result.
+    """
+
+    ESTIMATES: ClassVar[tuple[str, ...]] = DepthMuPStderr.ESTIMATES
+    x: Array
+    width: int
+    K: Array
+    G: Array
+    Theta: Array
+    stderr: DepthMuPStderr
+    Theta_decoupled: Array | None = None
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.width,) * self.K.shape[0]

@@ -6,10 +6,13 @@ dispatches on the network type:
 * :class:`~rgflow.MLP` → :class:`Theory` (K, K1, Θ, Θ1, V, D, F, A, B; ``ntk.md`` §1.2; with
   ``dntk=True`` also P, Q, R, S, T, U; ``dntk.md``),
 * :class:`~rgflow.ResMLP` → :class:`ResTheory` (K, V, S, K1; Appendix B),
-* :class:`~rgflow.PreResNet` → :class:`PreResTheory` (K0, V4, K1, …; ``resnets.md``).
+* :class:`~rgflow.PreResNet` → :class:`PreResTheory` (K0, V4, K1, …; ``resnets.md``),
+* :class:`~rgflow.DepthMuPResNet` → :class:`DepthMuPTheory` (K, G, Θ, Θ_dec at ℓ = 0..L and the
+  L → ∞ depth-ODE limit; ``nfd.md`` §2.1).
 """
 
 from ._api import theory
+from ._depthmup import DepthMuPLimit, DepthMuPTheory, depthmup_theory, ntk_weights
 from ._mlp import ALL_TENSORS, DNTK_TENSORS, FOUR_POINT, THEORY_TENSORS, TWO_POINT, Theory, mlp_theory
 from ._overflow import K4_LIMIT, check_finite_result, overflow_cause, overflow_scan
 from ._preresnet import PreResTheory, preresnet_theory, preresnet_theory_gh
@@ -25,10 +28,14 @@ __all__ = [
     "check_finite_result",
     "overflow_cause",
     "overflow_scan",
+    "DepthMuPLimit",
+    "DepthMuPTheory",
     "PreResTheory",
     "ResTheory",
     "Theory",
+    "depthmup_theory",
     "mlp_theory",
+    "ntk_weights",
     "nu_scale_invariant",
     "preresnet_theory",
     "preresnet_theory_gh",

@@ -28,7 +28,7 @@ pub mod quadrature;
 pub mod recursions;
 pub mod tables;
 
-pub use recursions::{mlp, preresnet, resmlp};
+pub use recursions::{depthmup, mlp, preresnet, resmlp};
 
 use std::fmt;
 

@@ -2,7 +2,8 @@
 //! released (`Python::detach`), convert the results.  No mathematics here.
 
 use numpy::{
-    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods,
+    PyArray1, PyArrayDyn, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -11,6 +12,7 @@ use pyo3::types::{PyDict, PyTuple};
 use rgflow_core::expect::{
     expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term,
 };
+use rgflow_core::layers::Layers;
 use rgflow_core::mlp::{mlp_theory_dntk as core_theory, MlpSpec};
 
 use crate::activation::activation;
@@ -330,5 +332,93 @@ pub(crate) fn preresnet_theory<'py>(
     out.set_item("V_SS", into_array(py, t.v_ss, &[n, n, n, n])?)?;
     out.set_item("accepted", t.accepted)?;
     out.set_item("rejected", t.rejected)?;
+    Ok(out)
+}
+
+/// Depth-μP ResNet at infinite width (spec nfd.md §2.1): dict with K, G, Phi, Psi (L+1, N, N)
+/// at ℓ = 0..L, Theta, Theta_decoupled (N, N); with `limit` also the L → ∞ ODE values on the
+/// grid s = i/limit_grid: limit_s, limit_K, limit_G (limit_grid+1, N, N), limit_Theta, limit_Theta_decoupled,
+/// limit_accepted, limit_rejected.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (act, x, depth, block_variance, readout_phi, w_input, w_hidden, w_readout, limit, rate, w_hidden_limit, limit_grid, rtol, atol, quad_order))]
+pub(crate) fn depthmup_theory<'py>(
+    py: Python<'py>,
+    act: &Bound<'py, PyTuple>,
+    x: PyReadonlyArray2<'py, f64>,
+    depth: usize,
+    block_variance: f64,
+    readout_phi: bool,
+    w_input: f64,
+    w_hidden: f64,
+    w_readout: f64,
+    limit: bool,
+    rate: f64,
+    w_hidden_limit: f64,
+    limit_grid: usize,
+    rtol: f64,
+    atol: f64,
+    quad_order: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    use rgflow_core::depthmup::{depthmup_limit, depthmup_theory as core_depthmup, DepthMuPSpec};
+    let a = activation(act)?;
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let xs = flat(&x);
+    let spec = DepthMuPSpec {
+        depth,
+        block_variance,
+        readout_phi,
+        w_input,
+        w_hidden,
+        w_readout,
+    };
+    let opts = QuadOpts {
+        order: quad_order,
+        ..Default::default()
+    };
+    let (t, lim) = py
+        .detach(|| {
+            let t = core_depthmup(a.as_ref(), &xs, n, d, &spec, &opts)?;
+            let lim = if limit {
+                Some(depthmup_limit(
+                    a.as_ref(),
+                    &xs,
+                    n,
+                    d,
+                    &spec,
+                    rate,
+                    w_hidden_limit,
+                    limit_grid,
+                    rtol,
+                    atol,
+                    &opts,
+                )?)
+            } else {
+                None
+            };
+            Ok((t, lim))
+        })
+        .map_err(err)?;
+    let out = PyDict::new(py);
+    out.set_item("K", into_array(py, t.k, &[n, n])?)?;
+    out.set_item("G", into_array(py, t.g, &[n, n])?)?;
+    out.set_item("Phi", into_array(py, t.phi, &[n, n])?)?;
+    out.set_item("Psi", into_array(py, t.psi, &[n, n])?)?;
+    let square = |v: Vec<f64>| -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
+        let mut l = Layers::new(n * n);
+        l.push(v);
+        into_array(py, l, &[n, n])
+    };
+    out.set_item("Theta", square(t.theta)?)?;
+    out.set_item("Theta_decoupled", square(t.theta_dec)?)?;
+    if let Some(l) = lim {
+        out.set_item("limit_s", l.s)?;
+        out.set_item("limit_K", into_array(py, l.k, &[n, n])?)?;
+        out.set_item("limit_G", into_array(py, l.g, &[n, n])?)?;
+        out.set_item("limit_Theta", square(l.theta)?)?;
+        out.set_item("limit_Theta_decoupled", square(l.theta_dec)?)?;
+        out.set_item("limit_accepted", l.accepted)?;
+        out.set_item("limit_rejected", l.rejected)?;
+    }
     Ok(out)
 }

@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mlp_theory, m)?)?;
     m.add_function(wrap_pyfunction!(resmlp_theory, m)?)?;
     m.add_function(wrap_pyfunction!(preresnet_theory, m)?)?;
+    m.add_function(wrap_pyfunction!(depthmup_theory, m)?)?;
     m.add("MAX_DERIVATIVE", rgflow_core::activations::MAX_ORDER)?;
     Ok(())
 }
