@@ -29,7 +29,18 @@ from .criticality import (
 )
 from .ensembles import Comparison, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
 from .gauss import expect, expect_with_error, sigma, zpow
-from .learning import ConditionedEnsemble, Prediction, TrainedEnsemble, predict, train
+from .learning import (
+    ConditionedEnsemble,
+    DepthSweep,
+    DMFTSolution,
+    Prediction,
+    TrainedEnsemble,
+    dmft,
+    dmft_depth_limit,
+    predict,
+    train,
+    train_depth_sweep,
+)
 from .models import MLP, DepthMuPResNet, PreResNet, ResMLP, critical_mlp
 from .recursions import PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
 
@@ -39,7 +50,9 @@ __all__ = [
     "Comparison",
     "ConditionedEnsemble",
     "CriticalPoint",
+    "DMFTSolution",
     "DepthMuPResNet",
+    "DepthSweep",
     "Criticality",
     "Ensemble",
     "FixedPoint",
@@ -56,6 +69,8 @@ __all__ = [
     "compare",
     "critical",
     "critical_mlp",
+    "dmft",
+    "dmft_depth_limit",
     "expect",
     "expect_with_error",
     "fixed_point",
@@ -72,6 +87,7 @@ __all__ = [
     "taylor_coefficients",
     "theory",
     "train",
+    "train_depth_sweep",
     "universality_class",
     "zpow",
 ]
