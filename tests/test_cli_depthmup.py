@@ -52,4 +52,4 @@ def test_rgflow_run_depthmup_end_to_end(tmp_path, capsys):
     out = tmp_path / "rep"
     assert rgflow.cli.main(["run", write(tmp_path, text), "--out", str(out), "--quiet", "--no-plots"]) == 0
     assert "| 16 | 4 | coupled | f(x1,T) |" in (out / "depthmup.md").read_text()
-    assert "Decoupled DMFT" in capsys.readouterr().out
+    assert "DMFT (n = ∞)" in capsys.readouterr().out

@@ -86,7 +86,11 @@ def test_report_from_a_trained_sweep_with_dmft(tmp_path):
     pytest.importorskip("matplotlib")
     net = rgflow.DepthMuPResNet("tanh", width=16, gamma0=2.0)
     sweep = rgflow.train_depth_sweep(net, X, Y, depths=(2, 4, 8), steps=3, eta=0.1, networks=4, seed=2)
-    dm = {L: rgflow.dmft(net.with_(depth=L), X, Y, steps=3, eta=0.1, samples=400, replicas=2) for L in (2, 4)}
+    dm = [
+        rgflow.dmft(net.with_(depth=L), X, Y, steps=3, eta=0.1, samples=400, replicas=2, coupled=c)
+        for L in (2, 4)
+        for c in (True, False)
+    ]
     depthmup_report([sweep], tmp_path, dmft=dm)
     table = (tmp_path / "depthmup.md").read_text()
-    assert "| 16 | 4 | coupled | f(x1,T) |" in table and "Decoupled DMFT" in table
+    assert "| 16 | 4 | coupled | f(x1,T) |" in table and "DMFT (n = ∞)" in table

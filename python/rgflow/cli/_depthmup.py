@@ -1,5 +1,5 @@
 """``rgflow run`` for ``[network] architecture = "depthmup"``: trained depth-μP ResNet depth sweeps
-(spec ``nfd.md`` §3) and the decoupled DMFT, written as the depth-convergence report.
+(spec ``nfd.md`` §3) and the DMFT (coupled and decoupled), written as the depth-convergence report.
 
 The configuration (every key optional except the inputs; defaults are the spec's §3.1 setup)::
 
@@ -144,8 +144,8 @@ def build(cfg: dict[str, Any]) -> tuple[DepthMuPResNet, np.ndarray, np.ndarray]:
 
 def run_depthmup(
     raw: dict[str, Any], *, out: str | None, networks: int | None, plots: bool, quiet: bool
-) -> tuple[list[DepthSweep], dict[int, DMFTSolution], str]:
-    """Train the sweeps (one per width), solve the decoupled DMFT per depth, write the report; return
+) -> tuple[list[DepthSweep], list[DMFTSolution], str]:
+    """Train the sweeps (one per width), solve the DMFT per depth and mode, write the report; return
     (sweeps, DMFT solutions, the output folder)."""
     cfg = settings(raw, networks)
     net, x, y = build(cfg)
@@ -174,22 +174,25 @@ def run_depthmup(
             dt = time.perf_counter() - t0
             log(f"width {w}: {s.networks} networks × {len(s.depths)} depths × {len(s.modes)} modes in {dt:.1f} s")
             sweeps.append(s)
-        solutions: dict[int, DMFTSolution] = {}
+        solutions: list[DMFTSolution] = []
         samples = cfg["dmft"]["samples"]
         if samples:
             for L in tr["depths"]:
-                t0 = time.perf_counter()
-                solutions[L] = dmft(
-                    net.with_(depth=L),
-                    x,
-                    y,
-                    steps=tr["steps"],
-                    eta=tr["eta"],
-                    samples=samples,
-                    replicas=cfg["dmft"]["replicas"],
-                    seed=tr["seed"],
-                )
-                log(f"decoupled DMFT at L = {L}: {time.perf_counter() - t0:.1f} s")
+                for mode in tr["modes"]:
+                    t0 = time.perf_counter()
+                    sol = dmft(
+                        net.with_(depth=L),
+                        x,
+                        y,
+                        steps=tr["steps"],
+                        eta=tr["eta"],
+                        samples=samples,
+                        replicas=cfg["dmft"]["replicas"],
+                        seed=tr["seed"],
+                        coupled=mode == "coupled",
+                    )
+                    solutions.append(sol)
+                    log(f"{mode} DMFT at L = {L}: {time.perf_counter() - t0:.1f} s")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{exc}") from None
     depthmup_report(sweeps, folder, dmft=solutions, plots=plots and bool(cfg["report"]["plots"]))

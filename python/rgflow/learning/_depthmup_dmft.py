@@ -1,5 +1,5 @@
 """Infinite-width training limit of the depth-μP ResNet at finite depth: the discrete-step DMFT of
-spec ``nfd.md`` §2.2 (decoupled: A = B = 0), solved by Monte Carlo over single-site fields, and its
+spec ``nfd.md`` §2.2 (coupled, or decoupled: A = B = 0), solved by Monte Carlo over single-site fields, and its
 depth limit §2.3 by Richardson extrapolation in 1/L.
 
 Single-site fields (normalised gradients g = γ0 n ∂f/∂h; a = branch multiplier; c_W = a²·lr_W/(γ0 n),
@@ -17,8 +17,10 @@ weights): with the causal Cholesky factor of the joint covariance over (s ≤ t,
 standard normals, the earlier rows are unchanged as t grows.  The kernels are sample averages over the
 M single-site samples at the moment they are needed (the solve is causal: no iteration).
 
-The coupled system (reused-weight responses A, B of §2.2, pathwise) is not implemented here: the
-decoupled system is the infinite-width limit of the ``backward="decoupled"`` network.
+``coupled=True`` adds the reused-weight responses of §2.2 — forward a Σ_{s<t} A_ℓ g_ℓ(s), backward
+a φ'(h) Σ_{s≤t} B_ℓ φ(h_{ℓ-1}(s)) — with A, B estimated pathwise by Gaussian integration by parts
+(E[∂F/∂z] = Cov(z)^{-1} E[z F] for the stored noises): the limit of the true network.  The decoupled
+system (A = B = 0) is the limit of the ``backward="decoupled"`` network.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from ._rates import paired_mean
 
 @dataclass
 class DMFTSolution:
-    """Decoupled DMFT at depth L: means over ``replicas`` independent solves of ``samples`` sites each,
+    """The DMFT at depth L (``coupled``: with the responses A, B): means over ``replicas``
+    independent solves of ``samples`` sites each,
     with standard errors.  Keys: ``f`` (T+1, P), ``loss`` (T+1,), ``kernels`` (T+1, 5, P, P) at τ =
     ``TAUS``, ``ntk`` (T+1, P, P); ``values`` holds the per-replica numbers."""
 
@@ -74,15 +77,12 @@ def dmft(
     groups; the width only enters through the lr convention and cancels) for ``steps`` GD steps of
     rate ``eta`` by Monte Carlo over ``samples`` single-site fields, ``replicas`` times independently.
 
-    ``coupled=True`` (the reused-weight responses A, B) raises NotImplementedError: compare the
-    coupled network with a wide trained ensemble instead (``train_depth_sweep``)."""
+    ``coupled=True`` adds the reused-weight responses A, B (§2.2), estimated pathwise by Gaussian
+    integration by parts (Stein): A_ℓ(x,t;·) = E[φ(h_{ℓ-1}(x,t)) r_ℓ] Cov(r_ℓ)^{-1} over the earlier
+    (x', s < t), B_ℓ(x,t;·) = E[g_ℓ(x,t) u_ℓ] Cov(u_ℓ)^{-1} over (x', s ≤ t) — the limit of the true
+    (coupled) network; ``coupled=False`` (A = B = 0) is the limit of the decoupled network."""
     if not isinstance(net, DepthMuPResNet):
         raise TypeError(f"net must be a rgflow.DepthMuPResNet, got {type(net).__name__}")
-    if coupled:
-        raise NotImplementedError(
-            "dmft(coupled=True): the reused-weight response terms A, B (nfd.md §2.2) are not implemented; "
-            "use coupled=False (the limit of the decoupled network) or a wide coupled ensemble from train_depth_sweep"
-        )
     xs = check_inputs(x)
     P, d = xs.shape
     ys = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -95,19 +95,23 @@ def dmft(
     samples = check_int("samples", samples, minimum=16)
     replicas = check_int("replicas", replicas, minimum=2, hint=" (standard errors need at least 2)")
     seed = check_int("seed", seed, minimum=0)
-    runs = [_solve(net, xs, ys, steps, eta, samples, np.random.SeedSequence([seed, r])) for r in range(replicas)]
+    coupled = bool(coupled)
+    runs = [
+        _solve(net, xs, ys, steps, eta, samples, np.random.SeedSequence([seed, r]), coupled) for r in range(replicas)
+    ]
     values = {k: np.stack([r[k] for r in runs]) for k in runs[0]}
     if not all(np.all(np.isfinite(v)) for v in values.values()):
         raise FloatingPointError(
             f"the DMFT solve diverged (non-finite fields): eta={eta} is too large for this network; lower eta or gamma0"
         )
-    return DMFTSolution(net, steps, eta, samples, False, values)
+    return DMFTSolution(net, steps, eta, samples, coupled, values)
 
 
 def dmft_depth_limit(
     net: DepthMuPResNet, x: Any, y: Any, *, depths: Sequence[int] = (64, 128), **kw: Any
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """L → ∞ of the decoupled DMFT (§2.3) by Richardson extrapolation of first order in 1/L from the
+    """L → ∞ of the DMFT (§2.3; ``coupled`` passed on in ``kw``) by Richardson extrapolation of
+    first order in 1/L from the
     last two ``depths``: obs(∞) ≈ 2 obs(2L) − obs(L).  Returns (means, standard errors)."""
     ds = tuple(check_int("depths", L) for L in depths)
     if len(ds) < 2 or ds[-1] != 2 * ds[-2]:
@@ -140,11 +144,26 @@ def _conditional(F: np.ndarray, z: np.ndarray, t: int, P: int) -> np.ndarray:
     return z[:, : (t + 1) * P] @ Lc[t * P :, :].T
 
 
+def _stein(F: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """E[∂F/∂z] for Gaussian samples Z (M, k) and values F (M, P): E[F zᵀ] Cov(z)^{-1} (P, k)."""
+    M = Z.shape[0]
+    C = Z.T @ Z / M
+    return np.linalg.solve(C + 1e-12 * np.trace(C) / C.shape[0] * np.eye(C.shape[0]), Z.T @ F / M).T
+
+
 def _solve(
-    net: DepthMuPResNet, X: np.ndarray, y: np.ndarray, T: int, eta: float, M: int, ss: np.random.SeedSequence
+    net: DepthMuPResNet,
+    X: np.ndarray,
+    y: np.ndarray,
+    T: int,
+    eta: float,
+    M: int,
+    ss: np.random.SeedSequence,
+    coupled: bool = False,
 ) -> dict[str, np.ndarray]:
     act = net.activation
     phi = lambda z: act.numpy(z)  # noqa: E731
+    Fphi = phi
     dphi = lambda z: act.numpy(z, 1)  # noqa: E731
     P, d = X.shape
     L, n, g0 = net.depth, net.width, net.gamma0
@@ -161,6 +180,9 @@ def _solve(
     H = np.zeros((L + 1, M, T + 1, P))  # h_ℓ(x, s), ℓ = 0..L
     G = np.zeros((L + 1, M, T + 1, P))  # g_ℓ(x, s)
     R = np.zeros((M, T + 1, P))  # readout vector r(x, s)
+    if coupled:  # the Gaussian noises u_ℓ, r_ℓ themselves, for the Stein responses
+        Un = np.zeros((L, M, T + 1, P))
+        Rn = np.zeros((L, M, T + 1, P))
     delta = np.zeros((T + 1, P))
     ells = sorted({round(tau * L) for tau in TAUS})
     out_f = np.zeros((T + 1, P))
@@ -180,6 +202,11 @@ def _solve(
                 drift = np.einsum("xsy,sy,msy->mx", Phi, delta[:t], G[ell][:, :t])
             else:
                 drift = 0.0
+            if coupled:
+                Un[ell - 1][:, t] = u
+                if t:  # Ż = Σ_{s<t,x'} A_ℓ(x,t;x',s) g_ℓ(x',s)
+                    A = _stein(Fp[:, t], Rn[ell - 1][:, :t].reshape(M, t * P))
+                    u = u + G[ell][:, :t].reshape(M, t * P) @ A.T
             h = h + a * u + cW * drift
             H[ell][:, t] = h
         r = h if net.readout == "h" else phi(h)
@@ -207,6 +234,11 @@ def _solve(
                 driftb = np.einsum("xsy,sy,msy->mx", Gk, delta[:t], phi(H[ell - 1][:, :t]))
             else:
                 driftb = 0.0
+            if coupled:
+                Rn[ell - 1][:, t] = rr
+                # Ż = Σ_{s≤t,x'} B_ℓ(x,t;x',s) φ(h_{ℓ-1}(x',s))
+                B = _stein(g, Un[ell - 1][:, : t + 1].reshape(M, (t + 1) * P))
+                rr = rr + Fphi(H[ell - 1][:, : t + 1]).reshape(M, (t + 1) * P) @ B.T
             g = g + dphi(hp) * (a * rr + cW * driftb)
             G[ell - 1][:, t] = g
         lr_v, lr_w, lr_u = (net.learning_rate(k, eta) for k in ("readout", "hidden", "input"))

@@ -6,7 +6,7 @@ against L with fitted slopes and the reference slopes 1 and 2, and the kernels o
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ def _pm(v: float, s: float) -> str:
     return f"{v:+.4f} ± {s:.4f}"
 
 
-def format_depthmup_table(sweeps: Sequence[DepthSweep], dmft: Mapping[int, DMFTSolution] | None = None) -> str:
+def format_depthmup_table(sweeps: Sequence[DepthSweep], dmft: Sequence[DMFTSolution] | None = None) -> str:
     """Markdown tables: fitted rates per width and mode; the std − dec gap and S_coup per depth;
-    the decoupled DMFT against the widest decoupled ensemble."""
+    the DMFT (coupled and/or decoupled, n = ∞) against the widest ensemble of the same mode."""
     lines: list[str] = []
     s0 = sweeps[0]
     T = s0.steps
@@ -64,27 +64,27 @@ def format_depthmup_table(sweeps: Sequence[DepthSweep], dmft: Mapping[int, DMFTS
                 )
     if dmft:
         wide = max(sweeps, key=lambda s: s.width)
-        if "decoupled" in wide.modes:
-            j = wide.mode_index("decoupled")
-            lines.append("")
-            lines.append(f"## Decoupled DMFT (n = ∞) against the decoupled ensemble at n = {wide.width}")
-            lines.append("")
+        lines.append("")
+        lines.append(f"## DMFT (n = ∞) against the ensemble at n = {wide.width} (residual = DMFT − ensemble)")
+        lines.append("")
+        lines.append(
+            "| L | mode | f(x1,T) DMFT | f(x1,T) ensemble | residual | loss(T) DMFT | loss(T) ensemble | residual |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for d in dmft:
+            mode = "coupled" if d.coupled else "decoupled"
+            L = d.net.depth
+            if mode not in wide.modes or L not in wide.depths:
+                continue
+            i, j = wide.depths.index(L), wide.mode_index(mode)
+            fm, fs = d.mean["f"][T, 0], d.stderr["f"][T, 0]
+            em, es = wide.mean["f"][i, j, T, 0], wide.stderr["f"][i, j, T, 0]
+            lm, ls = d.mean["loss"][T], d.stderr["loss"][T]
+            elm, els = wide.mean["loss"][i, j, T], wide.stderr["loss"][i, j, T]
             lines.append(
-                "| L | f(x1,T) DMFT | f(x1,T) ensemble | residual | loss(T) DMFT | loss(T) ensemble | residual |"
+                f"| {L} | {mode} | {_pm(fm, fs)} | {_pm(em, es)} | {_pm(fm - em, float(np.hypot(fs, es)))} | "
+                f"{_pm(lm, ls)} | {_pm(elm, els)} | {_pm(lm - elm, float(np.hypot(ls, els)))} |"
             )
-            lines.append("|---|---|---|---|---|---|---|")
-            for i, L in enumerate(wide.depths):
-                if L not in dmft:
-                    continue
-                d = dmft[L]
-                fm, fs = d.mean["f"][T, 0], d.stderr["f"][T, 0]
-                em, es = wide.mean["f"][i, j, T, 0], wide.stderr["f"][i, j, T, 0]
-                lm, ls = d.mean["loss"][T], d.stderr["loss"][T]
-                elm, els = wide.mean["loss"][i, j, T], wide.stderr["loss"][i, j, T]
-                lines.append(
-                    f"| {L} | {_pm(fm, fs)} | {_pm(em, es)} | {_pm(fm - em, float(np.hypot(fs, es)))} | "
-                    f"{_pm(lm, ls)} | {_pm(elm, els)} | {_pm(lm - elm, float(np.hypot(ls, els)))} |"
-                )
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +162,7 @@ def depthmup_report(
     sweeps: Sequence[DepthSweep],
     out: str | Path,
     *,
-    dmft: Mapping[int, DMFTSolution] | None = None,
+    dmft: Sequence[DMFTSolution] | None = None,
     plots: bool = True,
 ) -> dict[str, Any]:
     """Write ``depthmup.md`` (the tables), ``depthmup.json`` (rates, gaps, means and standard errors)
@@ -191,7 +191,9 @@ def depthmup_report(
             entry["gap_f"] = {"mean": s.gap("f")[0], "stderr": s.gap("f")[1]}
         summary["sweeps"].append(entry)
     if dmft:
-        summary["dmft"] = {str(L): {"mean": d.mean, "stderr": d.stderr} for L, d in dmft.items()}
+        summary["dmft"] = [
+            {"depth": d.net.depth, "coupled": d.coupled, "mean": d.mean, "stderr": d.stderr} for d in dmft
+        ]
     files = ["depthmup.md", "depthmup.json"]
     if plots:
         files += make_depthmup_plots(sweeps, path)
