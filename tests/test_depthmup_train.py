@@ -190,7 +190,7 @@ def test_rate_fit_recovers_exponents():
 
 def test_divergent_learning_rate_is_named():
     net = rgflow.DepthMuPResNet("tanh", width=8, gamma0=2.0)
-    with pytest.raises(FloatingPointError, match="eta"):
+    with pytest.warns(RuntimeWarning, match="λ_max"), pytest.raises(FloatingPointError, match="eta=50.0"):
         rgflow.train_depth_sweep(net, X, Y, depths=(2,), steps=30, eta=50.0, networks=2)
 
 
