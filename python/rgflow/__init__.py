@@ -29,7 +29,18 @@ from .criticality import (
 )
 from .ensembles import Comparison, DepthMuPEnsemble, Ensemble, PreResEnsemble, ResEnsemble, compare, sample
 from .gauss import expect, expect_with_error, sigma, zpow
-from .learning import ConditionedEnsemble, Prediction, TrainedEnsemble, predict, train
+from .learning import (
+    ConditionedEnsemble,
+    DepthSweep,
+    DMFTSolution,
+    Prediction,
+    TrainedEnsemble,
+    dmft,
+    dmft_depth_limit,
+    predict,
+    train,
+    train_depth_sweep,
+)
 from .models import MLP, DepthMuPResNet, PreResNet, ResMLP, critical_mlp
 from .recursions import DepthMuPTheory, PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
 
@@ -39,9 +50,11 @@ __all__ = [
     "Comparison",
     "ConditionedEnsemble",
     "CriticalPoint",
+    "DMFTSolution",
     "DepthMuPEnsemble",
     "DepthMuPResNet",
     "DepthMuPTheory",
+    "DepthSweep",
     "Criticality",
     "Ensemble",
     "FixedPoint",
@@ -58,6 +71,8 @@ __all__ = [
     "compare",
     "critical",
     "critical_mlp",
+    "dmft",
+    "dmft_depth_limit",
     "expect",
     "expect_with_error",
     "fixed_point",
@@ -74,6 +89,7 @@ __all__ = [
     "taylor_coefficients",
     "theory",
     "train",
+    "train_depth_sweep",
     "universality_class",
     "zpow",
 ]

@@ -4,6 +4,7 @@ Usage::
 
     rgflow demo [--out DIR] [--networks N] [--quick] [--dntk] [--no-learning] [--no-plots] [--quiet]
     rgflow run CONFIG.toml [--out DIR] [--networks N] [--no-plots] [--quiet]
+                                      # architecture = "depthmup": trained depth sweeps (cli._depthmup)
     rgflow run --schema [mlp|resmlp|preresnet]   # every configuration key, as a commented example
     rgflow learn CONFIG.toml [--out DIR] [--networks N] [--no-plots] [--quiet]
     rgflow learn --schema                     # every key of a learning configuration
@@ -40,6 +41,7 @@ from ..report import (
     run_residual_report,
 )
 from ._config import DEMO_CRITICAL, demo_spec, load_config
+from ._depthmup import is_depthmup, read_toml, run_depthmup
 from ._docs import schema_text
 from ._learn import demo_learn_spec, load_learn_config
 from ._schema import ARCHITECTURES, ConfigError, LearnConfig
@@ -135,6 +137,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise ConfigError("rgflow run: the CONFIG.toml argument is missing (see 'rgflow run --help')")
+    raw = read_toml(args.config)
+    if is_depthmup(raw):  # trained depth-μP ResNet depth sweeps (nfd.md §3): their own tables
+        t0 = time.perf_counter()
+        _, _, folder = run_depthmup(
+            raw, out=args.out, networks=args.networks, plots=not args.no_plots, quiet=args.quiet
+        )
+        print(f"\nreport: {folder}/ (depthmup.md, depthmup.json, *.png); total {time.perf_counter() - t0:.1f} s")
+        return 0
     spec = load_config(args.config, networks=args.networks)
     out = args.out if args.out is not None else spec.config["_out"]
     return _report(spec, out, args, f"rgflow run {args.config}")

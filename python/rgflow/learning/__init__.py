@@ -10,7 +10,9 @@ Layer 6 (depends on recursions, models and _util).  Entry points:
 * :func:`trajectory`, :func:`generalization`, :func:`robustness`, :func:`gamma_basis`, :func:`polation`;
 * :func:`representation_shift` (6.104), :func:`conditional_variance` (6.78);
 * :func:`entropy`, :func:`mutual_information`, :func:`optimal_aspect_ratio` (Appendix A);
-* :func:`train` — gradient-descent-trained ensembles; :func:`condition` — exactly conditioned ones.
+* :func:`train` — gradient-descent-trained ensembles; :func:`condition` — exactly conditioned ones;
+* :func:`train_depth_sweep` — multilevel-coupled depth sweeps of trained depth-μP ResNets (nfd.md §3),
+  :func:`dmft` / :func:`dmft_depth_limit` — their infinite-width limit (§2.2–2.3), :func:`fit_rate`.
 """
 
 from ._analysis import (
@@ -27,13 +29,25 @@ from ._analysis import (
     robustness,
     trajectory,
 )
+from ._depthmup_dmft import DMFTSolution, dmft, dmft_depth_limit
+from ._depthmup_train import TAUS, DepthSweep, train_depth_sweep
 from ._finite_gd import ALGORITHMS, Projectors, projectors
 from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
 from ._network import NetworkPrediction, NetworkTensors, network_prediction, predict_network
 from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
+from ._rates import Rate, fit_rate, paired_mean
 from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, train
 
 __all__ = [
+    "TAUS",
+    "DMFTSolution",
+    "DepthSweep",
+    "Rate",
+    "dmft",
+    "dmft_depth_limit",
+    "fit_rate",
+    "paired_mean",
+    "train_depth_sweep",
     "ALGORITHMS",
     "BACKENDS",
     "DNTK_TENSORS",
