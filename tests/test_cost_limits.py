@@ -53,7 +53,7 @@ def test_the_limit_is_raised_by_the_environment(monkeypatch: pytest.MonkeyPatch)
 def test_theory_with_a_huge_quadrature_order_is_refused() -> None:
     net = rgflow.MLP("tanh", depth=3, width=8)
     x = np.random.default_rng(0).normal(size=(6, 3))
-    with pytest.raises(ValueError, match=r"quad_order must be an int in 1\.\.320"):
+    with pytest.raises(ValueError, match=r"quad_order must be <= 320"):
         rgflow.theory(net, x, quad_order=10**6)
     with pytest.raises(ValueError, match=r"estimated cost 3\.9\de\+12 quadrature nodes exceeds the limit"):
         rgflow.theory(net, x, quad_order=300)

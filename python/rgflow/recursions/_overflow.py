@@ -86,6 +86,11 @@ def overflow_scan(
                 return None  # not a magnitude problem (e.g. a custom activation the core cannot call)
             s2, detail = float("nan"), f" ({text})"
         if not np.isfinite(s2):
+            if act.is_custom and "non-finite value" in detail:  # NaN/inf returned, not a large value
+                return (
+                    f"the custom activation {act.label!r} returns a non-finite value where the layer-{ell - 1} "
+                    f"preactivation (variance K = {K:.3g}) reaches{detail}; make σ finite on the whole real line"
+                )
             if act.is_custom:
                 return (
                     f"the custom activation {act.label!r} overflows: ⟨σ(z)²⟩ at the layer-{ell - 1} preactivation "
