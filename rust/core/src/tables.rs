@@ -564,14 +564,15 @@ pub(crate) fn four_point_expectations(
     for _ in patterns {
         tables.push(cancel::zeros(n4, "a four-point expectation table (N⁴)")?);
     }
-    for (s, vals) in sets.iter().zip(&values) {
-        let slot = &plans[&shape4(s)].slot;
-        for (t, table) in tables.iter_mut().enumerate() {
+    // scatter, one table per task (every write of an entry carries the same value)
+    let slots: Vec<&[u8]> = sets.iter().map(|s| &plans[&shape4(s)].slot[..]).collect();
+    tables.par_iter_mut().enumerate().for_each(|(t, table)| {
+        for ((s, vals), slot) in sets.iter().zip(&values).zip(&slots) {
             for (j, p) in perms.iter().enumerate() {
                 table[idx(p.map(|i| s[i]))] = vals[slot[t * perms.len() + j] as usize];
             }
         }
-    }
+    });
     Ok(FourPoint { n, tables })
 }
 

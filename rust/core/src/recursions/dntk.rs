@@ -141,17 +141,25 @@ pub(crate) fn dntk_layer(
     let n2 = n * n;
     let idx = |a: usize, b: usize, c: usize, d: usize| ((a * n + b) * n + c) * n + d;
     let (pt, qt) = (&prev.p[l - 1], &prev.q[l - 1]);
-    // two-point expectations; a = b entries are single-sample values
-    let s20 = |a: usize, c: usize| {
+    // Two-point expectations as per-pair tables (N², row-major), built once per layer so that
+    // the N⁴ fills below read contiguous values instead of re-deriving them per entry
+    // (a = b entries are single-sample values).
+    let pair = |f: &(dyn Fn(usize, usize) -> f64 + Sync)| -> Vec<f64> {
+        (0..n2).map(|i| f(i / n, i % n)).collect()
+    };
+    // σσ'' = ½(σ²)'' − σ'² at one sample
+    let s20v = pair(&|a, c| {
         if a == c {
-            0.5 * ly.diag(a, 2, 0, 0) - ly.diag(a, 0, 1, 1) // σσ'' = ½(σ²)'' − σ'²
+            0.5 * ly.diag(a, 2, 0, 0) - ly.diag(a, 0, 1, 1)
         } else {
             ly.m(a, 2, c, 0)
         }
-    };
+    });
+    let ppv = pair(&|a, c| ly.p(a, c));
+    let s20 = |a: usize, c: usize| s20v[a * n + c];
+    let pp = |a: usize, c: usize| ppv[a * n + c];
     // ½⟨(σ'²)''⟩ = ⟨σ'''σ'⟩ + ⟨σ''σ''⟩ at one sample (finite for kinked activations too)
     let dp2 = |a: usize| 0.5 * ly.diag(a, 2, 1, 1);
-    let pp = |a: usize, c: usize| ly.p(a, c);
     // ⟨∇(σ'_cσ_d)⟩ and ⟨∇X_ab⟩ per pair
     let gs: Vec<Grad> = (0..n2)
         .map(|i| {
@@ -224,8 +232,10 @@ pub(crate) fn dntk_layer(
         }
     };
     // ⟨X^{xx}_ac⟩, ⟨X^{xy}_ac⟩
-    let xx = |a: usize, c: usize| lw * s20(a, c) + cw * t(a, c) * s31(a, c);
-    let xy = |a: usize, c: usize| lw * pp(a, c) + cw * t(a, c) * s22(a, c);
+    let xxv = pair(&|a, c| lw * s20(a, c) + cw * t(a, c) * s31(a, c));
+    let xyv = pair(&|a, c| lw * pp(a, c) + cw * t(a, c) * s22(a, c));
+    let xx = |a: usize, c: usize| xxv[a * n + c];
+    let xy = |a: usize, c: usize| xyv[a * n + c];
     let r = fill4(n, |d0, d1, d2, d3| {
         let src = cw
             * t(d0, d2)
