@@ -36,8 +36,8 @@ def inputs(N: int, d: int = 8, seed: int = 0) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 16, 64], help="N for relu")
-    ap.add_argument("--tanh-sizes", type=int, nargs="+", default=[2, 16, 64], help="N for tanh")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[2, 16, 64], help="N for relu")
+    ap.add_argument("--tanh-sizes", type=int, nargs="*", default=[2, 16, 64], help="N for tanh")
     ap.add_argument("--depth", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", help="write the results to this JSON file")

@@ -151,8 +151,10 @@ def expect(
         (:func:`expect_with_error` returns the estimate instead); for a batch, the order is fixed
         by this rule on the block with the largest variance and used for all blocks.
     tol: target accuracy of the adaptive rule.  A quadrature pass whose nested rule would need
-        more than ``RGFLOW_MAX_EVALUATIONS`` nodes (default 1e8, about (2·order)^d for d
-        correlated samples) is refused with a ValueError stating the estimate and the limit.
+        more than ``RGFLOW_MAX_EVALUATIONS`` nodes (default 1e8; the core counts the nodes its
+        rule builds, between (2·order)^d and (3·order)^d for d correlated samples, one level
+        fewer for relu-type activations) is refused with a ValueError stating the estimate and
+        the limit.
     method: ``"auto"`` (default) evaluates relu, leaky_relu, linear, monomial, erf and gelu
         expectations in closed form (Stein's identity down to centred orthant probabilities,
         exact to rounding; ``order`` and ``tol`` are then unused) and everything else by

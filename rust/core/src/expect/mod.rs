@@ -130,48 +130,54 @@ impl QuadOpts {
     }
 }
 
-/// The estimated node count of the fixed-order nested rule over a block of rank `rank`:
-/// `(c·order)^levels`, with c = 2 (a Gauss–Hermite level has 2·order nodes) or, for kinked
-/// activations, 3 (a level split at the kink and around the projected kinks of correlated
-/// samples has several pieces of `order` nodes); a piecewise-linear activation integrates its
-/// innermost level in closed form (one level fewer).
-pub fn nested_cost(act: &dyn ActivationFn, rank: usize, order: usize) -> f64 {
-    let q = if order == 0 {
-        default_order(rank)
-    } else {
-        order.min(MAX_ORDER_PER_PIECE)
-    };
-    let per_level = if act.kink().is_some() { 3.0 } else { 2.0 };
-    (per_level * q as f64).powi(node_levels(act, rank) as i32)
-}
-
-/// Levels of a nested rule over a block of rank `rank` that use nodes: a piecewise-linear
-/// activation integrates the innermost level in closed form.
-fn node_levels(act: &dyn ActivationFn, rank: usize) -> usize {
-    if act.piecewise_linear().is_some() {
-        rank.saturating_sub(1)
-    } else {
-        rank
-    }
-}
-
-/// [`RgError::Cost`] when the fixed-order nested rule over the covariance block `cov` (its rank
-/// is the number of integrated levels) would exceed `opts.max_evals` nodes.  Free for blocks
-/// far below the limit (the rank is computed only when d levels would exceed it).
-pub fn check_cost(
+/// The estimated count of innermost evaluations of the fixed-order nested rule over the block
+/// N(`mean`, `cov`) of `d` samples with these specs at `order` (0: the default order of its
+/// rank): [`nested::nested_nodes`] (levels built as the rule builds them: the pieces of a line
+/// split at the kink and around sharp later samples, Gauss–Hermite on an unsplit line, one
+/// node on a rank-deficient level, the innermost level of a piecewise-linear activation in
+/// closed form).  Below the cheap bound [`nested::nested_nodes_bound`] it is not computed.
+#[allow(clippy::too_many_arguments)]
+fn nested_cost(
     act: &dyn ActivationFn,
+    mean: &[f64],
     cov: &[f64],
     d: usize,
+    specs: &[Vec<Spec>],
+    integ: &[Vec<usize>],
+    order: usize,
+    limit: f64,
+) -> Result<f64, RgError> {
+    let n_act = specs
+        .iter()
+        .filter(|s| s.iter().any(|sp| !sp.term.sig.is_empty()))
+        .count();
+    let bound = nested::nested_nodes_bound(act, d, n_act, order);
+    if bound <= limit {
+        return Ok(bound);
+    }
+    nested::nested_nodes(act, mean, cov, d, specs, integ, order)
+}
+
+/// [`RgError::Cost`] when the fixed-order nested rule over the block N(`mean`, `cov`) with
+/// these specs would exceed `opts.max_evals` innermost evaluations (see [`nested_cost`]).
+/// Free for blocks far below the limit.
+fn check_cost(
+    act: &dyn ActivationFn,
+    mean: &[f64],
+    cov: &[f64],
+    d: usize,
+    specs: &[Vec<Spec>],
+    integ: &[Vec<usize>],
     opts: &QuadOpts,
 ) -> Result<(), RgError> {
-    if opts.max_evals <= 0.0 || nested_cost(act, d, opts.order) <= opts.max_evals {
+    if opts.max_evals <= 0.0 {
         return Ok(());
     }
-    let rank = pivoted_cholesky(cov, d).rank;
-    let cost = nested_cost(act, rank, opts.order);
+    let cost = nested_cost(act, mean, cov, d, specs, integ, opts.order, opts.max_evals)?;
     if cost <= opts.max_evals {
         return Ok(());
     }
+    let rank = pivoted_cholesky(cov, d).rank;
     let q = if opts.order == 0 {
         default_order(rank)
     } else {
@@ -185,6 +191,32 @@ pub fn check_cost(
         opts.max_evals,
         cost * 2.0
     )))
+}
+
+/// The specs of the regular part of `integrands` per sample and each integrand's spec rows
+/// (as [`expect_block`] builds them).
+fn regular_parts(integrands: &[Vec<Term>], d: usize) -> (Vec<Vec<Spec>>, Vec<Vec<usize>>) {
+    let mut specs: Vec<Vec<Spec>> = vec![vec![]; d];
+    let integ = integrands
+        .iter()
+        .map(|it| {
+            (0..d)
+                .map(|k| {
+                    let s = Spec {
+                        term: it[k].clone(),
+                        mulpow: 0,
+                    };
+                    if let Some(p) = specs[k].iter().position(|x| *x == s) {
+                        p
+                    } else {
+                        specs[k].push(s);
+                        specs[k].len() - 1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (specs, integ)
 }
 
 /// Evaluate expectations of `integrands` (each a Term per sample) over z ~ N(0, cov).
@@ -304,7 +336,15 @@ pub fn expect_block(
             opts.tol,
         )?
     } else {
-        check_cost(act, cov, d, opts)?;
+        check_cost(
+            act,
+            &zero_mean,
+            cov,
+            d,
+            &regular_specs,
+            &regular_integ,
+            opts,
+        )?;
         nested(
             act,
             &zero_mean,
@@ -453,7 +493,7 @@ pub fn expect_block(
         let vals = if nr == 0 {
             vec![1.0; integ.len()]
         } else {
-            check_cost(act, &ccov, nr, opts)?;
+            check_cost(act, &cmean, &ccov, nr, &specs, &integ, opts)?;
             nested(act, &cmean, &ccov, nr, &specs, &integ, opts.order, false)?
         };
         for (v, (t, c)) in vals.iter().zip(&targets) {
@@ -731,12 +771,20 @@ pub fn expect_adaptive(
             ..Default::default()
         },
     )?;
+    // (after the first pass: it validates the integrands)
+    let (specs, integ) = regular_parts(integrands, d);
+    let zero_mean = vec![0.0; d];
+    let cost = |n: usize| nested_cost(act, &zero_mean, cov, d, &specs, &integ, n, max_evals);
     let mut spent = 0.0;
     let mut last_err = f64::NAN;
     loop {
         let next_n = (n * 3).div_ceil(2);
-        spent += nested_cost(act, rank, n);
-        let total = spent + nested_cost(act, rank, next_n);
+        let total = if max_evals > 0.0 {
+            spent += cost(n)?;
+            spent + cost(next_n)?
+        } else {
+            0.0
+        };
         if max_evals > 0.0 && total > max_evals {
             let reached = if last_err.is_nan() {
                 String::new()

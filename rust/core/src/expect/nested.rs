@@ -431,13 +431,11 @@ impl Permuted {
     }
 }
 
-/// Expectations of products of regular specs over N(mean, cov) (cov validated PSD), with
-/// `order` nodes per piece and level (0: [`default_order`] of the rank).  `unconditional`:
-/// the expectation is over the samples themselves (not conditioned on a delta part), so a
-/// zero-variance sample at mean 0 takes the right-hand values at a kink.
+/// The nested rule over one block, set up (Cholesky factor, permuted specs, cut data, rules)
+/// but not run, with its per-level buffers.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn nested(
-    act: &dyn ActivationFn,
+fn build<'a>(
+    act: &'a dyn ActivationFn,
     mean: &[f64],
     cov: &[f64],
     d: usize,
@@ -445,11 +443,8 @@ pub(crate) fn nested(
     integ: &[Vec<usize>],
     order: usize,
     unconditional: bool,
-) -> Result<Vec<f64>, RgError> {
+) -> Result<(Nested<'a>, Vec<LevelBuf>), RgError> {
     let ni = integ.len();
-    if d == 0 {
-        return Ok(vec![1.0; ni]);
-    }
     let pc = pivoted_cholesky(cov, d);
     let perm = &pc.perm;
     let order = if order > 0 {
@@ -515,7 +510,203 @@ pub(crate) fn nested(
         })
         .collect();
     bufs[0].c.copy_from_slice(&nest.mean);
+    Ok((nest, bufs))
+}
+
+/// Expectations of products of regular specs over N(mean, cov) (cov validated PSD), with
+/// `order` nodes per piece and level (0: [`default_order`] of the rank).  `unconditional`:
+/// the expectation is over the samples themselves (not conditioned on a delta part), so a
+/// zero-variance sample at mean 0 takes the right-hand values at a kink.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nested(
+    act: &dyn ActivationFn,
+    mean: &[f64],
+    cov: &[f64],
+    d: usize,
+    per_sample: &[Vec<Spec>],
+    integ: &[Vec<usize>],
+    order: usize,
+    unconditional: bool,
+) -> Result<Vec<f64>, RgError> {
+    let ni = integ.len();
+    if d == 0 {
+        return Ok(vec![1.0; ni]);
+    }
+    let (nest, mut bufs) = build(act, mean, cov, d, per_sample, integ, order, unconditional)?;
     let mut out = vec![0.0; ni];
     nest.level(0, &mut bufs, &mut out)?;
     Ok(out)
+}
+
+/// Random descents of [`nested_nodes`] (Knuth's estimator of a tree's size).
+const PROBES: u64 = 96;
+
+/// A deterministic pseudo-random stream (splitmix64).
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An upper bound on the innermost evaluations of [`nested`] over `d` samples (of which
+/// `n_act` evaluate the activation) at `order` (0: [`default_order`] of `d`), from the most
+/// cuts [`level_cuts`] can place on a level: cheap, to skip [`nested_nodes`] far below a limit.
+pub(crate) fn nested_nodes_bound(
+    act: &dyn ActivationFn,
+    d: usize,
+    n_act: usize,
+    order: usize,
+) -> f64 {
+    let q = if order > 0 {
+        order.min(MAX_ORDER_PER_PIECE)
+    } else {
+        default_order(d)
+    } as f64;
+    let ns = act.split_points().len();
+    let ladder = if act.piecewise_linear().is_none() {
+        1 + 2 * LADDER.len()
+    } else {
+        1
+    };
+    let cuts = (ns * (2 * n_act.max(1) - 1) * ladder + 1).min(MAX_CUTS);
+    let per_level = q * (cuts as f64 + 1.0).max(2.0);
+    let levels = if act.piecewise_linear().is_some() {
+        d.saturating_sub(1)
+    } else {
+        d
+    };
+    per_level.powi(levels as i32)
+}
+
+/// The number of innermost evaluations of [`nested`] with these arguments — nodes of the
+/// innermost level that uses nodes, or closed-form innermost levels of a piecewise-linear
+/// activation — estimated by [`PROBES`] random descents through the levels, each level's nodes
+/// built exactly as [`nested`] builds them (cuts at the kink of the level's conditional mean,
+/// windows around sharp later samples, rank-deficient levels one node): the product of the
+/// node counts along a descent is an unbiased estimate of the count (Knuth).  Deterministic.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nested_nodes(
+    act: &dyn ActivationFn,
+    mean: &[f64],
+    cov: &[f64],
+    d: usize,
+    per_sample: &[Vec<Spec>],
+    integ: &[Vec<usize>],
+    order: usize,
+) -> Result<f64, RgError> {
+    if d == 0 {
+        return Ok(1.0);
+    }
+    let (nest, mut bufs) = build(act, mean, cov, d, per_sample, integ, order, true)?;
+    let mut state = 0x5EED_u64;
+    let mut total = 0.0;
+    for _ in 0..PROBES {
+        let mut weight = 1.0;
+        for k in 0..d {
+            let ck = bufs[k].c[k];
+            let s = nest.l[k * d + k];
+            if k + 1 == d
+                && nest.uses_act[k]
+                && nest.pwl.is_some()
+                && s > 0.0
+                && nest.specs[k].len() <= 16
+                && nest.specs[k]
+                    .iter()
+                    .all(|sp| sp.term.zpow < 8 && sp.mulpow < 8)
+            {
+                break;
+            }
+            let (head, tail) = bufs.split_at_mut(k + 1);
+            let buf = &mut head[k];
+            nest.nodes(k, ck, buf);
+            let n = buf.u.len();
+            weight *= n as f64;
+            if k + 1 == d {
+                break;
+            }
+            let u = buf.u[(splitmix(&mut state) % n as u64) as usize];
+            for j in (k + 1)..d {
+                tail[0].c[j] = buf.c[j] + nest.l[j * d + k] * u;
+            }
+        }
+        total += weight;
+    }
+    Ok(total / PROBES as f64)
+}
+
+#[cfg(test)]
+#[allow(clippy::needless_range_loop)]
+mod tests {
+    use super::*;
+    use crate::activations::Builtin;
+    use crate::expect::Term;
+
+    /// The exact count of innermost evaluations: the whole tree of levels walked.
+    fn exact(nest: &Nested, k: usize, bufs: &mut [LevelBuf]) -> f64 {
+        let d = nest.d;
+        let (head, tail) = bufs.split_first_mut().unwrap();
+        let buf = head;
+        let s = nest.l[k * d + k];
+        if k + 1 == d && nest.uses_act[k] && nest.pwl.is_some() && s > 0.0 {
+            return 1.0;
+        }
+        nest.nodes(k, buf.c[k], buf);
+        if k + 1 == d {
+            return buf.u.len() as f64;
+        }
+        let us = buf.u.clone();
+        let c = buf.c.clone();
+        us.iter()
+            .map(|&u| {
+                for j in (k + 1)..d {
+                    tail[0].c[j] = c[j] + nest.l[j * d + k] * u;
+                }
+                exact(nest, k + 1, tail)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_node_estimate_matches_the_count_of_the_rule() {
+        // a random-looking 5×5 covariance (one near-collinear pair: sharp windows) and 0.5·I + 0.5
+        let a: [[f64; 5]; 5] = [
+            [1.0, 0.3, -0.7, 0.2, 0.5],
+            [0.3, 1.2, 0.1, -0.4, 0.0],
+            [-0.7, 0.1, 0.9, 0.3, -0.2],
+            [0.2, -0.4, 0.3, 1.1, 0.6],
+            [1.0, 0.29, -0.71, 0.21, 0.5],
+        ];
+        let mut rand = vec![0.0; 25];
+        for i in 0..5 {
+            for j in 0..5 {
+                rand[i * 5 + j] = (0..5).map(|k| a[i][k] * a[j][k]).sum();
+            }
+        }
+        let equi: Vec<f64> = (0..25)
+            .map(|i| if i % 6 == 0 { 1.0 } else { 0.5 })
+            .collect();
+        let sig = Spec {
+            term: Term::sigma(0),
+            mulpow: 0,
+        };
+        let specs = vec![vec![sig]; 5];
+        let integ = vec![vec![0; 5]];
+        for act in [Builtin::Relu, Builtin::Tanh] {
+            for cov in [&rand, &equi] {
+                for order in [3, 6] {
+                    let (nest, mut bufs) =
+                        build(&act, &[0.0; 5], cov, 5, &specs, &integ, order, true).unwrap();
+                    let n = exact(&nest, 0, &mut bufs);
+                    let est = nested_nodes(&act, &[0.0; 5], cov, 5, &specs, &integ, order).unwrap();
+                    assert!(
+                        (est / n - 1.0).abs() < 0.1,
+                        "{act:?} order {order}: estimate {est} vs count {n}"
+                    );
+                    assert!(nested_nodes_bound(&act, 5, 5, order) >= n);
+                }
+            }
+        }
+    }
 }

@@ -121,8 +121,73 @@ pub fn input_kernel(x: &[f64], n: usize, d: usize) -> Result<Vec<f64>, RgError> 
     Ok(k)
 }
 
-/// Φ(K) and Ψ(K) (N×N each) at one kernel, every input pair in parallel.
+/// Φ and Ψ of a piecewise-linear activation `φ(z) = l·z (z < 0), r·z (z > 0)` (relu: l = 0,
+/// r = 1; leaky relu: l = a) at one pair with variances `q1, q2 > 0` and covariance `k12`,
+/// from the arc-cosine kernels (Cho & Saul): with `φ = l·z + (r − l)·relu(z)`, `⟨z relu(z')⟩ =
+/// k12/2` and `⟨H(z)⟩ = 1/2`,
+/// `Φ = l r k12 + (r − l)² √(q1 q2)/(2π) (sin θ + (π − θ) cos θ)`,
+/// `Ψ = l r + (r − l)² (π − θ)/(2π)`, `cos θ = k12/√(q1 q2)`.
+fn pwl_phi_psi((l, r): (f64, f64), q1: f64, q2: f64, k12: f64) -> (f64, f64) {
+    use std::f64::consts::PI;
+    let norm = (q1 * q2).sqrt();
+    let c = (k12 / norm).clamp(-1.0, 1.0);
+    let theta = c.acos();
+    let (lr, d2) = (l * r, (r - l) * (r - l));
+    let phi = lr * k12 + d2 * norm / (2.0 * PI) * ((1.0 - c * c).sqrt() + (PI - theta) * c);
+    let psi = lr + d2 * (PI - theta) / (2.0 * PI);
+    (phi, psi)
+}
+
+/// Φ(K) and Ψ(K) (N×N each) at one kernel, every input pair in parallel.  Piecewise-linear
+/// activations (relu, leaky relu) at positive variances use the arc-cosine closed forms of
+/// [`pwl_phi_psi`] directly over all pairs (the general dispatch reaches the same values
+/// through Stein's identity and orthant probabilities, several times slower).
 pub fn phi_psi(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    opts: &QuadOpts,
+) -> Result<(Vec<f64>, Vec<f64>), RgError> {
+    if let Some(slopes) = act.piecewise_linear() {
+        if !opts.quadrature_only
+            && k.len() == n * n
+            && (0..n).all(|a| k[a * n + a].is_finite() && k[a * n + a] > 0.0)
+            && k.iter().all(|v| v.is_finite())
+        {
+            return phi_psi_pwl(slopes, k, n);
+        }
+    }
+    phi_psi_general(act, k, n, opts)
+}
+
+/// [`phi_psi`] by the arc-cosine closed forms, rows in parallel.
+fn phi_psi_pwl(slopes: (f64, f64), k: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>), RgError> {
+    use rayon::prelude::*;
+    let mut phi = vec![0.0; n * n];
+    let mut psi = vec![0.0; n * n];
+    phi.par_chunks_mut(n)
+        .zip(psi.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(a, (prow, srow))| {
+            for b in 0..n {
+                // the same arguments in the same order for (a, b) and (b, a): symmetric bitwise
+                let (i, j) = if a <= b { (a, b) } else { (b, a) };
+                let (p, s) = pwl_phi_psi(slopes, k[i * n + i], k[j * n + j], k[i * n + j]);
+                prow[b] = p;
+                srow[b] = s;
+            }
+        });
+    crate::cancel::check()?;
+    if phi.iter().chain(psi.iter()).any(|v| !v.is_finite()) {
+        return Err(RgError::value(
+            "Φ or Ψ is not finite (the kernel blew up): reduce the horizon T or the inputs' scale",
+        ));
+    }
+    Ok((phi, psi))
+}
+
+/// [`phi_psi`] through the pair tables of [`crate::expect`] (any activation).
+pub fn phi_psi_general(
     act: &dyn ActivationFn,
     k: &[f64],
     n: usize,
@@ -351,6 +416,64 @@ mod tests {
             w_hidden: 1.0,
             w_readout: 1.0,
         }
+    }
+
+    #[test]
+    fn relu_fast_path_matches_the_general_dispatch() {
+        // 12 inputs in 5 dimensions (deterministic, varied norms and angles, one repeated)
+        let (n, d) = (12, 5);
+        let mut x: Vec<f64> = (0..n * d)
+            .map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0 + 0.1 * (i % 3) as f64)
+            .collect();
+        for i in 0..d {
+            x[(n - 1) * d + i] = x[i];
+        }
+        let k = input_kernel(&x, n, d).unwrap();
+        let opts = QuadOpts::default();
+        for act in [
+            Builtin::Relu,
+            Builtin::LeakyRelu(0.2),
+            Builtin::LeakyRelu(-0.5),
+        ] {
+            let (phi, psi) = phi_psi(&act, &k, n, &opts).unwrap();
+            let (phi_g, psi_g) = phi_psi_general(&act, &k, n, &opts).unwrap();
+            for i in 0..n * n {
+                let scale = k[(i / n) * n + i / n].max(k[(i % n) * n + i % n]);
+                assert!(
+                    (phi[i] - phi_g[i]).abs() <= 1e-14 * scale,
+                    "{act:?} Φ[{i}]: {} vs {}",
+                    phi[i],
+                    phi_g[i]
+                );
+                assert!(
+                    (psi[i] - psi_g[i]).abs() <= 1e-14,
+                    "{act:?} Ψ[{i}]: {} vs {}",
+                    psi[i],
+                    psi_g[i]
+                );
+                assert_eq!(phi[i], phi[(i % n) * n + i / n]);
+            }
+            // the whole recursion through the fast path against the general one
+            let t = depthmup_theory(&act, &x, n, d, &spec(8, true), &opts).unwrap();
+            let mut k = k.clone();
+            for layer in 0..8 {
+                assert!(t.k[layer]
+                    .iter()
+                    .zip(&k)
+                    .all(|(a, b)| (a - b).abs() <= 1e-13 * b.abs().max(1.0)));
+                let (p, _) = phi_psi_general(&act, &k, n, &opts).unwrap();
+                k = k.iter().zip(&p).map(|(k, p)| k + p / 8.0).collect();
+            }
+        }
+        // a zero input (variance 0) keeps the general path's conventions
+        let mut x0 = x.clone();
+        x0[..d].iter_mut().for_each(|v| *v = 0.0);
+        let k0 = input_kernel(&x0, n, d).unwrap();
+        let fast = phi_psi(&Builtin::Relu, &k0, n, &opts).unwrap();
+        assert_eq!(
+            fast,
+            phi_psi_general(&Builtin::Relu, &k0, n, &opts).unwrap()
+        );
     }
 
     #[test]
