@@ -52,7 +52,9 @@ Index order of F and B follows ``ntk.md`` §1.2: F slots 1, 3 are preactivation 
 Standard errors: the networks are split into ``groups`` independent groups of (nearly) equal
 size; every estimator is evaluated per group; ``stderr = std_over_groups(ddof=1)/sqrt(groups)``.
 The point estimates pool all networks.  Sums of products are accumulated in float64 and
-streamed batch by batch: memory does not grow with ``networks``.
+streamed batch by batch: memory does not grow with ``networks``.  With the numpy backend and the conditional
+estimator the four-point sums, group estimates and standard errors are held packed by their
+sample symmetries (:func:`rgflow.ensembles._estimators.unpack`) and unpacked only at the end.
 """
 
 from __future__ import annotations
