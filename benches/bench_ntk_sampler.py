@@ -28,12 +28,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, log, machine, markdown, write_json  # noqa: E402
 
-CHILD = r"""
+WHOLE = r"""
 import json, resource, sys, time
+import numpy as np
+import rgflow
+width, depth, N, networks, limit = (int(v) for v in sys.argv[1:6])
+resource.setrlimit(resource.RLIMIT_AS, (limit * 2**30, limit * 2**30))  # a MemoryError, not the OOM killer
+x = np.random.default_rng(0).standard_normal((N, 4))
+net = rgflow.MLP("gelu", depth=depth, width=width, C_b=0.17292239, C_W=1.98305826)
+t = time.perf_counter()
+e = rgflow.sample(net, x, networks=networks, groups=2, ntk=True, theory=False, progress=False)
+wall = time.perf_counter() - t
+assert e.B.shape == (depth, N, N, N, N) and np.all(np.isfinite(e.stderr.B))
+print(json.dumps({"seconds": wall / networks, "wall": wall, "nps": e.networks_per_second,
+                  "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "rgflow": rgflow.__file__}))
+"""
+
+CHILD = r"""
+import inspect, json, resource, sys, time
 import numpy as np
 import rgflow
 from rgflow.ensembles import _estimators, _mlp
 width, depth, N, reps = (int(v) for v in sys.argv[1:5])
+# the packed four-point sums of rgflow.sample where this checkout has them
+kw = {"packed": True} if "packed" in inspect.signature(_estimators.batch_sums).parameters else {}
 x = np.random.default_rng(0).standard_normal((N, 4))
 net = rgflow.MLP("gelu", depth=depth, width=width, C_b=0.17292239, C_W=1.98305826)
 plan = _mlp._make_plan(net, x, True, False, np.float64)
@@ -49,7 +67,7 @@ for r in range(reps):
     Ws, bs = _mlp._draw_numpy(rng, 1, plan.widths, plan.hp, plan.layers_drawn, np.float64)
     t = time.perf_counter()
     s = _estimators.batch_sums(np, act, plan.x, Ws, bs, plan.hp, plan.consts, zero, B=1,
-                               widths=plan.widths, ntk=True, direct=False)
+                               widths=plan.widths, ntk=True, direct=False, **kw)
     times.append(time.perf_counter() - t)
     del s, Ws, bs
 print(json.dumps({"seconds": min(times), "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -57,13 +75,20 @@ print(json.dumps({"seconds": min(times), "maxrss_gb": resource.getrusage(resourc
 """
 
 
-def run_one(path: str, width: int, depth: int, N: int, reps: int, timeout: float, threads: int | None) -> dict:
+def run_one(
+    path: str, width: int, depth: int, N: int, reps: int, timeout: float, threads: int | None, whole: int, limit: float
+) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(path).resolve()))
     if threads:
         env["OPENBLAS_NUM_THREADS"] = str(threads)
+    args = (
+        [WHOLE, str(width), str(depth), str(N), str(whole), str(int(limit))]
+        if whole
+        else [CHILD, str(width), str(depth), str(N), str(reps)]
+    )
     try:
         p = subprocess.run(
-            [sys.executable, "-c", CHILD, str(width), str(depth), str(N), str(reps)],
+            [sys.executable, "-c", *args],
             env=env, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -85,6 +110,11 @@ def main(argv=None) -> int:
     ap.add_argument("--large", type=int, default=10**9, help="widths >= this run at --depth-large")
     ap.add_argument("--depth-large", type=int, default=None)
     ap.add_argument("--blas-threads", type=int, default=None, help="OPENBLAS_NUM_THREADS of the runs")
+    ap.add_argument(
+        "--whole", type=int, default=0, help="time whole rgflow.sample(networks=WHOLE, groups=2) calls instead "
+        "(pilot, estimates, unpacking included; s/network = wall time / WHOLE)",
+    )  # fmt: skip
+    ap.add_argument("--as-limit", type=float, default=14.0, help="address-space limit (GB) of a --whole run")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     versions = [
@@ -100,7 +130,9 @@ def main(argv=None) -> int:
                 r = {"skipped": f"dense estimate {dense_gb:.0f} GB > {args.mem_limit:g} GB"}
             else:
                 log(f"{label}: width {width}, depth {depth}")
-                r = run_one(path, width, depth, N, args.reps, args.timeout, args.blas_threads)
+                r = run_one(
+                    path, width, depth, N, args.reps, args.timeout, args.blas_threads, args.whole, args.as_limit
+                )
             r.update(version=label, width=width, depth=depth)
             results.append(r)
             log(f"  {r}")
@@ -120,7 +152,12 @@ def main(argv=None) -> int:
             ok = all("seconds" in r for r in rs)
             row.append(fmt(rs[0]["seconds"] / rs[1]["seconds"], ".3g") if ok else "")
         rows.append(row)
-    print(f"NTK sampler per network (numpy, one network per batch), GELU, {N} inputs, conditional estimator "
+    what = (
+        f"whole rgflow.sample(networks={args.whole}, groups=2) calls"
+        if args.whole
+        else "per network (one network per batch)"
+    )
+    print(f"NTK sampler {what} (numpy), GELU, {N} inputs, conditional estimator "
           f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")  # fmt: skip
     print(markdown(headers, rows))
     write_json(

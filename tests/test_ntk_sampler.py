@@ -162,6 +162,39 @@ def test_batch_kernel_against_jacobian_reference(act, widths, N, B):
     np.testing.assert_allclose(s["Pyy"][1:], want_pyy, rtol=1e-11)
 
 
+@pytest.mark.parametrize("widths, N, B", [((3, 5, 4, 6, 2), 3, 2), ((2, 4, 4), 4, 1), ((3, 3, 7, 2), 1, 3)])
+def test_packed_sums_unpack_to_the_dense_sums(widths, N, B):
+    """rgflow.sample's packed four-point sums (by sample-pair symmetry) hold exactly the dense ones."""
+    from rgflow.ensembles import _estimators
+
+    a = Activation("tanh")
+    L = len(widths) - 1
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(N, widths[0]))
+    hp = {k: rng.uniform(0.2, 1.5, L) for k in ("C_b", "C_W", "lambda_b", "lambda_W")}
+    Ws = [rng.normal(size=(B, widths[k], widths[k - 1])) / math.sqrt(widths[k - 1]) for k in range(1, L)]
+    bs = [rng.normal(size=(B, widths[k])) for k in range(1, L)]
+    gram0 = x @ x.T / widths[0]
+    consts = {"g1": hp["C_b"][0] + hp["C_W"][0] * gram0, "h1": hp["lambda_b"][0] + hp["lambda_W"][0] * gram0}
+    shifts = (rng.normal(size=(L, N, N)) * 0.1, rng.normal(size=(L, N, N)) * 0.1)
+    shifts = tuple((v + np.swapaxes(v, 1, 2)) / 2 for v in shifts)
+    fns = (lambda z: a.numpy(z, 0), lambda z: a.numpy(z, 1))
+    kw = dict(B=B, widths=widths, ntk=True, direct=False)
+    dense = _estimators.batch_sums(np, fns, x, Ws, bs, hp, consts, shifts, **kw)
+    packed = _estimators.batch_sums(np, fns, x, Ws, bs, hp, consts, shifts, packed=True, **kw)
+    P = N * (N + 1) // 2
+    assert packed["Pxx"].shape == (L, P * (P + 1) // 2) and packed["Fs"].shape == (L, N, P, N)
+    for key, kind in (("Pxx", "tri"), ("Pxy", "sym"), ("Pyy", "tri"), ("Fs", "F"), ("Bs", "B")):
+        want = dense[key] if kind in ("tri", "sym") else np.transpose(dense[key], (0, 1, 3, 2, 4))
+        got = _estimators.unpack(kind, packed[key], N)
+        scale = max(float(np.max(np.abs(want))), 1e-300)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * scale, err_msg=key)
+    for key in ("Sx", "Sy"):
+        np.testing.assert_array_equal(packed[key], dense[key])
+    with pytest.raises(ValueError, match="packed"):
+        _estimators.batch_sums(np, fns, x, Ws, bs, hp, consts, shifts, packed=True, **{**kw, "direct": True})
+
+
 # ---------------------------------------------------------------------------- progress
 
 

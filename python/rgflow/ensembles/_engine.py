@@ -245,6 +245,7 @@ def run(opts: Options, sampler: Sampler) -> Run:
             else:
                 for k, v in sums.items():
                     total[k] += v
+            del sums  # not held while the next group is sampled
             prog.update(end)
     finally:
         prog.close()

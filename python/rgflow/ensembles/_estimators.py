@@ -86,6 +86,65 @@ def _fb_sums(xp: Any, U: Any, R: Any, diag: bool, w: Any, f64: Any) -> tuple[Any
     return f64(Fs), f64(Bs).reshape(N, N, N, N)
 
 
+def _outer_sum_packed(xp: Any, X: Any, Y: Any, w: Any) -> Any:
+    """Σ_b X_b ⊗ Y_b for X, Y of shape (B, P) (the sample pairs a <= c) -> (P, P), float64."""
+    return _einsum(xp, "bp,bq->pq", X, Y)
+
+
+def pack(Fs: Any, Bs: Any, ia: Any, ic: Any) -> tuple[Any, Any]:
+    """Dense F and B sums [a1, a2, a3, a4] -> their packed forms (see :func:`unpack`)."""
+    Bp = Bs[ia, ic]
+    tu = np.triu_indices(ia.size)
+    Fp = np.ascontiguousarray(np.transpose(Fs[:, :, ia, ic], (0, 2, 1)))
+    return Fp, np.stack((Bp[:, ia, ic][tu], Bp[:, ic, ia][tu]))
+
+
+def unpack(kind: str, a: Any, N: int) -> Any:
+    """The full (L, N, N, N, N) array of a packed four-point estimate (or its standard error).
+
+    The packed forms use the symmetries of the estimators (``ntk.md`` §1.2) over the sample pairs
+    p = (a <= c), P = N(N+1)/2 of them, index ``pidx[a, c]``:
+
+    * ``"sym"`` (D; (L, P, P)): X_{a1a2;a3a4}, symmetric in (a1, a2) and in (a3, a4).
+    * ``"tri"`` (V, A; (L, P(P+1)/2)): also symmetric under (a1a2) <-> (a3a4): the triangle p <= q
+      (``np.triu_indices(P)`` order).
+    * ``"F"`` ((L, N, P, N) = [a1, p(a3a4), a2] for a3 <= a4), returned in F's order
+      [a1, a3, a2, a4]; a3 > a4 from F_{a1a3a2a4} = F_{a2a4a1a3} (Θ̂_{ca} = Θ̂_{ac}ᵀ).
+    * ``"B"`` ((L, 2, P(P+1)/2): the triangles of ⟨U_p, U_q⟩ and ⟨U_p, U_qᵀ⟩), returned in B's
+      order [a1, a3, a2, a4]: the first where (a1 <= a2) == (a3 <= a4), else the second.
+    Every entry is a copy of one packed number (the unpacked array equals the dense one exactly).
+    """
+    _, _, pidx, upper = _pairs(N)
+    r = np.arange(N)
+    L = a.shape[0]
+    out = np.empty((L, N, N, N, N), dtype=a.dtype)
+    P = N * (N + 1) // 2
+    tidx = np.zeros((P, P), dtype=np.int64)  # triangle index of (p, q) and (q, p)
+    t0, t1 = np.triu_indices(P)
+    tidx[t0, t1] = tidx[t1, t0] = np.arange(t0.size)
+    if kind in ("sym", "tri"):
+        i, j = pidx[:, :, None, None], pidx[None, None, :, :]
+        t = tidx[i, j]
+        for l in range(L):
+            out[l] = a[l][t] if kind == "tri" else a[l][i, j]
+        return out
+    # grids in the output order [a1, a3, a2, a4]
+    a1, a3, a2, a4 = r[:, None, None, None], r[None, :, None, None], r[None, None, :, None], r[None, None, None, :]
+    up34 = upper[a3, a4]
+    if kind == "F":
+        first, last, p = np.where(up34, a1, a2), np.where(up34, a2, a1), pidx[a3, a4]
+        for l in range(L):
+            out[l] = a[l][first, p, last]
+        return out
+    if kind == "B":
+        which = (upper[a1, a2] != up34).astype(np.int64)
+        t = tidx[pidx[a1, a2], pidx[a3, a4]]
+        for l in range(L):
+            out[l] = a[l][which, t]
+        return out
+    raise ValueError(f"unknown packed kind {kind!r}")
+
+
 def _gram(xp: Any, A: Any, B_: Any) -> Any:
     """Σ_b A_b B_b^T for A, B of shape (B, p, k) -> (p, p)."""
     if xp is np:
@@ -125,25 +184,30 @@ def _pair_trace(U: Any) -> Any:
     return np.einsum("bipi->bp", U)
 
 
-def _pair_f(U: Any, s: Any, ia: Any, ic: Any, N: int) -> Any:
-    """Σ_b Σ_{k1k2} s_{k1;a1} U_{k1k2;a3a4} s_{k2;a2} as [a1, a2, a3, a4] (float64)."""
+def _pair_f(U: Any, s: Any, ia: Any, ic: Any, N: int, packed: bool = False) -> Any:
+    """Σ_b Σ_{k1k2} s_{k1;a1} U_{k1k2;a3a4} s_{k2;a2} as [a1, a2, a3, a4] (float64), or if
+    ``packed`` as [a1, p, a2] for the pairs p = (a3 <= a4) (the rest follows by symmetry)."""
     B, n, P, _ = U.shape
     A = np.matmul(U.reshape(B, n * P, n), s)  # [b, k1, p, a2]
     sT = np.ascontiguousarray(np.swapaxes(s, 1, 2))
     M = np.matmul(sT, A.reshape(B, n, P * N)).sum(axis=0, dtype=np.float64).reshape(N, P, N)
+    if packed:
+        return M
     Fs = np.empty((N, N, N, N))
     Fs[:, :, ic, ia] = np.transpose(M, (2, 0, 1))  # U_{ca} = U_pᵀ
     Fs[:, :, ia, ic] = np.transpose(M, (0, 2, 1))
     return Fs
 
 
-def _pair_b(U: Any, pidx: Any, sgn: Any) -> Any:
+def _pair_b(U: Any, pidx: Any, sgn: Any, packed: bool = False) -> Any:
     """Σ_b Σ_{k1k2} U_{k1k2;a1a2} U_{k1k2;a3a4} as [a1, a2, a3, a4] (float64).
 
     With S_p = U_p + U_pᵀ and A_p = U_p - U_pᵀ, ⟨U_p, U_q⟩ = (⟨S_p,S_q⟩ + ⟨A_p,A_q⟩)/4 and
     ⟨U_p, U_qᵀ⟩ = (⟨S_p,S_q⟩ - ⟨A_p,A_q⟩)/4; each of the two Gram matrices runs over the
     n(n+1)/2 entries of one triangle (the diagonal blocks of the row chunks in full, weight 1; the
     rest of the upper triangle weight 2): 1/8 of the products of the dense N^2 x n^2 Gram matrix.
+    ``packed``: the upper triangles (p <= q) of the two symmetric P x P blocks ⟨U_p, U_q⟩ and
+    ⟨U_p, U_qᵀ⟩ = ⟨U_q, U_pᵀ⟩ instead, (2, P(P+1)/2) (see :func:`unpack`).
     """
     B, n, P, _ = U.shape
     GS = np.zeros((P, P), dtype=U.dtype)
@@ -158,6 +222,10 @@ def _pair_b(U: Any, pidx: Any, sgn: Any) -> Any:
             Z[..., r1 - r0 :] *= r2
             Zp = np.ascontiguousarray(np.transpose(Z, (2, 0, 1, 3))).reshape(P, -1)
             G += Zp @ Zp.T  # BLAS syrk
+    if packed:
+        GS, GA = GS.astype(np.float64), GA.astype(np.float64)
+        tu = np.triu_indices(P)
+        return np.stack(((GS + GA)[tu], (GS - GA)[tu])) * 0.25
     GS = GS.astype(np.float64)[pidx][:, :, pidx]
     GA = GA.astype(np.float64)[pidx][:, :, pidx]
     return (GS + sgn[:, :, None, None] * sgn[None, None] * GA) * 0.25
@@ -221,6 +289,7 @@ def batch_sums(
     mask: Any = None,
     fb: bool = True,
     into: dict[str, Any] | None = None,
+    packed: bool = False,
 ) -> dict[str, Any]:
     """Sums over one batch of networks of every per-network statistic, all layers stacked.
 
@@ -229,9 +298,13 @@ def batch_sums(
     C_W, lambda_b, lambda_W (index l-1); ``consts`` the layer-1 Ĝ^(1), Ĥ^(1) (float64, exact);
     ``shifts`` per-layer centring (L, N, N) of Ĝ, Ĥ; ``mask`` (B,) zero/one weights or None;
     ``fb=False`` leaves the F and B sums zero (the pilot run needs only Ĝ and Ĥ); ``into`` (numpy):
-    the sums of earlier batches, added to in place and returned.
+    the sums of earlier batches, added to in place and returned; ``packed`` (numpy, conditional
+    estimator, no mask): the four-point sums stored by their sample symmetries (:func:`unpack`),
+    Pxx, Pxy, Pyy as (P, P), Fs as (N, P, N), Bs as (2, P, P) per layer, P = N(N+1)/2.
     Returned sums are float64 with a leading layer axis.
     """
+    if packed and (xp is not np or direct or mask is not None):
+        raise ValueError("packed sums need the numpy backend, the conditional estimator and no mask")
     sigma, dsigma = act
     L = len(widths) - 1
     N = x.shape[0]
@@ -244,7 +317,15 @@ def batch_sums(
 
     shift_g, shift_h = shifts
     zeros2 = xp.zeros((N, N), dtype=xp.float64)
+    ia, ic, pidx, upper = pairs
+    P = ia.size
     zeros4 = xp.zeros((N, N, N, N), dtype=xp.float64)
+    zero = {k: zeros4 for k in ("Pxx", "Pxy", "Pyy", "Fs", "Bs")}
+    if packed:
+        T = P * (P + 1) // 2
+        zero = {"Pxx": np.zeros(T), "Pxy": np.zeros((P, P)), "Pyy": np.zeros(T)}
+        zero.update(Fs=np.zeros((N, P, N)), Bs=np.zeros((2, T)))
+        tu = np.triu_indices(P)
     cnt = f64(xp.sum(w)) if w is not None else xp.asarray(float(B), dtype=xp.float64)
     keys = ("Sx", "Sy", "Pxx", "Pxy", "Pyy", "Qxx", "Qxy", "Qyy", "Fs", "Bs")
     out: dict[str, Any] = {k: _Layers(xp, L, None if into is None else into.get(k)) for k in keys}
@@ -253,21 +334,29 @@ def batch_sums(
         """Conditional estimator: X = Ĝ, Y = Ĥ per network (B, N, N), or None for layer 1."""
         if X is None:
             out["Sx"].append(zeros2)
-            out["Pxx"].append(zeros4)
+            out["Pxx"].append(zero["Pxx"])
             if ntk:
                 for k in ("Sy", "Pxy", "Pyy"):
-                    out[k].append(zeros2 if k == "Sy" else zeros4)
+                    out[k].append(zeros2 if k == "Sy" else zero[k])
             return
         Xc = f64(X) - shift_g[l - 1]
         Xw = Xc if w is None else Xc * w[:, None, None]
         out["Sx"].append(xp.sum(Xw, axis=0))
-        out["Pxx"].append(_outer_sum(xp, Xc, Xc, w))
+        outer = _outer_sum
+        if packed:  # symmetric in (a1, a2) and in (a3, a4): the pairs a <= c only
+            Xc = Xc[:, ia, ic]
+            outer = _outer_sum_packed
+            out["Pxx"].append(outer(xp, Xc, Xc, w)[tu])  # and under (a1a2) <-> (a3a4)
+        else:
+            out["Pxx"].append(outer(xp, Xc, Xc, w))
         if ntk:
             Yc = f64(Y) - shift_h[l - 1]
             Yw = Yc if w is None else Yc * w[:, None, None]
             out["Sy"].append(xp.sum(Yw, axis=0))
-            out["Pxy"].append(_outer_sum(xp, Xc, Yc, w))
-            out["Pyy"].append(_outer_sum(xp, Yc, Yc, w))
+            if packed:
+                Yc = Yc[:, ia, ic]
+            out["Pxy"].append(outer(xp, Xc, Yc, w))
+            out["Pyy"].append(outer(xp, Yc, Yc, w)[tu] if packed else outer(xp, Yc, Yc, w))
 
     def push_direct(l: int, z: Any, theta: Any, theta_diag: bool) -> None:
         """Direct estimator: per-neuron X_i = z_i z_i, Y_i = Θ̂_ii of layer l, pairs i != j."""
@@ -321,13 +410,12 @@ def batch_sums(
     else:
         push_rb(1, None, None)
         if ntk:
-            out["Fs"].append(zeros4)
-            out["Bs"].append(zeros4)
+            out["Fs"].append(zero["Fs"])
+            out["Bs"].append(zero["Bs"])
 
     # ---------------------------------------------------------------- layers 2..L
     # numpy, conditional estimator: the NTK by sample pairs (TH, see above); else dense (B, N, N, n, n)
     lean = xp is np and ntk and not direct and w is None
-    ia, ic, pidx, upper = pairs
     sgn = np.where(upper, 1.0, -1.0)
     for l in range(2, L + 1):
         n = widths[l - 1]
@@ -360,13 +448,15 @@ def batch_sums(
         if not direct:
             push_rb(l, X, Y)
             if ntk and not fb:
-                out["Fs"].append(zeros4)
-                out["Bs"].append(zeros4)
+                out["Fs"].append(zero["Fs"])
+                out["Bs"].append(zero["Bs"])
             elif ntk and lean and not diag:
-                out["Fs"].append(_pair_f(U, s, ia, ic, N) * fac)
-                out["Bs"].append(_pair_b(U, pidx, sgn) * fac)
+                out["Fs"].append(_pair_f(U, s, ia, ic, N, packed) * fac)
+                out["Bs"].append(_pair_b(U, pidx, sgn, packed) * fac)
             elif ntk:
                 Fs, Bs = _fb_sums(xp, U, s, diag, w, f64)
+                if packed:
+                    Fs, Bs = pack(Fs, Bs, ia, ic)
                 out["Fs"].append(Fs * fac)
                 out["Bs"].append(Bs * fac)
         if l < L or direct:

@@ -52,7 +52,9 @@ Index order of F and B follows ``ntk.md`` §1.2: F slots 1, 3 are preactivation 
 Standard errors: the networks are split into ``groups`` independent groups of (nearly) equal
 size; every estimator is evaluated per group; ``stderr = std_over_groups(ddof=1)/sqrt(groups)``.
 The point estimates pool all networks.  Sums of products are accumulated in float64 and
-streamed batch by batch: memory does not grow with ``networks``.
+streamed batch by batch: memory does not grow with ``networks``.  With the numpy backend and the conditional
+estimator the four-point sums, group estimates and standard errors are held packed by their
+sample symmetries (:func:`rgflow.ensembles._estimators.unpack`) and unpacked only at the end.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from ._engine import (
     run,
     warn_float32,
 )
-from ._estimators import batch_sums
+from ._estimators import batch_sums, unpack
 from ._results import Ensemble, MLPStderr, make_stderr
 
 __all__ = ["BACKENDS", "ESTIMATORS", "Ensemble", "sample_mlp"]
@@ -253,6 +255,7 @@ def _pilot_shifts(plan: _Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
             ntk=ntk,
             direct=plan.direct,
             fb=False,
+            packed=not plan.direct,
         )
         for k in ("Sx", "Sy"):
             if k in si:
@@ -270,25 +273,52 @@ def _pilot_shifts(plan: _Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _estimates(s: dict[str, np.ndarray], shifts: tuple[np.ndarray, np.ndarray], nprev: np.ndarray, ntk: bool) -> dict:
     """Every estimator from (group or pooled) sums."""
     c = float(s["count"])
+    packed = s["Pxx"].ndim == 2  # numpy, conditional: the four-point sums by sample pairs (_estimators.unpack)
     n4 = nprev[:, None, None, None, None]
     est: dict[str, np.ndarray] = {}
+    ia, ic = np.triu_indices(s["Sx"].shape[-1])
+    t0, t1 = np.triu_indices(ia.size)
 
-    def cov(P: str, Q: str, a: str, b: str) -> np.ndarray:
+    def cov(P: str, Q: str, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+        """The covariance estimate and its n_{l-1} normalisation (broadcast to its packing)."""
         Qv = s.get(Q, s[P])
-        return s[P] / c - (np.einsum("lij,lkm->lijkm", s[a], s[b]) - Qv) / (c * (c - 1))
+        if not packed:
+            return s[P] / c - (np.einsum("lij,lkm->lijkm", s[a], s[b]) - Qv) / (c * (c - 1)), n4
+        Sa, Sb = s[a][:, ia, ic], s[b][:, ia, ic]
+        outer = Sa[:, t0] * Sb[:, t1] if s[P].ndim == 2 else np.einsum("li,lk->lik", Sa, Sb)
+        return s[P] / c - (outer - Qv) / (c * (c - 1)), nprev.reshape((-1,) + (1,) * (s[P].ndim - 1))
+
+    def scaled(v: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return v[1] * v[0]
 
     est["K"] = shifts[0] + s["Sx"] / c
-    est["V"] = n4 * cov("Pxx", "Qxx", "Sx", "Sx")
+    est["V"] = scaled(cov("Pxx", "Qxx", "Sx", "Sx"))
     if ntk:
         est["Theta"] = shifts[1] + s["Sy"] / c
-        est["D"] = n4 * cov("Pxy", "Qxy", "Sx", "Sy")
-        est["A"] = n4 * cov("Pyy", "Qyy", "Sy", "Sy")
-        est["F"] = n4 * np.transpose(s["Fs"] / c, (0, 1, 3, 2, 4))
-        est["B"] = n4 * np.transpose(s["Bs"] / c, (0, 1, 3, 2, 4))
+        est["D"] = scaled(cov("Pxy", "Qxy", "Sx", "Sy"))
+        est["A"] = scaled(cov("Pyy", "Qyy", "Sy", "Sy"))
+        if packed:  # unpacked (and transposed to F's, B's index order) by _unpacked
+            est["F"] = nprev[:, None, None, None] * (s["Fs"] / c)
+            est["B"] = nprev[:, None, None] * (s["Bs"] / c)
+        else:
+            est["F"] = n4 * np.transpose(s["Fs"] / c, (0, 1, 3, 2, 4))
+            est["B"] = n4 * np.transpose(s["Bs"] / c, (0, 1, 3, 2, 4))
     for key in DNTK_SUMS:
         if key in s:
             est[key[0]] = s[key] / c  # already n_{l-1}-normalised per network
     return est
+
+
+#: The packed form of each four-point estimate of the numpy conditional estimator.
+PACKED = {"V": "tri", "D": "sym", "A": "tri", "F": "F", "B": "B"}
+
+
+def _unpacked(d: dict[str, np.ndarray], N: int) -> None:
+    """In place: the packed four-point estimates (or standard errors) of ``d`` as full
+    (L, N, N, N, N) arrays, one at a time (each packed array is freed once unpacked)."""
+    for key, kind in PACKED.items():
+        if key in d and d[key].ndim != 5:
+            d[key] = unpack(kind, d.pop(key), N)
 
 
 def _infinite_width(net: MLP, x: np.ndarray, theory: Any, ntk: bool) -> tuple[Any, Any, str | None]:
@@ -439,6 +469,7 @@ def sample_mlp(
             ntk=ntk,
             direct=direct,
             into=into,
+            packed=not direct,
         )
         if dntk:
             probes = _draw_probes(rng, B, plan.widths, plan.hp, plan.probes, plan.dtype)
@@ -472,6 +503,8 @@ def sample_mlp(
             "(or a derivative of it) returned nan/inf at preactivations these networks reach; fix the "
             "activation there (or use smaller C_W, C_b or inputs)"
         )
+    _unpacked(est, plan.N)
+    _unpacked(se, plan.N)
     n3 = nprev[:, None, None]
     if K_inf is not None:
         est["K1"] = n3 * (est["K"] - K_inf)
