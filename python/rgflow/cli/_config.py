@@ -24,7 +24,15 @@ from ..report import EnsembleSpec, ResidualEnsembleSpec, ResidualRunSpec, RunSpe
 from ._schema import Config, ConfigError, Inputs, Kernel
 from ._validate import fields, validate
 
-__all__ = ["load_config", "config_from_dict", "build_spec", "demo_spec", "DEMO_CRITICAL", "generate_inputs"]
+__all__ = [
+    "load_config",
+    "read_toml",
+    "config_from_dict",
+    "build_spec",
+    "demo_spec",
+    "DEMO_CRITICAL",
+    "generate_inputs",
+]
 
 #: GELU criticality (PDLT eq. 5.105): K* = (3 + sqrt 17)/2.
 DEMO_CRITICAL = {"C_b": 0.17292239, "C_W": 1.98305826}
@@ -38,14 +46,18 @@ def load_config(path: str | Path, *, networks: int | None = None) -> RunSpec | R
     Raises :class:`ConfigError` naming the offending key.  ``networks`` overrides ``ensemble.networks``.
     """
     path = Path(path)
+    return config_from_dict(read_toml(path), base=path.resolve().parent, networks=networks)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML document at ``path``, or a ConfigError (missing file, invalid TOML)."""
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"no such configuration file: {str(path)!r}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(raw, base=path.resolve().parent, networks=networks)
 
 
 def config_from_dict(

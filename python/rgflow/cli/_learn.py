@@ -9,7 +9,6 @@ learning panel of ``rgflow demo``.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from ..activations import Activation
 from ..criticality import critical as find_critical
 from ..report import LearnSpec
+from ._config import read_toml
 from ._schema import ConfigError, LearnConfig, LearnData
 from ._validate import validate_learn
 
@@ -31,14 +31,7 @@ _TARGETS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"sin": np.sin, "tanh"
 def load_learn_config(path: str | Path, *, networks: int | None = None) -> LearnSpec:
     """Read and validate an ``rgflow learn`` TOML file; ``networks`` overrides ``learning.networks``."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"no such configuration file: {str(path)!r}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return learn_config_from_dict(raw, base=path.resolve().parent, networks=networks)
+    return learn_config_from_dict(read_toml(path), base=path.resolve().parent, networks=networks)
 
 
 def learn_config_from_dict(raw: dict[str, Any], *, base: Path | None = None, networks: int | None = None) -> LearnSpec:

@@ -60,15 +60,22 @@ class _Parser(argparse.ArgumentParser):
 # ============================================================================ commands
 
 
-def _report(spec: RunSpec | ResidualRunSpec, out: str, args: argparse.Namespace, command: str) -> int:
-    plots = not args.no_plots and spec.config.get("_plots", True)
-    spec.config.pop("_plots", None)
-    spec.config.pop("_out", None)
+def _plots_wanted(config: dict, args: argparse.Namespace) -> bool:
+    """Whether to draw plots (--no-plots, report.plots), with matplotlib checked up front; drops the
+    private ``_plots``/``_out`` entries from the configuration the report records."""
+    plots = bool(not args.no_plots and config.get("_plots", True))
+    config.pop("_plots", None)
+    config.pop("_out", None)
     if plots:
         try:
             pyplot()
         except ImportError as exc:
             raise _Failure(str(exc)) from None
+    return plots
+
+
+def _report(spec: RunSpec | ResidualRunSpec, out: str, args: argparse.Namespace, command: str) -> int:
+    plots = _plots_wanted(spec.config, args)
     t0 = time.perf_counter()
     log = None if args.quiet else sys.stderr
     if isinstance(spec, ResidualRunSpec):
@@ -89,14 +96,7 @@ class _Failure(RuntimeError):
 
 
 def _learn_report(spec: LearnSpec, out: str, args: argparse.Namespace, command: str) -> int:
-    plots = not args.no_plots and spec.config.get("_plots", True)
-    spec.config.pop("_plots", None)
-    spec.config.pop("_out", None)
-    if plots:
-        try:
-            pyplot()
-        except ImportError as exc:
-            raise _Failure(str(exc)) from None
+    plots = _plots_wanted(spec.config, args)
     t0 = time.perf_counter()
     res = run_learning_report(
         spec, out, plots=plots, progress=not args.quiet, log=None if args.quiet else sys.stderr, command=command
