@@ -265,14 +265,16 @@ def _widths(v: list[int | list[int]], path: str, values: Values) -> None:
 
 
 def _networks(v: int | list[int], path: str, values: Values) -> None:
-    widths, groups = values["ensemble.widths"], values["ensemble.groups"]
+    """``<table>.networks`` against ``<table>.widths`` and ``<table>.groups`` ([ensemble] or [learning])."""
+    table = path.rsplit(".", 1)[0]
+    widths, groups = values[f"{table}.widths"], values[f"{table}.groups"]
     assert isinstance(widths, list) and isinstance(groups, int)
     if isinstance(v, list) and len(v) != len(widths):
         raise fail(path, f"has {len(v)} entries but there are {len(widths)} widths")
     for i, n in enumerate(v if isinstance(v, list) else [v]):
         if n < 2 * groups:
             p = f"{path}[{i}]" if isinstance(v, list) else path
-            raise fail(p, f"= {n} is too small for ensemble.groups = {groups} (need >= {2 * groups})")
+            raise fail(p, f"= {n} is too small for {table}.groups = {groups} (need >= {2 * groups})")
 
 
 def _dtype(v: str, path: str, values: Values) -> None:
@@ -518,17 +520,6 @@ def _widths_learn(v: list[int], path: str, values: Values) -> None:
         raise fail(path, f"has repeated widths {v}; give each hidden width once")
 
 
-def _networks_learn(v: int | list[int], path: str, values: Values) -> None:
-    widths, groups = values["learning.widths"], values["learning.groups"]
-    assert isinstance(widths, list) and isinstance(groups, int)
-    if isinstance(v, list) and len(v) != len(widths):
-        raise fail(path, f"has {len(v)} entries but there are {len(widths)} widths")
-    for i, n in enumerate(v if isinstance(v, list) else [v]):
-        if n < 2 * groups:
-            p = f"{path}[{i}]" if isinstance(v, list) else path
-            raise fail(p, f"= {n} is too small for learning.groups = {groups} (need >= {2 * groups})")
-
-
 def _evidence_grid(v: list[float], path: str, values: Values) -> None:
     if len(v) < 2:
         raise fail(path, "needs at least 2 values for a grid")
@@ -593,7 +584,7 @@ class Learning:
         400,
         ge=2,
         type_text="int or list",
-        check=_networks_learn,
+        check=_networks,
     )
     groups: int = key("batch-means groups for standard errors", 20, ge=2)
     backend: Backend = key("trainer backend (gd)", "numpy")
