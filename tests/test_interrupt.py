@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 CHILD = r"""
-import json, os, sys, threading, time
+import json, os, signal, sys, threading, time
+# a runner started in the background (e.g. `cmd &` in a script) passes SIGINT on as ignored; Python then
+# installs no KeyboardInterrupt handler: restore it, as an interactive session has it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 import rgflow
 from rgflow.gauss import expect, sigma
