@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -193,6 +194,64 @@ def test_packed_sums_unpack_to_the_dense_sums(widths, N, B):
         np.testing.assert_array_equal(packed[key], dense[key])
     with pytest.raises(ValueError, match="packed"):
         _estimators.batch_sums(np, fns, x, Ws, bs, hp, consts, shifts, packed=True, **{**kw, "direct": True})
+
+
+# ---------------------------------------------------------------------------- the result holds them packed
+
+
+def test_result_keeps_four_point_tensors_packed_until_read():
+    """rgflow.sample returns V, D, F, A, B (and their standard errors) packed by their sample
+    symmetries; reading an attribute unpacks that one tensor (equal to the packed numbers, kept)."""
+    import pickle
+
+    from rgflow.ensembles import _estimators
+    from rgflow.ensembles._api import check_finite_ensemble
+
+    net, x, kw = _cases()["gelu_equal"]
+    e = rgflow.sample(net, x, progress=False, theory=False, **kw)
+    L, N = net.depth, x.shape[0]
+    P = N * (N + 1) // 2
+    T = P * (P + 1) // 2
+    held = e.stored()
+    assert held["V"].shape == (L, T) and held["D"].shape == (L, P, P) and held["A"].shape == (L, T)
+    assert held["F"].shape == (L, N, P, N) and held["B"].shape == (L, 2, T)
+    assert e.stderr.stored()["B"].shape == (L, 2, T)
+    # 480 numbers per layer instead of 5 N^4 = 1280 at N = 4 (1/5.1 at N = 32)
+    assert sum(held[k].nbytes for k in "VDFAB") == L * (4 * T + P * P + N * P * N) * 8 == L * 480 * 8
+    assert "V, D, F, A, B" in repr(e) and e.stored()["V"].ndim == 2  # repr reads no tensor
+    copy = pickle.loads(pickle.dumps(e))  # still packed: pickles the packed form
+    assert copy.stored()["F"].ndim == 4
+    check_finite_ensemble(e)  # checks the packed numbers, unpacks nothing
+    assert e.stored()["A"].ndim == 2
+    kinds = {"V": "tri", "D": "sym", "A": "tri", "F": "F", "B": "B"}
+    for k, kind in kinds.items():
+        for obj in (e, e.stderr, copy, copy.stderr):
+            packed = obj.stored()[k]
+            full = getattr(obj, k)
+            assert full.shape == (L, N, N, N, N) and getattr(obj, k) is full  # unpacked once, then kept
+            np.testing.assert_array_equal(full, _estimators.unpack(kind, packed, N))
+            assert obj.stored()[k] is full
+        np.testing.assert_array_equal(getattr(copy, k), getattr(e, k))
+    # symmetric in each sample pair and under pair exchange (V, A); F, B in their own index order
+    np.testing.assert_array_equal(e.V, np.transpose(e.V, (0, 2, 1, 3, 4)))
+    np.testing.assert_array_equal(e.A, np.transpose(e.A, (0, 3, 4, 1, 2)))
+    again = dataclasses.replace(e)
+    np.testing.assert_array_equal(again.B, e.B)
+    # a non-finite packed number is found without unpacking, with its layer
+    bad = rgflow.sample(net, x, progress=False, theory=False, **kw)
+    bad.stderr.__dict__["B"].data[3, 1, 5] = np.nan
+    with pytest.raises(ValueError, match=r"stderr\.B is not finite \(layer axis entry 3\)"):
+        check_finite_ensemble(bad)
+
+
+def test_assigning_a_four_point_tensor_replaces_the_packed_one():
+    net, x, kw = _cases()["relu_single_input"]
+    e = rgflow.sample(net, x, progress=False, theory=False, **kw)
+    new = np.ones((net.depth, 1, 1, 1, 1))
+    e.V = new
+    assert e.V is new and e.stored()["V"] is new
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.stderr.V = new  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------- progress

@@ -64,8 +64,10 @@ def sample(
 
 
 def check_finite_ensemble(ens: Ensemble | ResEnsemble | PreResEnsemble) -> None:
-    """ValueError naming the cause (inputs, C_W, activation) if an estimate or standard error is NaN/inf."""
-    tensors = {**ens.tensors(), **{f"stderr.{k}": v for k, v in ens.stderr.tensors().items()}}
+    """ValueError naming the cause (inputs, C_W, activation) if an estimate or standard error is NaN/inf.
+
+    Packed four-point tensors are checked as held (their packed data), without unpacking them."""
+    tensors = {**ens.stored(), **{f"stderr.{k}": v for k, v in ens.stderr.stored().items()}}
     x = getattr(ens, "x", None)
     kernel = getattr(ens, "kernel", None) if x is None else None
     check_finite_result("rgflow.sample", tensors, ens.net, x, kernel, limit=K4_LIMIT)

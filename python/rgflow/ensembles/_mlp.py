@@ -54,7 +54,8 @@ size; every estimator is evaluated per group; ``stderr = std_over_groups(ddof=1)
 The point estimates pool all networks.  Sums of products are accumulated in float64 and
 streamed batch by batch: memory does not grow with ``networks``.  With the numpy backend and the conditional
 estimator the four-point sums, group estimates and standard errors are held packed by their
-sample symmetries (:func:`rgflow.ensembles._estimators.unpack`) and unpacked only at the end.
+sample symmetries (:func:`rgflow.ensembles._estimators.unpack`); the returned :class:`Ensemble`
+keeps them packed and builds each full (L, N, N, N, N) array on its first attribute access.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ from ._engine import (
     run,
     warn_float32,
 )
-from ._estimators import batch_sums, unpack
-from ._results import Ensemble, MLPStderr, make_stderr
+from ._estimators import batch_sums
+from ._results import Ensemble, MLPStderr, Packed, make_stderr
 
 __all__ = ["BACKENDS", "ESTIMATORS", "Ensemble", "sample_mlp"]
 
@@ -297,7 +298,7 @@ def _estimates(s: dict[str, np.ndarray], shifts: tuple[np.ndarray, np.ndarray], 
         est["Theta"] = shifts[1] + s["Sy"] / c
         est["D"] = scaled(cov("Pxy", "Qxy", "Sx", "Sy"))
         est["A"] = scaled(cov("Pyy", "Qyy", "Sy", "Sy"))
-        if packed:  # unpacked (and transposed to F's, B's index order) by _unpacked
+        if packed:  # unpacked (and transposed to F's, B's index order) on access
             est["F"] = nprev[:, None, None, None] * (s["Fs"] / c)
             est["B"] = nprev[:, None, None] * (s["Bs"] / c)
         else:
@@ -313,12 +314,12 @@ def _estimates(s: dict[str, np.ndarray], shifts: tuple[np.ndarray, np.ndarray], 
 PACKED = {"V": "tri", "D": "sym", "A": "tri", "F": "F", "B": "B"}
 
 
-def _unpacked(d: dict[str, np.ndarray], N: int) -> None:
-    """In place: the packed four-point estimates (or standard errors) of ``d`` as full
-    (L, N, N, N, N) arrays, one at a time (each packed array is freed once unpacked)."""
+def _lazy(d: dict[str, Any], N: int) -> None:
+    """In place: the packed four-point estimates (or standard errors) of ``d`` wrapped as
+    :class:`~rgflow.ensembles._results.Packed`, unpacked by the result on first attribute access."""
     for key, kind in PACKED.items():
         if key in d and d[key].ndim != 5:
-            d[key] = unpack(kind, d.pop(key), N)
+            d[key] = Packed(kind, d[key], N)
 
 
 def _infinite_width(net: MLP, x: np.ndarray, theory: Any, ntk: bool) -> tuple[Any, Any, str | None]:
@@ -503,8 +504,8 @@ def sample_mlp(
             "(or a derivative of it) returned nan/inf at preactivations these networks reach; fix the "
             "activation there (or use smaller C_W, C_b or inputs)"
         )
-    _unpacked(est, plan.N)
-    _unpacked(se, plan.N)
+    _lazy(est, plan.N)
+    _lazy(se, plan.N)
     n3 = nprev[:, None, None]
     if K_inf is not None:
         est["K1"] = n3 * (est["K"] - K_inf)
