@@ -10,10 +10,16 @@ run's; one that would need more than ``--mem-limit`` GB by the dense estimate ``
 (the pre-issue-17 implementation) is skipped with that estimate, and a run over ``--timeout`` s
 is stopped.  ``--depth-large D --large W`` runs widths >= W at depth D instead (recorded in the table).
 
+``--sweep NETWORKS`` (issue 14 part 6) times whole ``rgflow.sample(networks=NETWORKS, groups=2)``
+calls instead for every width, ``--ntk off on`` and ``--backends numpy jax`` (JAX: the second of
+two calls, the first traces and compiles), with the rgflow on sys.path: networks/s and peak RSS
+(the last layer's V is read, which unpacks that one tensor).
+
 Usage::
 
     python benches/bench_ntk_sampler.py --widths 64 128 256 512 1024 \\
         --versions before=/work/main/python after=python [--json out.json]
+    python benches/bench_ntk_sampler.py --sweep 32 --widths 64 128 256 512 1024 --ntk off --backends numpy jax
 """
 
 from __future__ import annotations
@@ -42,6 +48,29 @@ wall = time.perf_counter() - t
 assert e.B.shape == (depth, N, N, N, N) and np.all(np.isfinite(e.stderr.B))
 print(json.dumps({"seconds": wall / networks, "wall": wall, "nps": e.networks_per_second,
                   "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "rgflow": rgflow.__file__}))
+"""
+
+SWEEP = r"""
+import json, os, resource, sys, time
+import numpy as np
+import rgflow
+width, depth, N, networks, groups = (int(v) for v in sys.argv[1:6])
+ntk, backend = sys.argv[6] == "on", sys.argv[7]
+x = np.random.default_rng(0).standard_normal((N, 4))
+net = rgflow.MLP("gelu", depth=depth, width=width, C_b=0.17292239, C_W=1.98305826)
+kw = dict(networks=networks, groups=groups, ntk=ntk, theory=False, progress=False, backend=backend)
+first = None
+if backend == "jax":  # the first call traces and compiles; the second is the steady state
+    t = time.perf_counter()
+    rgflow.sample(net, x, **kw)
+    first = time.perf_counter() - t
+t = time.perf_counter()
+e = rgflow.sample(net, x, **kw)
+wall = time.perf_counter() - t
+assert np.all(np.isfinite(e.stderr.V[-1]))
+print(json.dumps({"seconds": wall / networks, "wall": wall, "first": first, "batch": e.batch,
+                  "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                  "load": os.getloadavg()[0], "rgflow": rgflow.__file__}))
 """
 
 CHILD = r"""
@@ -98,6 +127,50 @@ def run_one(
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def sweep(args: argparse.Namespace) -> int:
+    """networks/s and peak RSS of whole sample() calls against the width (NTK off/on, numpy/JAX)."""
+    results = []
+    for ntk in args.ntk:
+        for backend in args.backends:
+            for width in args.widths:
+                log(f"ntk {ntk}, {backend}: width {width}")
+                argv = [SWEEP, str(width), str(args.depth), str(args.inputs), str(args.sweep), "2", ntk, backend]
+                env = dict(os.environ)
+                if args.blas_threads:
+                    env["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+                try:
+                    p = subprocess.run(
+                        [sys.executable, "-c", *argv], capture_output=True, text=True, timeout=args.timeout, env=env
+                    )
+                    r = (
+                        json.loads(p.stdout.strip().splitlines()[-1])
+                        if p.returncode == 0
+                        else {"skipped": f"failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:]}"}
+                    )
+                except subprocess.TimeoutExpired:
+                    r = {"skipped": f"over {args.timeout:.0f} s"}
+                r.update(width=width, ntk=ntk, backend=backend)
+                results.append(r)
+                log(f"  {r}")
+    headers = ["NTK", "backend", "width", "networks/s", "s/network", "JAX first call s", "batch", "peak RSS GB", "load"]
+    rows = []
+    for r in results:
+        if "seconds" not in r:
+            rows.append([r["ntk"], r["backend"], r["width"], r["skipped"], "", "", "", "", ""])
+            continue
+        rows.append([r["ntk"], r["backend"], r["width"], fmt(1 / r["seconds"], ".3g"), fmt(r["seconds"], ".3g"),
+                     fmt(r["first"], ".3g") if r["first"] else "", r["batch"], fmt(r["maxrss_gb"], ".3g"),
+                     fmt(r["load"], ".1f")])  # fmt: skip
+    print(f"whole rgflow.sample(networks={args.sweep}, groups=2) calls, GELU at criticality, depth {args.depth}, "
+          f"{args.inputs} inputs, conditional estimator ({os.cpu_count()} CPUs)")  # fmt: skip
+    print(markdown(headers, rows))
+    write_json(
+        args.json,
+        {"benchmark": "ntk_sampler_sweep", "machine": machine(), "results": results, "headers": headers, "rows": rows},
+    )
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
@@ -114,9 +187,14 @@ def main(argv=None) -> int:
         "--whole", type=int, default=0, help="time whole rgflow.sample(networks=WHOLE, groups=2) calls instead "
         "(pilot, estimates, unpacking included; s/network = wall time / WHOLE)",
     )  # fmt: skip
+    ap.add_argument("--sweep", type=int, default=0, help="networks/s of whole sample(networks=SWEEP) calls")
+    ap.add_argument("--ntk", nargs="+", default=["off", "on"], choices=["off", "on"], help="--sweep: NTK off/on")
+    ap.add_argument("--backends", nargs="+", default=["numpy"], choices=["numpy", "jax"], help="--sweep backends")
     ap.add_argument("--as-limit", type=float, default=14.0, help="address-space limit (GB) of a --whole run")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    if args.sweep:
+        return sweep(args)
     versions = [
         v.split("=", 1) for v in (args.versions or ["current=" + str(Path(__file__).resolve().parents[1] / "python")])
     ]
