@@ -56,6 +56,12 @@ streamed batch by batch: memory does not grow with ``networks``.  With the numpy
 estimator the four-point sums, group estimates and standard errors are held packed by their
 sample symmetries (:func:`rgflow.ensembles._estimators.unpack`); the returned :class:`Ensemble`
 keeps them packed and builds each full (L, N, N, N, N) array on its first attribute access.
+
+Speed: with ``ntk=True`` the numpy backend is GEMM-bound (the forward equation and B's Gram
+matrices, ~``30·P·n³ + 8·P²·n²`` flops per network at depth 10, P = N(N+1)/2).  On a machine
+shared with other jobs, multi-threaded BLAS calls wait for threads the scheduler gives away:
+``OPENBLAS_NUM_THREADS=1`` (one process per free core) was up to 5× faster there
+(``benches/README.md``, issue 17 second pass).
 """
 
 from __future__ import annotations
