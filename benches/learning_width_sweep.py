@@ -125,6 +125,30 @@ def bayes_point(act: str, n: int, networks: int, seed: int = 0, depth: int = 3, 
     return out
 
 
+def pool(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge the points of one (kind, activation, width) from independent runs (seeds): inverse-variance
+    weighted n·Δ, networks summed, z-scores recomputed."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["kind"], p["act"], p["width"]), []).append(p)
+    out = []
+    for ps in groups.values():
+        if len(ps) == 1:
+            out.append(ps[0])
+            continue
+        w = 1.0 / np.array([p["n_stderr"] for p in ps]) ** 2
+        d = (w * np.array([p["n_delta"] for p in ps])).sum(axis=0) / w.sum(axis=0)
+        se = 1.0 / np.sqrt(w.sum(axis=0))
+        pred, al = np.array(ps[0]["n_pred"]), np.array(ps[0]["n_allowance"])
+        q = {**ps[0], "n_delta": d.tolist(), "n_stderr": se.tolist(), "z": ((d - pred) / se).tolist()}
+        q.update(z_infinite=(d / se).tolist(), agrees=bool(np.all(np.abs(d - pred) <= 3 * se + al)),
+                 networks=sum(p["networks"] for p in ps), seed=[p["seed"] for p in ps])  # fmt: skip
+        if "aux_networks" in q:
+            q["aux_networks"] = sum(p["aux_networks"] for p in ps)
+        out.append(q)
+    return out
+
+
 # ----------------------------------------------------------------------------- convergence
 def extrapolate(points: list[dict[str, Any]]) -> dict[str, Any]:
     """Weighted least-squares fit n·(sampled − O(1/n)) = a + b/n over the widths, per test output.
@@ -158,6 +182,7 @@ def _f(v: list[float], d: int = 2) -> str:
 def table(points: list[dict[str, Any]]) -> str:
     """One markdown table per (kind, activation): width, n·Δ, n·pred, n·stderr, allowance, z, z_∞."""
     out = []
+    points = pool(points)
     keys = sorted({(p["kind"], p["act"]) for p in points})
     for kind, act in keys:
         ps = sorted((p for p in points if (p["kind"], p["act"]) == (kind, act)), key=lambda p: p["width"])
