@@ -10,7 +10,8 @@ Layer 6 (depends on recursions, models and _util).  Entry points:
 * :func:`trajectory`, :func:`generalization`, :func:`robustness`, :func:`gamma_basis`, :func:`polation`;
 * :func:`representation_shift` (6.104), :func:`conditional_variance` (6.78);
 * :func:`entropy`, :func:`mutual_information`, :func:`optimal_aspect_ratio` (Appendix A);
-* :func:`train` — gradient-descent-trained ensembles; :func:`condition` — exactly conditioned ones;
+* :func:`train` — gradient-descent-trained ensembles (with :func:`empirical_ntk` and :func:`linear_parts`,
+  the frozen-NTK control variate of its ``mean_lin``); :func:`condition` — exactly conditioned ones;
 * :func:`train_depth_sweep` — multilevel-coupled depth sweeps of trained depth-μP ResNets (nfd.md §3),
   :func:`dmft` / :func:`dmft_depth_limit` — their infinite-width limit (§2.2–2.3), :func:`fit_rate`.
 """
@@ -36,7 +37,7 @@ from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
 from ._network import NetworkPrediction, NetworkTensors, network_prediction, predict_network
 from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
 from ._rates import Rate, fit_rate, paired_mean
-from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, train
+from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, empirical_ntk, linear_parts, train
 
 __all__ = [
     "TAUS",
@@ -64,10 +65,12 @@ __all__ = [
     "Trajectory",
     "condition",
     "conditional_variance",
+    "empirical_ntk",
     "entropy",
     "evidence_gradient",
     "gamma_basis",
     "generalization",
+    "linear_parts",
     "log_evidence",
     "mutual_information",
     "network_prediction",
