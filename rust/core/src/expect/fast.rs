@@ -25,7 +25,7 @@
 //! 3. **Pruning.**  Outer nodes whose weight product (over their level and the levels above)
 //!    is below [`PRUNE_REL`]·tol are skipped.
 //! 4. **Symmetry.**  A zero-mean block whose specs are all even or odd under z → −z (tanh,
-//!    sin, odd or even custom callables: checked numerically at three points) and whose
+//!    sin, odd or even custom callables: checked numerically at seven points) and whose
 //!    level-0 rule is symmetric integrates level 0 over u ≥ 0 only, each suffix class weighted
 //!    by 1 + its parity (odd integrands are exactly 0): half the work.
 //! 5. **Centre anchor.**  A split level whose cuts all lie further than [`ANCHOR`] from the
@@ -631,10 +631,18 @@ pub(crate) fn nested_fast(
 
 impl Fast<'_> {
     /// The parity (±1) of every level-0 class under z → -z, when every spec of every level is
-    /// even or odd (checked numerically at three points) and level 0's rule is symmetric about
+    /// even or odd (checked numerically at seven points from 0.17 to 13.7) and level 0's rule is symmetric about
     /// 0; else None.
     fn parities(&self) -> Result<Option<Vec<f64>>, RgError> {
-        let pts = [0.3, 1.1, 2.7, -0.3, -1.1, -2.7];
+        // points spread over the range the rules reach (a custom callable may change shape
+        // away from the origin)
+        const P: [f64; 7] = [0.17, 0.6, 1.3, 2.9, 5.1, 8.3, 13.7];
+        let pts: Vec<f64> = P
+            .iter()
+            .chain(P.iter())
+            .enumerate()
+            .map(|(i, &x)| if i < 7 { x } else { -x })
+            .collect();
         let jo = self.jet_order.iter().copied().max().unwrap_or(0);
         let mut jets = vec![0.0; pts.len() * (jo + 1)];
         if self.uses_act.iter().any(|&u| u) {
@@ -655,9 +663,9 @@ impl Fast<'_> {
                     })
                     .collect();
                 let close = |a: f64, b: f64| (a - b).abs() <= 1e-13 * a.abs().max(1.0);
-                let p = if (0..3).all(|i| close(v[i + 3], v[i])) {
+                let p = if (0..7).all(|i| close(v[i + 7], v[i])) {
                     1.0
-                } else if (0..3).all(|i| close(v[i + 3], -v[i])) {
+                } else if (0..7).all(|i| close(v[i + 7], -v[i])) {
                     -1.0
                 } else {
                     return Ok(None);
