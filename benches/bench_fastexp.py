@@ -9,13 +9,21 @@
 2. Wall times of ``rgflow.theory`` (all first-order tensors), tanh depth 10, N = 8, 16, 32:
    the new default and the old rule (``expectations="quadrature"``), back to back; the old rule
    is skipped above ``--old-max`` inputs (its time is extrapolated by N⁴ from the largest size run).
+   With ``--baseline DIR`` (the ``python`` folder of another rgflow checkout, e.g. main's), the
+   same call is also timed there (in a subprocess, default expectations), back to back with this
+   checkout, for before/after figures of the default rule; ``--baseline-max`` caps its N.
+   Every row records the 1-minute load average (2 shared cores: compare rows of one run).
 
-Usage: ``python benches/bench_fastexp.py [--sizes 8 16 32] [--old-max 8] [--blocks 6] [--json out.json]``
+Usage: ``python benches/bench_fastexp.py [--sizes 8 16 32] [--old-max 8] [--blocks 6]
+[--baseline ../main/python] [--baseline-max 16] [--acts tanh swish] [--json out.json]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,17 +83,44 @@ def accuracy_table(act_name: str, n_blocks: int) -> list[dict]:
     return rows
 
 
-def theory_times(sizes: list[int], old_max: int) -> list[dict]:
+_BASELINE = """
+import json, sys, time
+import numpy as np
+import rgflow
+n, act = int(sys.argv[1]), sys.argv[2]
+x = np.random.default_rng(n).standard_normal((n, 4))
+t = time.perf_counter()
+rgflow.theory(rgflow.MLP(act, depth=10, width=64, C_b=0.0, C_W=1.0), x)
+print(json.dumps({"s": time.perf_counter() - t, "rgflow": rgflow.__file__}))
+"""
+
+
+def baseline_time(path: str, n: int, act: str) -> float:
+    """Wall time of the same ``theory`` call with the rgflow package under ``path``."""
+    env = dict(os.environ, PYTHONPATH=path)
+    out = subprocess.run(
+        [sys.executable, "-c", _BASELINE, str(n), act], env=env, check=True, capture_output=True, text=True
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    log(f"baseline ({res['rgflow']}) N={n} {act}: {res['s']:.2f} s")
+    return float(res["s"])
+
+
+def theory_times(
+    sizes: list[int], old_max: int, baseline: str | None = None, baseline_max: int = 16, act: str = "tanh"
+) -> list[dict]:
     rows = []
     old_last: tuple[int, float] | None = None
     for n in sizes:
         x = np.random.default_rng(n).standard_normal((n, 4))
-        net = rgflow.MLP("tanh", depth=10, width=64, C_b=0.0, C_W=1.0)
-        log(f"theory tanh N={n}: new")
+        net = rgflow.MLP(act, depth=10, width=64, C_b=0.0, C_W=1.0)
+        log(f"theory {act} N={n}: new")
         new, t_new = timed(rgflow.theory, net, x)
-        row: dict = {"N": n, "new_s": t_new}
+        row: dict = {"activation": act, "N": n, "new_s": t_new, "load": round(os.getloadavg()[0], 2)}
+        if baseline is not None and n <= baseline_max:
+            row["baseline_s"] = baseline_time(baseline, n, act)
         if n <= old_max:
-            log(f"theory tanh N={n}: old")
+            log(f"theory {act} N={n}: old")
             old, t_old = timed(rgflow.theory, net, x, expectations="quadrature")
             row["old_s"] = t_old
             row["max_rel_diff"] = max(
@@ -95,7 +130,7 @@ def theory_times(sizes: list[int], old_max: int) -> list[dict]:
         elif old_last is not None:
             row["old_est_s"] = old_last[1] * (n / old_last[0]) ** 4
         rows.append(row)
-        log(f"theory tanh N={n}: {row}")
+        log(f"theory {act} N={n}: {row}")
     return rows
 
 
@@ -105,10 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--old-max", type=int, default=8, help="largest N for the old rule (default 8)")
     ap.add_argument("--blocks", type=int, default=6, help="4-D blocks per layer in the accuracy table")
     ap.add_argument("--acts", nargs="+", default=["tanh", "swish"])
+    ap.add_argument("--theory-acts", nargs="+", default=["tanh"], help="activations of the theory() timings")
+    ap.add_argument("--baseline", help="python folder of another rgflow checkout to time the same calls with")
+    ap.add_argument("--baseline-max", type=int, default=16, help="largest N for the baseline (default 16)")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the per-block accuracy table")
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
-    acc = [r for a in args.acts for r in accuracy_table(a, args.blocks)]
+    acc = [] if args.no_accuracy else [r for a in args.acts for r in accuracy_table(a, args.blocks)]
     print("\n### Accuracy vs time, 4-D blocks\n")
     print(
         table(
@@ -126,15 +165,23 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    th = theory_times(sorted(args.sizes), args.old_max)
-    print("\n### theory(), tanh, depth 10, all first-order tensors\n")
+    th = [
+        r
+        for a in args.theory_acts
+        for r in theory_times(sorted(args.sizes), args.old_max, args.baseline, args.baseline_max, a)
+    ]
+    print("\n### theory(), depth 10, all first-order tensors\n")
     print(
         table(
-            ["N", "new s", "old s", "old/new", "max|new-old|/max|old|"],
+            ["act", "N", "load", "new s", "baseline s", "baseline/new", "old s", "old/new", "max|new-old|/max|old|"],
             [
                 [
+                    r["activation"],
                     r["N"],
+                    fmt(r["load"]),
                     fmt(r["new_s"]),
+                    fmt(r.get("baseline_s")),
+                    fmt(r["baseline_s"] / r["new_s"]) if "baseline_s" in r else "—",
                     fmt(r.get("old_s")) if "old_s" in r else f"est. {fmt(r.get('old_est_s'))}",
                     fmt((r.get("old_s") or r.get("old_est_s") or float("nan")) / r["new_s"]),
                     f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "—",

@@ -161,3 +161,81 @@ def test_identical_across_thread_counts(tmp_path: Path) -> None:
         out[threads] = dict(np.load(path))
     for name, t in out["1"].items():
         np.testing.assert_array_equal(t, out["2"][name])
+
+
+def _network_x(n: int) -> np.ndarray:
+    """The inputs of ``benches/bench_fastexp.py``: N standard normal points in 4-D."""
+    return np.random.default_rng(n).standard_normal((n, 4))
+
+
+def test_nearly_singular_network_block() -> None:
+    """A layer-1 block of the benchmark's tanh network (inputs 0, 2, 3, 4 of N = 8; smallest
+    correlation eigenvalue 8e-4, largest sd 1.3): the fast rule to ≤ 5e-10 of converged
+    quadrature (its split levels also cut at the Gaussian's centre unless a cut lies within
+    0.3 of it; with the nested rule's 1.5 it was off by 8e-10 on the first pass)."""
+    x = _network_x(8)[[0, 2, 3, 4]]
+    cov = x @ x.T / 4  # K at layer 1: C_b = 0, C_W = 1, n0 = 4
+    assert np.linalg.eigvalsh(cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov))))[0] < 1e-3
+    act = core_activation(Activation("tanh"))
+    its = [[(0, 0, [m >> i & 1]) for i in range(4)] for m in (0b0000, 0b0011, 0b0101, 0b1001, 0b1111)]
+    covs = np.ascontiguousarray(cov[None])
+    fast = _core.expect_batch(act, covs, its, 0, False)
+    ref = _core.expect_batch(act, covs, its, 28, True)
+    ref2 = _core.expect_batch(act, covs, its, 24, True)
+    scale = np.maximum(np.abs(ref), 1e-3)
+    assert np.max(np.abs(ref - ref2) / scale) < 2e-10
+    err = np.max(np.abs(fast - ref) / scale)
+    assert err <= 5e-10, f"max relative error {err:.2e}"
+
+
+def test_odd_integrands_vanish_by_symmetry() -> None:
+    """tanh is odd: level 0 integrates u ≥ 0 only, each class weighted by 1 + its parity, so
+    integrands odd under z → -z (an odd number of σ factors: ⟨σσσ⟩, ⟨σσσσ'⟩) are 0 and even ones
+    (⟨σσσ'⟩, ⟨σσσσ⟩, ⟨σσσ'σ'⟩) match the fixed-order rule."""
+    act = core_activation(Activation("tanh"))
+    s, p = (0, 0, [0]), (0, 0, [1])
+    cases = {
+        3: ([[s, s, s], [p, p, s]], [[s, s, p], [p, p, p]]),
+        4: ([[s, s, s, p], [p, p, p, s]], [[s, s, s, s], [s, s, p, p]]),
+    }
+    for d, (odd, even) in cases.items():
+        covs = np.ascontiguousarray(_blocks(d, seed=40 + d))
+        fast = _core.expect_batch(act, covs, odd + even, 0, False).reshape(len(covs), -1)
+        ref = _core.expect_batch(act, covs, odd + even, 24 if d == 4 else 40, True).reshape(len(covs), -1)
+        assert np.max(np.abs(ref[:, :2])) <= 1e-12  # they are 0 (not an artefact of the fold)
+        assert np.max(np.abs(fast[:, :2])) <= 1e-15
+        assert np.max(np.abs(fast[:, 2:] - ref[:, 2:]) / np.maximum(np.abs(ref[:, 2:]), 1e-3)) <= 1e-9
+
+
+def _network_theory(n: int, depth: int, **kw: object) -> rgflow.Theory:
+    net = rgflow.MLP("tanh", depth=depth, width=64, C_b=0.0, C_W=1.0)
+    return rgflow.theory(net, _network_x(n), **kw)  # type: ignore[arg-type]
+
+
+def _check_network_theory(n: int, depth: int, order: int) -> None:
+    fast = _network_theory(n, depth)
+    ref = _network_theory(n, depth, quad_order=order, expectations="quadrature")
+    for name, t in ref.tensors().items():
+        f = fast.tensors()[name]
+        if not np.any(t):  # K1, Theta1 at depth 2 (V = 0 at layer 1)
+            assert not np.any(f), name
+            continue
+        err = np.max(np.abs(f - t)) / np.max(np.abs(t))
+        assert err <= 1e-9, f"{name}: {err:.2e}"
+
+
+@pytest.mark.slow
+def test_network_theory_matches_converged_quadrature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's network (tanh, C_b = 0, C_W = 1, inputs in 4-D: the largest variances,
+    sd ≈ 1.5 at layer 1), N = 5, depth 2: every first-order tensor within 1e-9 (max|Δ|/max|T|)
+    of quadrature at order 32 per piece (~3 min; the reference's pair tables need it: at order
+    28 their error, 2e-11, shows in A as 1.7e-9)."""
+    monkeypatch.setenv("RGFLOW_MAX_EVALUATIONS", "0")
+    _check_network_theory(5, 2, 32)
+
+
+@pytest.mark.slow
+def test_network_theory_depth_10_matches_converged_quadrature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above through depth 10 (the benchmark's depth, ~15 min)."""
+    monkeypatch.setenv("RGFLOW_MAX_EVALUATIONS", "0")
+    _check_network_theory(5, 10, 32)
