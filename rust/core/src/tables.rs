@@ -424,26 +424,44 @@ impl FourPoint {
     /// Where the entries of the tuple (a, b, c, d) are (the multiset must have been evaluated).
     #[inline]
     pub(crate) fn locate(&self, t: [usize; 4]) -> Loc {
-        let mut sorted = t;
-        sorted.sort_unstable();
-        let base = match &self.index {
-            MsIndex::Colex(off) => off[colex4(sorted)],
-            MsIndex::Hash(h) => h[&ms_key(sorted)],
-        };
-        debug_assert!(base != usize::MAX, "multiset {sorted:?} not evaluated");
-        let s = eval_order(sorted, self.kdiag.as_deref());
-        let plan = self.plan_of[shape_code(shape4(&s))];
-        let mut used = [false; 4];
-        let mut perm = [0u8; 4];
-        for i in 0..4 {
-            for k in 0..4 {
-                if !used[k] && s[k] == t[i] {
-                    used[k] = true;
-                    perm[i] = k as u8;
-                    break;
-                }
+        // sorting network over (sample, slot): `ord[k]` = the slot of the k-th smallest sample
+        let mut v = t;
+        let mut ord = [0u8, 1, 2, 3];
+        for (i, j) in [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)] {
+            if v[j] < v[i] {
+                v.swap(i, j);
+                ord.swap(i, j);
             }
         }
+        let base = match &self.index {
+            MsIndex::Colex(off) => off[colex4(v)],
+            MsIndex::Hash(h) => h[&ms_key(v)],
+        };
+        debug_assert!(base != usize::MAX, "multiset {v:?} not evaluated");
+        let mut perm = [0u8; 4];
+        let s = match self.kdiag.as_deref() {
+            None => {
+                for (k, &o) in ord.iter().enumerate() {
+                    perm[o as usize] = k as u8;
+                }
+                v
+            }
+            Some(kd) => {
+                let s = eval_order(v, Some(kd));
+                let mut used = [false; 4];
+                for i in 0..4 {
+                    for k in 0..4 {
+                        if !used[k] && s[k] == t[i] {
+                            used[k] = true;
+                            perm[i] = k as u8;
+                            break;
+                        }
+                    }
+                }
+                s
+            }
+        };
+        let plan = self.plan_of[shape_code(shape4(&s))];
         Loc { base, plan, perm }
     }
 
