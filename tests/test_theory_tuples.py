@@ -34,7 +34,7 @@ def _x(n: int = N) -> np.ndarray:
     return np.random.default_rng(7).normal(size=(n, 3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dense(act: str) -> rgflow.Theory:
     return rgflow.theory(_net(act), _x())
 

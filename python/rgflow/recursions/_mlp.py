@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .._util.limits import check_cost, check_memory, gb, max_evaluations
+from .._util.limits import check_cost, check_memory, max_evaluations
 from .._util.native import core as _core
 from .._util.validation import check_bool, check_inputs, check_int, check_quad_order
 from ..gauss import core_activation, quadrature_only
@@ -436,11 +436,17 @@ def tuples_at_most_one(train: Any, test: Any) -> np.ndarray:
     training tuples, then those with the test index in slot 0, 1, 2, 3 (M = T⁴ + 4·S·T³)."""
     tr = np.asarray(train, dtype=np.int64).reshape(-1)
     te = np.asarray(test, dtype=np.int64).reshape(-1)
-    grids = [np.stack(np.meshgrid(tr, tr, tr, tr, indexing="ij"), -1).reshape(-1, 4)]
-    for slot in range(4):
+    t, m = len(tr), len(te)
+    out = np.empty((t**4 + 4 * m * t**3, 4), dtype=np.int64)
+    start = 0
+    for slot in (None, 0, 1, 2, 3):  # all training tuples, then the test index in each slot
         axes = [te if i == slot else tr for i in range(4)]
-        grids.append(np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 4))
-    return np.ascontiguousarray(np.concatenate(grids))
+        size = int(np.prod([len(ax) for ax in axes]))
+        block = out[start : start + size].reshape(*[len(ax) for ax in axes], 4)
+        for i, ax in enumerate(axes):
+            block[..., i] = ax.reshape([-1 if j == i else 1 for j in range(4)])
+        start += size
+    return out
 
 
 def _check_resources(
@@ -478,14 +484,20 @@ def _check_resources(
     if names is None:
         reduce.append("tensors=[...] (only the families you need, e.g. ['K', 'K1', 'V'])")
     if tuples is None:
-        reduce.append("tuples=... (the four-point tensors at the sample tuples you need, e.g. rgflow.tuples_at_most_one)")
+        reduce.append(
+            "tuples=... (the four-point tensors at the sample tuples you need, e.g. rgflow.tuples_at_most_one)"
+        )
     reduce.append(f"fewer inputs (memory grows as N⁴; N = {n_unique})")
     if ntk and order == 1 and names is None:
         reduce.append("ntk=False (drops D, F, A, B)")
     if dntk:
         reduce.append("dntk=False")
     reduce += ["order=0 (K and Theta only)", f"a shallower network (depth {L})"]
-    shape = f"({n_keep}, {len(tuples)})" if tuples is not None else f"({n_keep}, {n_unique}, {n_unique}, {n_unique}, {n_unique})"
+    shape = (
+        f"({n_keep}, {len(tuples)})"
+        if tuples is not None
+        else f"({n_keep}, {n_unique}, {n_unique}, {n_unique}, {n_unique})"
+    )
     check_memory(
         nbytes,
         f"rgflow.theory: the four-point tensors ({', '.join(four)}; each {shape}) and the working tables",
