@@ -457,7 +457,7 @@ pub(crate) fn tuple_closure(
 }
 
 /// The rows of an (M, 4) int64 array as sample tuples, each index in 0..n.
-fn tuple_list(t: &PyReadonlyArray2<'_, i64>, n: usize) -> PyResult<Vec<[usize; 4]>> {
+fn tuple_list(t: &PyReadonlyArray2<'_, i64>, n: usize) -> PyResult<Vec<[u32; 4]>> {
     if t.shape()[1] != 4 {
         return Err(PyValueError::new_err(format!(
             "tuples must have shape (M, 4), got {:?}",
@@ -467,14 +467,14 @@ fn tuple_list(t: &PyReadonlyArray2<'_, i64>, n: usize) -> PyResult<Vec<[usize; 4
     let arr = t.as_array();
     let mut v = Vec::with_capacity(arr.nrows());
     for row in arr.rows() {
-        let mut q = [0usize; 4];
+        let mut q = [0u32; 4];
         for (slot, &i) in q.iter_mut().zip(row.iter()) {
-            if i < 0 || i as usize >= n {
+            if i < 0 || i as usize >= n || i > u32::MAX as i64 {
                 return Err(PyValueError::new_err(format!(
                     "tuples: sample index {i} out of range 0..{n}"
                 )));
             }
-            *slot = i as usize;
+            *slot = i as u32;
         }
         v.push(q);
     }

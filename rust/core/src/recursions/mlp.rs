@@ -162,7 +162,7 @@ pub struct Request {
     pub tensors: Option<Vec<String>>,
     /// Sample tuples: the four-point families are returned at these tuples only (one entry
     /// per tuple, in this order); None: every tuple (dense N⁴).
-    pub tuples: Option<Vec<[usize; 4]>>,
+    pub tuples: Option<Vec<[u32; 4]>>,
 }
 
 /// Which families a run returns or propagates.
@@ -389,11 +389,7 @@ pub fn mlp_theory_request(
 
 /// Size of the closure of `tuples` over n samples ([`super::space`]; `pairs`: with the blocks
 /// the two-point K1, Θ1 read): (tuples propagated, multisets evaluated per layer).
-pub fn closure_size(
-    n: usize,
-    tuples: &[[usize; 4]],
-    pairs: bool,
-) -> Result<(usize, usize), RgError> {
+pub fn closure_size(n: usize, tuples: &[[u32; 4]], pairs: bool) -> Result<(usize, usize), RgError> {
     let sp = Tuples::closure(n, tuples, pairs)?;
     Ok((sp.len(), sp.multisets().map_or(0, <[_]>::len)))
 }
@@ -410,7 +406,7 @@ struct Run<'a> {
     want: Families,
     need: Families,
     keep: &'a [bool],
-    tuples: Option<&'a [[usize; 4]]>,
+    tuples: Option<&'a [[u32; 4]]>,
     opts: &'a QuadOpts,
 }
 
@@ -499,7 +495,7 @@ impl Run<'_> {
         let emit = |dst: &mut Layers, t: &[f64]| match self.tuples {
             None => dst.push(t),
             Some(tu) => dst.push_fill(|i| {
-                let [a, b, c, d] = tu[i];
+                let [a, b, c, d] = tu[i].map(|s| s as usize);
                 t[sp.pos(a, b, c, d)]
             }),
         };

@@ -164,11 +164,11 @@ impl Relation {
 impl Tuples {
     /// The closure of `tuples` (each index < n), and with `pairs` of the blocks ({a, b}, {a, b})
     /// of every pair (what the two-point K1, Θ1 read).
-    pub(crate) fn closure(n: usize, tuples: &[[usize; 4]], pairs: bool) -> Result<Tuples, RgError> {
+    pub(crate) fn closure(n: usize, tuples: &[[u32; 4]], pairs: bool) -> Result<Tuples, RgError> {
         if n >= 1 << 16 {
             return Err(RgError::value("tuples= needs fewer than 65536 inputs"));
         }
-        if let Some(t) = tuples.iter().find(|t| t.iter().any(|&i| i >= n)) {
+        if let Some(t) = tuples.iter().find(|t| t.iter().any(|&i| i as usize >= n)) {
             return Err(RgError::value(format!(
                 "tuple {t:?} has a sample index out of range 0..{n}"
             )));
@@ -186,6 +186,7 @@ impl Tuples {
             }
         };
         for q in tuples {
+            let q = q.map(|i| i as usize);
             add(tri(q[0], q[1]), tri(q[2], q[3]), &mut blocks);
         }
         if pairs {
