@@ -980,4 +980,53 @@ mod tests {
         assert!((th1[1] - 0.1576).abs() < 1e-4, "{}", th1[1]);
         assert!((th1[0] - 0.0533).abs() < 1e-4, "{}", th1[0]);
     }
+
+    #[test]
+    fn tuples_and_layers_equal_the_dense_run() {
+        let x = [
+            0.3, -1.2, 0.8, 0.1, -0.4, 1.5, 0.9, 0.2, -0.7, -1.1, 0.6, 0.4,
+        ];
+        let (n, n0, s) = (4, 3, spec(3, 10.0, 0.1, 1.5));
+        let opts = QuadOpts::default();
+        let dense = mlp_theory(&Builtin::Gelu, &x, n, n0, &s, true, 1, &opts).unwrap();
+        let tuples: Vec<[u32; 4]> = vec![
+            [0, 1, 2, 3],
+            [3, 3, 0, 1],
+            [2, 2, 2, 2],
+            [1, 0, 1, 0],
+            [0, 1, 2, 3],
+        ];
+        let req = Request {
+            layers: Some(vec![1, 2]),
+            tensors: None,
+            tuples: Some(tuples.clone()),
+        };
+        let t =
+            mlp_theory_request(&Builtin::Gelu, &x, n, n0, &s, true, 1, false, &opts, &req).unwrap();
+        assert_eq!(t.layers, vec![1, 2]);
+        assert_eq!(t.tuples, Some(tuples.len()));
+        let pairs = [
+            (&t.v, &dense.v),
+            (&t.d, &dense.d),
+            (&t.f, &dense.f),
+            (&t.a, &dense.a),
+            (&t.b, &dense.b),
+        ];
+        for (got, want) in pairs {
+            let (got, want) = (got.as_ref().unwrap(), want.as_ref().unwrap());
+            for (kl, l) in [1usize, 2].iter().enumerate() {
+                for (m, q) in tuples.iter().enumerate() {
+                    let [a, b, c, d] = q.map(|i| i as usize);
+                    let w = want[*l][((a * n + b) * n + c) * n + d];
+                    assert_eq!(got[kl][m].to_bits(), w.to_bits(), "layer {l} tuple {q:?}");
+                }
+            }
+        }
+        assert_eq!(
+            &t.theta1.as_ref().unwrap()[1],
+            &dense.theta1.as_ref().unwrap()[2]
+        );
+        let (size, ms) = closure_size(n, &tuples, true).unwrap();
+        assert!(size < n.pow(4) && ms > 0);
+    }
 }
