@@ -243,3 +243,9 @@ def test_child_result_format() -> None:
     th = rgflow.theory(_net("relu"), _x(), layers=[-2], tensors=["K"])
     assert th.layers == (DEPTH - 1,) and th.K.shape == (1, N, N) and th.V is None
     assert json.loads(json.dumps(list(th.layers))) == [DEPTH - 1]
+
+
+def test_other_architectures_refuse_the_options() -> None:
+    net = rgflow.ResMLP(depth=3, width=8, activation="relu")
+    with pytest.raises(TypeError, match="rgflow.MLP only"):
+        rgflow.theory(net, _x(), layers=[-1])

@@ -4,9 +4,10 @@
 //! * [`PairTable`]: two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for every pair a < b and
 //!   single-sample values `⟨D^m(σ^{(p)}σ^{(q)})⟩` on the diagonal, with the accessors the
 //!   recursions use (`⟨∂_{g₁}…∂_{gₘ}(σ_aσ_b)⟩` over the distinct samples of a pair);
-//! * [`FourPoint`]: dense four-point tables `⟨σ^{(o₀)}σ^{(o₁)}σ^{(o₂)}σ^{(o₃)}⟩` per derivative
+//! * [`FourPoint`]: four-point expectations `⟨σ^{(o₀)}σ^{(o₁)}σ^{(o₂)}σ^{(o₃)}⟩` per derivative
 //!   pattern: `⟨σσσσ⟩`, `⟨σσσ'σ'⟩`, `⟨σ'σ'σ'σ'⟩` and for the dNTK family `⟨σ''σ'σ'σ⟩`,
-//!   `⟨σ'''σ'σ'σ'⟩`, `⟨σ''σ''σ'σ'⟩`, all from one pass over the unique sample multisets;
+//!   `⟨σ'''σ'σ'σ'⟩`, `⟨σ''σ''σ'σ'⟩`, from one pass over the sample multisets (all, or those a
+//!   tuple closure needs), packed per multiset (no dense N⁴ table);
 //! * the sample bookkeeping: [`distinct`] samples of a pair, [`multisets4`], [`key4`], and
 //!   [`fill4`] for N⁴ tensors in parallel.
 //!
