@@ -12,6 +12,7 @@ __all__ = [
     "expect_adaptive",
     "quadrature_rule",
     "mlp_theory",
+    "tuple_closure",
     "resmlp_theory",
     "preresnet_theory",
     "depthmup_theory",
@@ -65,7 +66,13 @@ def mlp_theory(
     dntk: bool = False,
     tol: float = 0.0,
     max_evals: float = 0.0,
-) -> dict[str, npt.NDArray[np.float64]]: ...
+    layers: list[int] | None = None,
+    tensors: list[str] | None = None,
+    tuples: npt.NDArray[np.int64] | None = None,
+) -> dict[str, Any]: ...
+
+#: Size of the closure of sample tuples (M, 4) over n inputs: (tuples propagated, multisets per layer).
+def tuple_closure(n: int, tuples: npt.NDArray[np.int64], pairs: bool) -> tuple[int, int]: ...
 
 #: The theory functions return C-contiguous float64 arrays (L, N, N) / (L, N, N, N, N) whose memory
 #: is the Rust buffer itself (no copy on the way out).

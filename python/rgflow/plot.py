@@ -155,7 +155,7 @@ def flow(
         raise ValueError(f"sample must be in 0..{n_inputs - 1}, got {sample}")
 
     panels = ["K"]
-    if all(t.V is not None for t, _, _ in items):
+    if all(t.V is not None and t.tuples is None for t, _, _ in items):
         panels.append("V")
     if all(t.Theta is not None for t, _, _ in items):
         panels.append("Theta")
@@ -169,7 +169,7 @@ def flow(
         fig = axs[0].figure
     a = sample
     for th, lab, is_crit in items:
-        ell = np.arange(1, th.depth + 1)
+        ell = np.asarray(th.layers)  # the layers kept (rgflow.theory(..., layers=))
         kw: dict[str, Any] = {"label": lab}
         if is_crit:
             kw.update(color="k", lw=2.2, zorder=5)
@@ -177,7 +177,7 @@ def flow(
         axs[0].plot(ell, K, **kw)
         if "V" in panels:
             assert th.V is not None  # the V panel is drawn only if every theory has V
-            n = np.array([th.width(layer) for layer in range(1, th.depth + 1)], dtype=np.float64)
+            n = np.array([th.width(int(layer)) for layer in ell], dtype=np.float64)
             axs[panels.index("V")].plot(ell, th.V[:, a, a, a, a] / (n * K * K), **kw)
         if "Theta" in panels:
             assert th.Theta is not None  # the Theta panel is drawn only if every theory has Theta

@@ -208,6 +208,7 @@ def conditional_variance(th: Theory, z1: Any, *, input: int = 0, layer: int | No
     if not 2 <= ell <= th.depth:
         raise ValueError(f"layer must be in 2..{th.depth} (layer 1 is exactly Gaussian), got {layer}")
     n = th.width(ell)
-    G = th.K[ell - 1][i, i] + th.K1[ell - 1][i, i] / n  # type: ignore[index]
-    V = th.V[ell - 1][i, i, i, i]  # type: ignore[index]
+    li = th.layer_index(ell)
+    G = th.K[li][i, i] + th.K1[li][i, i] / n  # type: ignore[index]
+    V = th.V[li][i, i, i, i]  # type: ignore[index]
     return hebbian_conditional_variance(float(G), float(V), n, z1)

@@ -24,6 +24,16 @@ def check_theory(th: Any, *, need: tuple[str, ...] = ("K",), why: str = "") -> T
     if missing:
         hint = "rgflow.theory(net, x, ntk=True, order=1)" if set(missing) - {"K", "Theta"} else "rgflow.theory(net, x)"
         raise ValueError(f"th carries no {', '.join(missing)}{why}; recompute it with {hint}")
+    if th.tuples is not None and set(need) & {"V", "D", "F", "A", "B"}:
+        raise ValueError(
+            "th was computed with tuples= (four-point tensors at a list of sample tuples); the learning "
+            "predictions need the dense tensors: recompute it without tuples="
+        )
+    if th.depth not in th.layers:
+        raise ValueError(
+            f"th holds layers {list(th.layers)} but not the output layer {th.depth}; recompute it with "
+            "layers=[-1] (or without layers=)"
+        )
     return th
 
 

@@ -90,6 +90,8 @@ def _theory0(net: MLP, x: np.ndarray, th: Theory | None) -> Theory:
     check_same_origin("rgflow.train(theory=)", ("theory", th.net, th.x), ("the trained net", net, x), widths="ignore")
     if th.Theta is None:
         raise ValueError("theory has no Theta; compute it with rgflow.theory(net, x, ntk=True)")
+    if th.depth not in th.layers:
+        raise ValueError(f"theory holds layers {list(th.layers)}, not the output layer; compute it with layers=[-1]")
     return th
 
 

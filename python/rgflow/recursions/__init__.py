@@ -13,7 +13,16 @@ dispatches on the network type:
 
 from ._api import theory
 from ._depthmup import DepthMuPLimit, DepthMuPTheory, depthmup_theory, ntk_weights
-from ._mlp import ALL_TENSORS, DNTK_TENSORS, FOUR_POINT, THEORY_TENSORS, TWO_POINT, Theory, mlp_theory
+from ._mlp import (
+    ALL_TENSORS,
+    DNTK_TENSORS,
+    FOUR_POINT,
+    THEORY_TENSORS,
+    TWO_POINT,
+    Theory,
+    mlp_theory,
+    tuples_at_most_one,
+)
 from ._overflow import K4_LIMIT, check_finite_result, overflow_cause, overflow_scan
 from ._preresnet import PreResTheory, preresnet_theory, preresnet_theory_gh
 from ._resmlp import ResTheory, nu_scale_invariant, resmlp_theory
@@ -41,4 +50,5 @@ __all__ = [
     "preresnet_theory_gh",
     "resmlp_theory",
     "theory",
+    "tuples_at_most_one",
 ]

@@ -25,13 +25,20 @@ def theory(
     """The infinite-width kernels and first-order (1/n) tensors of ``net`` on inputs ``x`` (N, n0).
 
     Dispatches on the type of ``net``; ``options`` are those of the architecture's recursion:
-    :func:`mlp_theory` (``ntk``, ``order``, ``quad_order``, ``method``), :func:`resmlp_theory`
+    :func:`mlp_theory` (``ntk``, ``order``, ``quad_order``, ``method``, ``layers``, ``tensors``,
+    ``tuples``), :func:`resmlp_theory`
     (``corrected``, ``order``, ``quad_order``) or :func:`preresnet_theory` (``kernel``, ``method``,
     ``rtol``, ``atol``, ``closure``, ``every``, ``quad_order``) or :func:`depthmup_theory` (``limit``,
     ``rtol``, ``atol``, ``quad_order``).
     """
     if isinstance(net, MLP):
         return mlp_theory(net, x, **options)
+    only_mlp = [k for k in ("layers", "tensors", "tuples") if k in options]
+    if only_mlp and isinstance(net, (ResMLP, PreResNet, DepthMuPResNet)):
+        raise TypeError(
+            f"{', '.join(k + '=' for k in only_mlp)} are supported for rgflow.MLP only, not for a "
+            f"{type(net).__name__}; compute every layer and slice the result"
+        )
     if isinstance(net, ResMLP):
         return resmlp_theory(net, x, **options)
     if isinstance(net, PreResNet):

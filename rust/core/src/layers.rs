@@ -48,6 +48,17 @@ impl Layers {
         self.data.extend_from_slice(layer);
     }
 
+    /// Append one layer with entry i = f(i), filled in parallel.
+    pub fn push_fill(&mut self, f: impl Fn(usize) -> f64 + Sync) {
+        use rayon::prelude::*;
+        let start = self.data.len();
+        self.data.resize(start + self.size, 0.0);
+        self.data[start..]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = f(i));
+    }
+
     /// Append one layer of zeros.
     pub fn push_zeros(&mut self) {
         self.data.resize(self.data.len() + self.size, 0.0);

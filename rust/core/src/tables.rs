@@ -4,9 +4,10 @@
 //! * [`PairTable`]: two-sample values `⟨σ^{(i)}_a σ^{(j)}_b⟩` for every pair a < b and
 //!   single-sample values `⟨D^m(σ^{(p)}σ^{(q)})⟩` on the diagonal, with the accessors the
 //!   recursions use (`⟨∂_{g₁}…∂_{gₘ}(σ_aσ_b)⟩` over the distinct samples of a pair);
-//! * [`FourPoint`]: dense four-point tables `⟨σ^{(o₀)}σ^{(o₁)}σ^{(o₂)}σ^{(o₃)}⟩` per derivative
+//! * [`FourPoint`]: four-point expectations `⟨σ^{(o₀)}σ^{(o₁)}σ^{(o₂)}σ^{(o₃)}⟩` per derivative
 //!   pattern: `⟨σσσσ⟩`, `⟨σσσ'σ'⟩`, `⟨σ'σ'σ'σ'⟩` and for the dNTK family `⟨σ''σ'σ'σ⟩`,
-//!   `⟨σ'''σ'σ'σ'⟩`, `⟨σ''σ''σ'σ'⟩`, all from one pass over the unique sample multisets;
+//!   `⟨σ'''σ'σ'σ'⟩`, `⟨σ''σ''σ'σ'⟩`, from one pass over the sample multisets (all, or those a
+//!   tuple closure needs), packed per multiset (no dense N⁴ table);
 //! * the sample bookkeeping: [`distinct`] samples of a pair, [`multisets4`], [`key4`], and
 //!   [`fill4`] for N⁴ tensors in parallel.
 //!
@@ -310,17 +311,177 @@ impl FourPointSet {
     }
 }
 
-/// Dense four-point expectations of one layer (N⁴ each, row-major), one table per
-/// [`Pattern`] of the requested [`FourPointSet`] (in the order of [`FourPointSet::patterns`]).
+/// Four-point expectations of one layer, one packed row of unique values per sample multiset
+/// (no dense N⁴ table per pattern): the entry `⟨σ^{(o₀)}_a σ^{(o₁)}_b σ^{(o₂)}_c σ^{(o₃)}_d⟩` of
+/// pattern `o` is found from the multiset {a, b, c, d} ([`FourPoint::locate`]) and the
+/// ordering of (a, b, c, d) relative to the order the block was evaluated in.
 pub(crate) struct FourPoint {
-    n: usize,
-    tables: Vec<Vec<f64>>,
+    /// The kernel diagonal when blocks are evaluated in decreasing order of variance (kinked
+    /// activations), else None (increasing sample index).
+    kdiag: Option<Vec<f64>>,
+    index: MsIndex,
+    /// Per shape plan: the value slot of each (pattern, permutation).
+    slots: Vec<Vec<u8>>,
+    /// Shape code ([`shape_code`]) → index into `slots`.
+    plan_of: [u8; 64],
+    vals: Vec<f64>,
+}
+
+/// Offsets of the multisets' rows of values: by colex rank over every multiset of the n
+/// samples (`usize::MAX`: not evaluated), or a hash map for a few multisets of many samples.
+enum MsIndex {
+    Colex(Vec<usize>),
+    Hash(FxHashMap<u64, usize>),
+}
+
+/// Position of an entry among a [`FourPoint`]'s values: the multiset's row, its shape plan and
+/// the position in the evaluated order of each of the four tuple slots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Loc {
+    base: usize,
+    plan: u8,
+    perm: [u8; 4],
+}
+
+/// Identity order of the four tuple slots.
+pub(crate) const ID4: [usize; 4] = [0, 1, 2, 3];
+
+/// Lexicographic rank of a permutation of 0..4 packed two bits per position (the index in
+/// [`perms4`]); 255 for codes that are not permutations.
+const PERM_RANK: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut r = 0u8;
+    let mut a = 0;
+    while a < 4 {
+        let mut b = 0;
+        while b < 4 {
+            let mut c = 0;
+            while c < 4 {
+                let mut d = 0;
+                while d < 4 {
+                    if a != b && a != c && a != d && b != c && b != d && c != d {
+                        t[a | b << 2 | c << 4 | d << 6] = r;
+                        r += 1;
+                    }
+                    d += 1;
+                }
+                c += 1;
+            }
+            b += 1;
+        }
+        a += 1;
+    }
+    t
+};
+
+/// C(x, k) for k ≤ 4.
+#[inline]
+fn binom(x: usize, k: usize) -> usize {
+    match k {
+        1 => x,
+        2 => x * x.saturating_sub(1) / 2,
+        3 => x * x.saturating_sub(1) * x.saturating_sub(2) / 6,
+        _ => x * x.saturating_sub(1) * x.saturating_sub(2) * x.saturating_sub(3) / 24,
+    }
+}
+
+/// Colex rank of a sorted multiset a ≤ b ≤ c ≤ d (a bijection onto 0..C(n+3, 4)).
+#[inline]
+pub(crate) fn colex4(s: [usize; 4]) -> usize {
+    s[0] + binom(s[1] + 1, 2) + binom(s[2] + 2, 3) + binom(s[3] + 3, 4)
+}
+
+/// Number of multisets of four of n samples, C(n + 3, 4).
+pub(crate) fn n_multisets4(n: usize) -> usize {
+    binom(n + 3, 4)
+}
+
+/// Packed key of a sorted multiset (samples < 2¹⁶).
+#[inline]
+pub(crate) fn ms_key(s: [usize; 4]) -> u64 {
+    s[0] as u64 | (s[1] as u64) << 16 | (s[2] as u64) << 32 | (s[3] as u64) << 48
+}
+
+/// Code of a multiset shape (`shape4`) in 6 bits.
+#[inline]
+fn shape_code(sh: [u8; 4]) -> usize {
+    sh[1] as usize | (sh[2] as usize) << 2 | (sh[3] as usize) << 4
+}
+
+/// The order a multiset's block is evaluated in: increasing sample index, or for kinked
+/// activations decreasing variance (ties by index; equal samples stay adjacent), so that a
+/// block's values do not depend on the order of the inputs (near coinciding inputs the
+/// recursions amplify their rounding).
+#[inline]
+fn eval_order(mut s: [usize; 4], kdiag: Option<&[f64]>) -> [usize; 4] {
+    s.sort_unstable();
+    if let Some(kd) = kdiag {
+        s.sort_by(|&p, &q| kd[q].total_cmp(&kd[p]).then(p.cmp(&q)));
+    }
+    s
 }
 
 impl FourPoint {
+    /// Where the entries of the tuple (a, b, c, d) are (the multiset must have been evaluated).
+    #[inline]
+    pub(crate) fn locate(&self, t: [usize; 4]) -> Loc {
+        // sorting network over (sample, slot): `ord[k]` = the slot of the k-th smallest sample
+        let mut v = t;
+        let mut ord = [0u8, 1, 2, 3];
+        for (i, j) in [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)] {
+            if v[j] < v[i] {
+                v.swap(i, j);
+                ord.swap(i, j);
+            }
+        }
+        let base = match &self.index {
+            MsIndex::Colex(off) => off[colex4(v)],
+            MsIndex::Hash(h) => h[&ms_key(v)],
+        };
+        debug_assert!(base != usize::MAX, "multiset {v:?} not evaluated");
+        let mut perm = [0u8; 4];
+        let s = match self.kdiag.as_deref() {
+            None => {
+                for (k, &o) in ord.iter().enumerate() {
+                    perm[o as usize] = k as u8;
+                }
+                v
+            }
+            Some(kd) => {
+                let s = eval_order(v, Some(kd));
+                let mut used = [false; 4];
+                for i in 0..4 {
+                    for k in 0..4 {
+                        if !used[k] && s[k] == t[i] {
+                            used[k] = true;
+                            perm[i] = k as u8;
+                            break;
+                        }
+                    }
+                }
+                s
+            }
+        };
+        let plan = self.plan_of[shape_code(shape4(&s))];
+        Loc { base, plan, perm }
+    }
+
+    /// The value of pattern number `pat` ([`FourPointSet::patterns`]) at the tuple located by
+    /// `loc` with its slots taken in the order `ord` (entry `[t[ord[0]], …, t[ord[3]]]`).
+    #[inline]
+    pub(crate) fn get(&self, loc: &Loc, pat: usize, ord: [usize; 4]) -> f64 {
+        let p = loc.perm;
+        let code = p[ord[0]] as usize
+            | (p[ord[1]] as usize) << 2
+            | (p[ord[2]] as usize) << 4
+            | (p[ord[3]] as usize) << 6;
+        let j = PERM_RANK[code] as usize;
+        self.vals[loc.base + self.slots[loc.plan as usize][pat * 24 + j] as usize]
+    }
+
     #[inline]
     fn at(&self, t: usize, a: usize, b: usize, c: usize, d: usize) -> f64 {
-        self.tables[t][((a * self.n + b) * self.n + c) * self.n + d]
+        self.get(&self.locate([a, b, c, d]), t, ID4)
     }
     /// ⟨σ_aσ_bσ_cσ_d⟩.
     #[inline]
@@ -504,10 +665,7 @@ impl ShapePlan {
     }
 }
 
-/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ for every [`Pattern`] of `set`, over all multisets of 4 samples:
-/// one pass over the unique sample multisets (in parallel), each evaluating the distinct
-/// integrands of all patterns and orderings in one [`expect_block`] call (shared nodes),
-/// scattered into the dense [`FourPoint`] tables.
+/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ for every [`Pattern`] of `set`, over all multisets of 4 samples.
 pub(crate) fn four_point_expectations(
     act: &dyn ActivationFn,
     k: &[f64],
@@ -515,25 +673,46 @@ pub(crate) fn four_point_expectations(
     set: FourPointSet,
     opts: &QuadOpts,
 ) -> Result<FourPoint, RgError> {
-    let mut sets = multisets4(n);
-    if act.kink().is_some() {
-        // Kinked activations: the samples of a block in decreasing order of variance (ties by
-        // index; equal samples stay adjacent), so that a block's values do not depend on the
-        // order of the inputs: near coinciding inputs the recursions amplify their rounding.
-        for s in &mut sets {
-            s.sort_by(|&p, &q| k[q * n + q].total_cmp(&k[p * n + p]).then(p.cmp(&q)));
+    four_point_at(act, k, n, set, None, opts)
+}
+
+/// ⟨Π σ^{(p_i)}(z_{s_i})⟩ for every [`Pattern`] of `set`, over the sorted, distinct multisets
+/// `only` (None: every multiset of the n samples): one pass over the multisets (in parallel),
+/// each evaluating the distinct integrands of all patterns and orderings in one
+/// [`expect_block`] call (shared nodes), kept packed per multiset.  A value depends only on
+/// its multiset's samples, never on which other multisets are evaluated.
+pub(crate) fn four_point_at(
+    act: &dyn ActivationFn,
+    k: &[f64],
+    n: usize,
+    set: FourPointSet,
+    only: Option<&[[usize; 4]]>,
+    opts: &QuadOpts,
+) -> Result<FourPoint, RgError> {
+    let all;
+    let sets: &[[usize; 4]] = match only {
+        Some(s) => s,
+        None => {
+            all = multisets4(n);
+            &all
         }
-    }
+    };
+    let kdiag: Option<Vec<f64>> = act
+        .kink()
+        .is_some()
+        .then(|| (0..n).map(|i| k[i * n + i]).collect());
     let patterns = set.patterns();
     let perms = perms4();
     let first_singular = first_singular_order(act)?;
     // The integrands of a multiset depend only on which of its four samples coincide (its
     // shape, e.g. [0, 0, 1, 2] for {a, a, b, c}): one plan per shape, built once per layer.
-    let mut plans: FxHashMap<[u8; 4], ShapePlan> = FxHashMap::default();
-    for s in &sets {
-        let shape = shape4(s);
-        if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(shape) {
-            e.insert(ShapePlan::new(shape, patterns, &perms, first_singular)?);
+    let mut plans: Vec<ShapePlan> = vec![];
+    let mut plan_of = [u8::MAX; 64];
+    for s in sets {
+        let sh = shape4(&eval_order(*s, kdiag.as_deref()));
+        if plan_of[shape_code(sh)] == u8::MAX {
+            plan_of[shape_code(sh)] = plans.len() as u8;
+            plans.push(ShapePlan::new(sh, patterns, &perms, first_singular)?);
         }
     }
     // per multiset: the unique values (the plan's slots say which value goes where)
@@ -541,7 +720,8 @@ pub(crate) fn four_point_expectations(
         .par_iter()
         .map(|s| -> Result<Vec<f64>, RgError> {
             cancel::check()?;
-            let plan = &plans[&shape4(s)];
+            let s = eval_order(*s, kdiag.as_deref());
+            let plan = &plans[plan_of[shape_code(shape4(&s))] as usize];
             let mut ds: Vec<usize> = s.to_vec();
             ds.dedup();
             let dn = ds.len();
@@ -558,22 +738,31 @@ pub(crate) fn four_point_expectations(
                 .collect())
         })
         .collect::<Result<_, _>>()?;
-    let n4 = n * n * n * n;
-    let idx = |p: [usize; 4]| ((p[0] * n + p[1]) * n + p[2]) * n + p[3];
-    let mut tables = Vec::with_capacity(patterns.len());
-    for _ in patterns {
-        tables.push(cancel::zeros(n4, "a four-point expectation table (N⁴)")?);
+    let total: usize = values.iter().map(Vec::len).sum();
+    let mut vals = Vec::new();
+    cancel::reserve(&mut vals, total, "the four-point expectation values")?;
+    let mut offsets = Vec::with_capacity(sets.len());
+    for v in values {
+        offsets.push(vals.len());
+        vals.extend_from_slice(&v);
     }
-    // scatter, one table per task (every write of an entry carries the same value)
-    let slots: Vec<&[u8]> = sets.iter().map(|s| &plans[&shape4(s)].slot[..]).collect();
-    tables.par_iter_mut().enumerate().for_each(|(t, table)| {
-        for ((s, vals), slot) in sets.iter().zip(&values).zip(&slots) {
-            for (j, p) in perms.iter().enumerate() {
-                table[idx(p.map(|i| s[i]))] = vals[slot[t * perms.len() + j] as usize];
-            }
+    let n_all = n_multisets4(n);
+    let index = if only.is_none() || n_all <= (1 << 24) || n_all <= 4 * sets.len() {
+        let mut off = vec![usize::MAX; n_all];
+        for (s, o) in sets.iter().zip(&offsets) {
+            off[colex4(*s)] = *o;
         }
-    });
-    Ok(FourPoint { n, tables })
+        MsIndex::Colex(off)
+    } else {
+        MsIndex::Hash(sets.iter().map(|s| ms_key(*s)).zip(offsets).collect())
+    };
+    Ok(FourPoint {
+        kdiag,
+        index,
+        slots: plans.into_iter().map(|p| p.slot).collect(),
+        plan_of,
+        vals,
+    })
 }
 
 /// Fill an N⁴ tensor in parallel over the first index (allocated fallibly; stops at an

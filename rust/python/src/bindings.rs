@@ -13,7 +13,7 @@ use rgflow_core::expect::{
     expect_adaptive as core_adaptive, expect_batch as core_batch, QuadOpts, Term,
 };
 use rgflow_core::layers::Layers;
-use rgflow_core::mlp::{mlp_theory_dntk as core_theory, MlpSpec};
+use rgflow_core::mlp::{mlp_theory_request as core_theory, MlpSpec, Request};
 
 use crate::activation::activation;
 use crate::convert::{err, flat, into_array, terms, TermSpec};
@@ -130,12 +130,14 @@ pub(crate) fn quadrature_rule<'py>(
     ))
 }
 
-/// All tensors of the first-order MLP theory; returns a dict of (L, N, N) / (L, N, N, N, N) arrays.
-/// `dntk` adds P, Q and (activations smooth up to σ''') R, S, T, U.
+/// All tensors of the first-order MLP theory; returns a dict of (L, N, N) / (L, N, N, N, N) arrays
+/// and "layers" (the 1-based layers kept, axis 0).  `dntk` adds P, Q and (activations smooth up to
+/// σ''') R, S, T, U.  `layers` (0-based) keeps only those layers, `tensors` computes only the named
+/// families (K always), `tuples` (M, 4) gives the four-point families as (L, M) at those tuples.
 /// `tol`: target accuracy of the error-controlled rule for smooth activations (0: default).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false, tol=0.0, max_evals=0.0))]
+#[pyo3(signature = (act, x, widths, c_b, c_w, lambda_b, lambda_w, ntk, order, quad_order, quadrature_only, dntk=false, tol=0.0, max_evals=0.0, layers=None, tensors=None, tuples=None))]
 pub(crate) fn mlp_theory<'py>(
     py: Python<'py>,
     act: &Bound<'py, PyTuple>,
@@ -152,6 +154,9 @@ pub(crate) fn mlp_theory<'py>(
     dntk: bool,
     tol: f64,
     max_evals: f64,
+    layers: Option<Vec<usize>>,
+    tensors: Option<Vec<String>>,
+    tuples: Option<PyReadonlyArray2<'py, i64>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let a = activation(act)?;
     let (n, n0) = (x.shape()[0], x.shape()[1]);
@@ -169,10 +174,24 @@ pub(crate) fn mlp_theory<'py>(
         tol,
         max_evals,
     };
+    let tuples = match tuples {
+        None => None,
+        Some(t) => Some(tuple_list(&t, n)?),
+    };
+    let req = Request {
+        layers,
+        tensors,
+        tuples,
+    };
     let t = run(py, || {
-        core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, dntk, &opts)
+        core_theory(a.as_ref(), &xs, n, n0, &spec, ntk, order, dntk, &opts, &req)
     })?;
     let out = PyDict::new(py);
+    out.set_item("layers", t.layers.iter().map(|l| l + 1).collect::<Vec<_>>())?;
+    let four_dims: Vec<usize> = match t.tuples {
+        Some(m) => vec![m],
+        None => vec![n, n, n, n],
+    };
     out.set_item("K", into_array(py, t.k, &[n, n])?)?;
     let two = [("Theta", t.theta), ("K1", t.k1), ("Theta1", t.theta1)];
     for (name, v) in two {
@@ -195,7 +214,7 @@ pub(crate) fn mlp_theory<'py>(
     ];
     for (name, v) in four {
         if let Some(v) = v {
-            out.set_item(name, into_array(py, v, &[n, n, n, n])?)?;
+            out.set_item(name, into_array(py, v, &four_dims)?)?;
         }
     }
     Ok(out)
@@ -421,4 +440,43 @@ pub(crate) fn depthmup_theory<'py>(
         out.set_item("limit_rejected", l.rejected)?;
     }
     Ok(out)
+}
+
+/// Size of the closure of a tuple list (M, 4) over n samples (`pairs`: with the blocks the
+/// two-point K1, Θ1 read): (tuples propagated, sample multisets evaluated per layer).
+#[pyfunction]
+pub(crate) fn tuple_closure(
+    py: Python<'_>,
+    n: usize,
+    tuples: PyReadonlyArray2<'_, i64>,
+    pairs: bool,
+) -> PyResult<(usize, usize)> {
+    let t = tuple_list(&tuples, n)?;
+    py.detach(|| rgflow_core::mlp::closure_size(n, &t, pairs))
+        .map_err(err)
+}
+
+/// The rows of an (M, 4) int64 array as sample tuples, each index in 0..n.
+fn tuple_list(t: &PyReadonlyArray2<'_, i64>, n: usize) -> PyResult<Vec<[u32; 4]>> {
+    if t.shape()[1] != 4 {
+        return Err(PyValueError::new_err(format!(
+            "tuples must have shape (M, 4), got {:?}",
+            t.shape()
+        )));
+    }
+    let arr = t.as_array();
+    let mut v = Vec::with_capacity(arr.nrows());
+    for row in arr.rows() {
+        let mut q = [0u32; 4];
+        for (slot, &i) in q.iter_mut().zip(row.iter()) {
+            if i < 0 || i as usize >= n || i > u32::MAX as i64 {
+                return Err(PyValueError::new_err(format!(
+                    "tuples: sample index {i} out of range 0..{n}"
+                )));
+            }
+            *slot = i as u32;
+        }
+        v.push(q);
+    }
+    Ok(v)
 }

@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(expect_adaptive, m)?)?;
     m.add_function(wrap_pyfunction!(quadrature_rule, m)?)?;
     m.add_function(wrap_pyfunction!(mlp_theory, m)?)?;
+    m.add_function(wrap_pyfunction!(tuple_closure, m)?)?;
     m.add_function(wrap_pyfunction!(resmlp_theory, m)?)?;
     m.add_function(wrap_pyfunction!(preresnet_theory, m)?)?;
     m.add_function(wrap_pyfunction!(depthmup_theory, m)?)?;

@@ -15,7 +15,9 @@ use crate::activations::ActivationFn;
 use crate::expect::first_singular_order;
 use crate::expect::QuadOpts;
 use crate::layers::Layers;
-use crate::tables::{distinct, fill4, four_point_expectations, FourPointSet, PairTable};
+use crate::tables::{distinct, four_point_at, FourPoint, FourPointSet, PairTable, ID4};
+
+use super::space::{Dense, Space, Tuples};
 
 use super::dntk::{dntk_layer, DntkStacks};
 use crate::cancel;
@@ -75,11 +77,15 @@ impl MlpSpec {
     }
 }
 
-/// Tensors at every layer, each family in one layer-major buffer ([`Layers`]): two-point
-/// (N² per layer) and four-point (N⁴ per layer), row-major.
+/// Tensors at the kept layers, each family in one layer-major buffer ([`Layers`]): two-point
+/// (N² per layer) and four-point (N⁴ per layer, row-major, or one entry per requested tuple).
 #[derive(Clone, Debug, Default)]
 pub struct TheoryTensors {
     pub n: usize,
+    /// The 0-based layers kept (axis 0 of every family).
+    pub layers: Vec<usize>,
+    /// With requested tuples: their number M (four-point families hold M entries per layer).
+    pub tuples: Option<usize>,
     pub k: Layers,
     pub theta: Option<Layers>,
     pub k1: Option<Layers>,
@@ -145,6 +151,109 @@ fn pair_expectations(
     }
 }
 
+/// What to compute and keep ([`mlp_theory_request`]); the default is every layer of every
+/// family the options imply, dense.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// 0-based layers to keep (sorted, distinct, < depth); None: every layer.
+    pub layers: Option<Vec<usize>>,
+    /// Families to return, among K, Theta, K1, Theta1, V, D, F, A, B (K always); None: all
+    /// the options imply.  Only the families they depend on are propagated.
+    pub tensors: Option<Vec<String>>,
+    /// Sample tuples: the four-point families are returned at these tuples only (one entry
+    /// per tuple, in this order); None: every tuple (dense N⁴).
+    pub tuples: Option<Vec<[u32; 4]>>,
+}
+
+/// Which families a run returns or propagates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Families {
+    k: bool,
+    th: bool,
+    k1: bool,
+    th1: bool,
+    v: bool,
+    d: bool,
+    f: bool,
+    a: bool,
+    b: bool,
+}
+
+impl Families {
+    /// The families a request returns, checked against the options.
+    fn wanted(names: Option<&[String]>, ntk: bool, first: bool) -> Result<Families, RgError> {
+        let all = Families {
+            k: true,
+            th: ntk,
+            k1: first,
+            th1: first && ntk,
+            v: first,
+            d: first && ntk,
+            f: first && ntk,
+            a: first && ntk,
+            b: first && ntk,
+        };
+        let Some(names) = names else {
+            return Ok(all);
+        };
+        let mut w = Families::default();
+        for name in names {
+            let (slot, ok) = match name.as_str() {
+                "K" => (&mut w.k, all.k),
+                "Theta" => (&mut w.th, all.th),
+                "K1" => (&mut w.k1, all.k1),
+                "Theta1" => (&mut w.th1, all.th1),
+                "V" => (&mut w.v, all.v),
+                "D" => (&mut w.d, all.d),
+                "F" => (&mut w.f, all.f),
+                "A" => (&mut w.a, all.a),
+                "B" => (&mut w.b, all.b),
+                _ => {
+                    return Err(RgError::value(format!(
+                        "unknown tensor {name:?}; choose among K, Theta, K1, Theta1, V, D, F, A, B"
+                    )))
+                }
+            };
+            if !ok {
+                return Err(RgError::value(format!(
+                    "tensor {name:?} is not computed with ntk={ntk}, order={}; {}",
+                    usize::from(first),
+                    if first { "use ntk=True" } else { "use order=1" }
+                )));
+            }
+            *slot = true;
+        }
+        w.k = true;
+        Ok(w)
+    }
+
+    /// The families propagated to compute `self` (each recursion's inputs, closed).
+    fn needed(self, dntk: bool) -> Families {
+        let th1 = self.th1;
+        let k1 = self.k1 || th1;
+        let a = self.a;
+        let d = self.d || a || th1;
+        let v = self.v || d || k1;
+        let f = self.f || th1 || dntk;
+        let b = self.b || dntk;
+        Families {
+            k: true,
+            th: self.th || th1 || d || f || b,
+            k1,
+            th1,
+            v,
+            d,
+            f,
+            a,
+            b,
+        }
+    }
+
+    fn four(self) -> bool {
+        self.v || self.d || self.f || self.a || self.b
+    }
+}
+
 /// Compute the kernels (and first-order tensors when `order == 1`) at every layer.
 /// `x` is N×n0 row-major.
 #[allow(clippy::too_many_arguments)]
@@ -175,6 +284,38 @@ pub fn mlp_theory_dntk(
     dntk: bool,
     opts: &QuadOpts,
 ) -> Result<TheoryTensors, RgError> {
+    mlp_theory_request(
+        act,
+        x,
+        n,
+        n0,
+        spec,
+        ntk,
+        order,
+        dntk,
+        opts,
+        &Request::default(),
+    )
+}
+
+/// [`mlp_theory_dntk`] keeping only what `req` asks for: the requested layers (the
+/// recursion streams through the others, holding one layer of what it propagates), the
+/// requested families (and those they depend on), and with `req.tuples` the four-point
+/// families at those tuples only (the closure of the list is propagated, [`super::space`]).
+/// Every entry equals the dense all-layer run's bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_theory_request(
+    act: &dyn ActivationFn,
+    x: &[f64],
+    n: usize,
+    n0: usize,
+    spec: &MlpSpec,
+    ntk: bool,
+    order: usize,
+    dntk: bool,
+    opts: &QuadOpts,
+    req: &Request,
+) -> Result<TheoryTensors, RgError> {
     spec.validate()?;
     if dntk && !(ntk && order == 1) {
         return Err(RgError::value(
@@ -194,290 +335,583 @@ pub fn mlp_theory_dntk(
         return Err(RgError::value("order must be 0 or 1"));
     }
     let l_total = spec.depth();
-    let n2 = n * n;
-    let n4 = n2 * n2;
+    let keep: Vec<bool> = match &req.layers {
+        None => vec![true; l_total],
+        Some(ls) => {
+            let mut k = vec![false; l_total];
+            for &l in ls {
+                if l >= l_total {
+                    return Err(RgError::value(format!(
+                        "layer {} is out of range 1..{l_total}",
+                        l + 1
+                    )));
+                }
+                k[l] = true;
+            }
+            k
+        }
+    };
+    if dntk && (req.layers.is_some() || req.tensors.is_some() || req.tuples.is_some()) {
+        return Err(RgError::value(
+            "dntk=True is not supported with layers=, tensors= or tuples= (it keeps every layer)",
+        ));
+    }
     let first = order == 1;
-    // layer 1
-    let mut k = vec![0.0; n2];
-    let mut th = vec![0.0; n2];
-    for a in 0..n {
-        for b in 0..n {
-            let dot: f64 = (0..n0).map(|i| x[a * n0 + i] * x[b * n0 + i]).sum::<f64>() / n0 as f64;
-            k[a * n + b] = spec.c_b[0] + spec.c_w[0] * dot;
-            th[a * n + b] = spec.lambda_b[0] + spec.lambda_w[0] * dot;
+    let want = Families::wanted(req.tensors.as_deref(), ntk, first)?;
+    let need = want.needed(dntk);
+    let run = Run {
+        act,
+        x,
+        n0,
+        spec,
+        ntk,
+        first,
+        dntk,
+        want,
+        need,
+        keep: &keep,
+        tuples: req.tuples.as_deref(),
+        opts,
+    };
+    match &req.tuples {
+        Some(t) => {
+            if t.is_empty() {
+                return Err(RgError::value(
+                    "tuples is empty: pass at least one (a, b, c, d)",
+                ));
+            }
+            let sp = Tuples::closure(n, t, first && need.k1)?;
+            run.run(&sp)
         }
+        None => run.run(&Dense { n }),
     }
-    // Every family in one buffer allocated once for all layers (handed over without a copy).
-    let stack = |size: usize, used: bool| {
-        if used {
-            Layers::try_with_capacity(size, l_total, "the per-layer tensors")
+}
+
+/// Size of the closure of `tuples` over n samples ([`super::space`]; `pairs`: with the blocks
+/// the two-point K1, Θ1 read): (tuples propagated, multisets evaluated per layer).
+pub fn closure_size(n: usize, tuples: &[[u32; 4]], pairs: bool) -> Result<(usize, usize), RgError> {
+    let sp = Tuples::closure(n, tuples, pairs)?;
+    Ok((sp.len(), sp.multisets().map_or(0, <[_]>::len)))
+}
+
+/// The options of one run.
+struct Run<'a> {
+    act: &'a dyn ActivationFn,
+    x: &'a [f64],
+    n0: usize,
+    spec: &'a MlpSpec,
+    ntk: bool,
+    first: bool,
+    dntk: bool,
+    want: Families,
+    need: Families,
+    keep: &'a [bool],
+    tuples: Option<&'a [[u32; 4]]>,
+    opts: &'a QuadOpts,
+}
+
+/// One layer of every propagated family (four-point ones over the run's [`Space`]).
+struct State {
+    k: Vec<f64>,
+    th: Vec<f64>,
+    k1: Option<Vec<f64>>,
+    th1: Option<Vec<f64>>,
+    v: Option<Vec<f64>>,
+    d: Option<Vec<f64>>,
+    f: Option<Vec<f64>>,
+    a: Option<Vec<f64>>,
+    b: Option<Vec<f64>>,
+}
+
+/// The tensor of a family that is propagated (present by construction).
+fn got(t: &Option<Vec<f64>>) -> &[f64] {
+    t.as_deref().unwrap_or(&[])
+}
+
+impl Run<'_> {
+    fn run<S: Space>(&self, sp: &S) -> Result<TheoryTensors, RgError> {
+        let (act, spec, opts, x, n0) = (self.act, self.spec, self.opts, self.x, self.n0);
+        let (ntk, first, dntk) = (self.ntk, self.first, self.dntk);
+        let (need, want) = (self.need, self.want);
+        let n = sp.n();
+        let n2 = n * n;
+        let l_total = spec.depth();
+        let n_keep = self.keep.iter().filter(|&&k| k).count();
+        let m4 = self.tuples.map_or(sp.len(), <[_]>::len);
+        // layer 1
+        let mut k = vec![0.0; n2];
+        let mut th = vec![0.0; n2];
+        for a in 0..n {
+            for b in 0..n {
+                let dot: f64 =
+                    (0..n0).map(|i| x[a * n0 + i] * x[b * n0 + i]).sum::<f64>() / n0 as f64;
+                k[a * n + b] = spec.c_b[0] + spec.c_w[0] * dot;
+                th[a * n + b] = spec.lambda_b[0] + spec.lambda_w[0] * dot;
+            }
+        }
+        let zeros4 = |on: bool| -> Result<Option<Vec<f64>>, RgError> {
+            Ok(if on {
+                Some(cancel::zeros(sp.len(), "a four-point tensor")?)
+            } else {
+                None
+            })
+        };
+        let mut st = State {
+            k,
+            th,
+            k1: (first && need.k1).then(|| vec![0.0; n2]),
+            th1: (first && need.th1).then(|| vec![0.0; n2]),
+            v: zeros4(first && need.v)?,
+            d: zeros4(first && need.d)?,
+            f: zeros4(first && need.f)?,
+            a: zeros4(first && need.a)?,
+            b: zeros4(first && need.b)?,
+        };
+        // Output stacks, one allocation each for the kept layers (handed over without a copy).
+        let stack = |size: usize, used: bool| {
+            if used {
+                Layers::try_with_capacity(size, n_keep, "the per-layer tensors")
+            } else {
+                Ok(Layers::new(size))
+            }
+        };
+        let mut out = TheoryTensors {
+            n,
+            layers: (0..l_total).filter(|&l| self.keep[l]).collect(),
+            tuples: self.tuples.map(<[_]>::len),
+            k: stack(n2, want.k)?,
+            ..Default::default()
+        };
+        let mut ths = stack(n2, want.th)?;
+        let (mut k1s, mut th1s) = (stack(n2, want.k1)?, stack(n2, want.th1)?);
+        let (mut vs, mut dss, mut fs, mut as_, mut bs) = (
+            stack(m4, want.v)?,
+            stack(m4, want.d)?,
+            stack(m4, want.f)?,
+            stack(m4, want.a)?,
+            stack(m4, want.b)?,
+        );
+        // a kept layer of a four-point family: the tensor itself, or its entries at the tuples
+        let emit = |dst: &mut Layers, t: &[f64]| match self.tuples {
+            None => dst.push(t),
+            Some(tu) => dst.push_fill(|i| {
+                let [a, b, c, d] = tu[i].map(|s| s as usize);
+                t[sp.pos(a, b, c, d)]
+            }),
+        };
+        // dNTK family: P, Q always, R, S, T, U only for activations smooth up to σ'''
+        let ddntk = dntk && first_singular_order(act)? == usize::MAX;
+        let mut dn = if dntk {
+            Some(DntkStacks::new(sp.len(), l_total, ddntk)?)
         } else {
-            Ok(Layers::new(size))
+            None
+        };
+        let emit_two = |st: &State,
+                        out: &mut TheoryTensors,
+                        ths: &mut Layers,
+                        k1s: &mut Layers,
+                        th1s: &mut Layers| {
+            if want.k {
+                out.k.push(&st.k);
+            }
+            if want.th {
+                ths.push(&st.th);
+            }
+            for (dst, on, t) in [(k1s, want.k1, &st.k1), (th1s, want.th1, &st.th1)] {
+                if let (true, Some(t)) = (on, t) {
+                    dst.push(t);
+                }
+            }
+        };
+        if self.keep[0] {
+            emit_two(&st, &mut out, &mut ths, &mut k1s, &mut th1s);
+            for (dst, on, t) in [
+                (&mut vs, want.v, &st.v),
+                (&mut dss, want.d, &st.d),
+                (&mut fs, want.f, &st.f),
+                (&mut as_, want.a, &st.a),
+                (&mut bs, want.b, &st.b),
+            ] {
+                if let (true, Some(t)) = (on, t) {
+                    emit(dst, t);
+                }
+            }
         }
-    };
-    let mut out = TheoryTensors {
-        n,
-        k: stack(n2, true)?,
-        ..Default::default()
-    };
-    out.k.push(k);
-    let mut ths = stack(n2, true)?;
-    ths.push(th);
-    let (mut k1s, mut vs) = (stack(n2, first)?, stack(n4, first)?);
-    let (mut th1s, mut dss, mut fs, mut as_, mut bs) = (
-        stack(n2, first && ntk)?,
-        stack(n4, first && ntk)?,
-        stack(n4, first && ntk)?,
-        stack(n4, first && ntk)?,
-        stack(n4, first && ntk)?,
-    );
-    // dNTK family: P, Q always, R, S, T, U only for activations smooth up to σ'''
-    let ddntk = dntk && first_singular_order(act)? == usize::MAX;
-    let mut dntk_prev = if dntk {
-        Some(DntkStacks::new(n4, l_total, ddntk)?)
-    } else {
-        None
-    };
-    if first {
-        k1s.push_zeros();
-        vs.push_zeros();
-        if ntk {
-            th1s.push_zeros();
-            dss.push_zeros();
-            fs.push_zeros();
-            as_.push_zeros();
-            bs.push_zeros();
-        }
-    }
-    for l in 1..l_total {
-        cancel::check()?;
-        // step from layer l (index l-1) to layer l+1 (index l)
-        let (cb, cw, lb, lw) = (spec.c_b[l], spec.c_w[l], spec.lambda_b[l], spec.lambda_w[l]);
-        let rho = spec.widths[l] / spec.widths[l - 1];
-        let kl = &out.k[l - 1];
-        let pairs = pair_expectations(act, kl, n, first, opts)
-            .map_err(|e| e.context(&format!("layer {l}")))?;
-        let ly = &pairs;
-        let thl = &ths[l - 1];
-        let k_new: Vec<f64> = (0..n2).map(|i| cb + cw * ly.s(i / n, i % n)).collect();
-        let th_new: Vec<f64> = (0..n2)
-            .map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * thl[i])
-            .collect();
-        if first {
-            let set = match (ntk, dntk, ddntk) {
-                (_, _, true) => FourPointSet::Ddntk,
-                (_, true, false) => FourPointSet::Dntk,
-                (true, false, _) => FourPointSet::Ntk,
-                (false, ..) => FourPointSet::Kernel,
-            };
-            let g4 = four_point_expectations(act, kl, n, set, opts)
+        for l in 1..l_total {
+            cancel::check()?;
+            // step from layer l (index l-1) to layer l+1 (index l); the new layer of each
+            // family is kept only while a later step needs it
+            let kept = self.keep[l];
+            let last = l + 1 == l_total;
+            let (cb, cw, lb, lw) = (spec.c_b[l], spec.c_w[l], spec.lambda_b[l], spec.lambda_w[l]);
+            let rho = spec.widths[l] / spec.widths[l - 1];
+            let pairs = pair_expectations(act, &st.k, n, first, opts)
                 .map_err(|e| e.context(&format!("layer {l}")))?;
-            let v = &vs[l - 1];
-            let k1 = &k1s[l - 1];
-            let v_at = |a: usize, b: usize, c: usize, d: usize| v[((a * n + b) * n + c) * n + d];
-            // 𝒩[σ_aσ_b] and 𝒩[σ'_aσ'_b]
-            let nlo = |a: usize, b: usize, prime: bool| -> f64 {
-                if a == b {
-                    let o = prime as usize;
-                    let (d2, d4) = (ly.diag(a, 2, o, o), ly.diag(a, 4, o, o));
-                    return 0.5 * k1[a * n + a] * d2 + 0.125 * v_at(a, a, a, a) * d4;
-                }
-                let gs = [a, b];
-                let mut t2 = 0.0;
-                for &g1 in &gs {
-                    for &g2 in &gs {
-                        t2 += k1[g1 * n + g2] * ly.c2(a, b, g1, g2, prime);
-                    }
-                }
-                let mut t4 = 0.0;
-                for m in 0..16usize {
-                    let g = [0, 1, 2, 3].map(|i| gs[m >> i & 1]);
-                    let na = g.iter().filter(|&&x| x == a).count();
-                    t4 += v_at(g[0], g[1], g[2], g[3]) * ly.c4(a, b, na, prime);
-                }
-                0.5 * t2 + 0.125 * t4
-            };
-            let k1_new: Vec<f64> = (0..n2)
-                .map(|i| rho * cw * nlo(i / n, i % n, false))
+            let ly = &pairs;
+            let k_new: Vec<f64> = (0..n2).map(|i| cb + cw * ly.s(i / n, i % n)).collect();
+            let th_new: Vec<f64> = (0..n2)
+                .map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * st.th[i])
                 .collect();
-            // Second-derivative weights per pair, over the distinct samples (g1, g2) of (a, b):
-            // c2s = ⟨∂_{g1}∂_{g2}(σ_aσ_b)⟩, c2p = the same for σ'_aσ'_b.
-            let pair_table = |prime: bool| -> Vec<[[f64; 2]; 2]> {
-                (0..n2)
-                    .map(|i| {
-                        let (a, b) = (i / n, i % n);
-                        let gab = distinct(a, b);
-                        let nab = gab.len();
-                        let mut m = [[0.0; 2]; 2];
-                        for x in 0..nab {
-                            for y in 0..nab {
-                                m[x][y] = ly.c2(a, b, gab[x], gab[y], prime);
-                            }
-                        }
-                        m
-                    })
-                    .collect()
-            };
-            let c2s = pair_table(false);
-            // W[g1, g2, c, d] = Σ_{g3,g4 ∈ {c,d}} V[g1, g2, g3, g4] w_cd[g3][g4]: the inner
-            // contraction shared by every (a, b) with g1, g2 ∈ {a, b}.
-            let contract = |w: &[[[f64; 2]; 2]]| {
-                fill4(n, |g1, g2, c, d| {
-                    let gcd = distinct(c, d);
-                    let ncd = gcd.len();
-                    let m = &w[c * n + d];
-                    let mut acc = 0.0;
-                    for x in 0..ncd {
-                        for y in 0..ncd {
-                            acc += v_at(g1, g2, gcd[x], gcd[y]) * m[x][y];
-                        }
-                    }
-                    acc
-                })
-            };
-            // Σ_{g1,g2 ∈ {a,b}} m_ab[g1][g2] T[g1, g2, c, d]
-            let outer =
-                |m: &[[f64; 2]; 2], t: &[f64], a: usize, b: usize, c: usize, d: usize| -> f64 {
-                    let gab = distinct(a, b);
-                    let nab = gab.len();
-                    let mut acc = 0.0;
-                    for x in 0..nab {
-                        for y in 0..nab {
-                            acc += m[x][y] * t[((gab[x] * n + gab[y]) * n + c) * n + d];
-                        }
-                    }
-                    acc
+            if first {
+                let g4 = if need.four() {
+                    let set = match (ntk, dntk, ddntk) {
+                        (_, _, true) => FourPointSet::Ddntk,
+                        (_, true, false) => FourPointSet::Dntk,
+                        (true, false, _) => FourPointSet::Ntk,
+                        (false, ..) => FourPointSet::Kernel,
+                    };
+                    Some(
+                        four_point_at(act, &st.k, n, set, sp.multisets(), opts)
+                            .map_err(|e| e.context(&format!("layer {l}")))?,
+                    )
+                } else {
+                    None
                 };
-            let w_s = contract(&c2s)?;
-            // V'
-            let v_new = fill4(n, |a, b, c, d| {
-                let inter = outer(&c2s[a * n + b], &w_s, a, b, c, d);
-                cw * cw * (g4.ssss(a, b, c, d) - ly.s(a, b) * ly.s(c, d))
-                    + 0.25 * cw * cw * rho * inter
-            })?;
-            drop(w_s);
-            if ntk {
-                let dt = &dss[l - 1];
-                let ft = &fs[l - 1];
-                let at = &as_[l - 1];
-                let bt = &bs[l - 1];
-                let th1 = &th1s[l - 1];
-                let idx = |a: usize, b: usize, c: usize, d: usize| ((a * n + b) * n + c) * n + d;
-                let omega = |c: usize, d: usize| lw * ly.s(c, d) + cw * thl[c * n + d] * ly.p(c, d);
-                // d2omega as a per-pair table, and V contracted with it over the second pair
-                let c2p = pair_table(true);
-                let om2: Vec<[[f64; 2]; 2]> = (0..n2)
-                    .map(|i| {
-                        let mut m = [[0.0; 2]; 2];
-                        for x in 0..2 {
-                            for y in 0..2 {
-                                m[x][y] = lw * c2s[i][x][y] + cw * thl[i] * c2p[i][x][y];
-                            }
-                        }
-                        m
-                    })
-                    .collect();
-                let w_o = contract(&om2)?;
-                // D'
-                let d_new = fill4(n, |a, b, c, d| {
-                    let s_omega =
-                        lw * g4.ssss(a, b, c, d) + cw * thl[c * n + d] * g4.sspp(a, b, c, d);
-                    let cab = &c2s[a * n + b];
-                    let tv = outer(cab, &w_o, a, b, c, d);
-                    let td = outer(cab, dt, a, b, c, d);
-                    cw * (s_omega - ly.s(a, b) * omega(c, d))
-                        + 0.25 * cw * rho * tv
-                        + 0.5 * cw * cw * rho * td * ly.p(c, d)
-                })?;
-                // F'[p1, t1, p2, t2]
-                let f_new = fill4(n, |p1, t1, p2, t2| {
-                    let g1s = distinct(p1, t1);
-                    let g2s = distinct(p2, t2);
-                    let mut tf = 0.0;
-                    for &g1 in &g1s {
-                        let e1 = ly.e1(p1, t1, g1);
-                        for &g2 in &g2s {
-                            tf += e1 * ly.e1(p2, t2, g2) * ft[idx(g1, t1, g2, t2)];
-                        }
-                    }
-                    cw * cw * g4.sspp(p1, p2, t1, t2) * thl[t1 * n + t2] + cw * cw * rho * tf
-                })?;
-                // B'[b1, b2, b3, b4]
-                let b_new = fill4(n, |b1, b2, b3, b4| {
-                    cw * cw
-                        * (g4.pppp(b1, b2, b3, b4) * thl[b1 * n + b3] * thl[b2 * n + b4]
-                            + rho * ly.p(b1, b2) * ly.p(b3, b4) * bt[idx(b1, b2, b3, b4)])
-                })?;
-                // A'
-                let a_new = fill4(n, |a, b, c, d| {
-                    let (tab, tcd) = (thl[a * n + b], thl[c * n + d]);
-                    let oo = lw * lw * g4.ssss(a, b, c, d)
-                        + lw * cw * tcd * g4.sspp(a, b, c, d)
-                        + lw * cw * tab * g4.sspp(c, d, a, b)
-                        + cw * cw * tab * tcd * g4.pppp(a, b, c, d);
-                    let oab = &om2[a * n + b];
-                    let tv = outer(oab, &w_o, a, b, c, d);
-                    let td1 = outer(oab, dt, a, b, c, d);
-                    let td2 = outer(&om2[c * n + d], dt, c, d, a, b);
-                    oo - omega(a, b) * omega(c, d)
-                        + 0.25 * rho * tv
-                        + rho * cw * cw * ly.p(a, b) * ly.p(c, d) * at[idx(a, b, c, d)]
-                        + rho * 0.5 * cw * (td1 * ly.p(c, d) + td2 * ly.p(a, b))
-                })?;
-                drop(w_o);
-                // Θ1'
-                let th1_new: Vec<f64> = (0..n2)
-                    .map(|i| {
-                        let (a, b) = (i / n, i % n);
-                        let gab = distinct(a, b);
-                        let mut tdf = 0.0;
-                        for &g1 in &gab {
-                            for &g2 in &gab {
-                                tdf += ly.c2(a, b, g1, g2, true)
-                                    * (0.5 * dt[idx(g1, g2, a, b)] + ft[idx(g1, a, g2, b)]);
-                            }
-                        }
-                        rho * (cw * ly.p(a, b) * th1[i]
-                            + lw * nlo(a, b, false)
-                            + cw * thl[i] * nlo(a, b, true)
-                            + cw * tdf)
-                    })
-                    .collect();
-                if let Some(dn) = dntk_prev.as_mut() {
-                    let dl = dntk_layer(act, ly, &g4, kl, thl, ft, bt, dn, l, n, cw, lw, rho, opts)
-                        .map_err(|e| e.context(&format!("layer {l}")))?;
+                let thl = st.th.clone();
+                let step = Step {
+                    sp,
+                    ly,
+                    n,
+                    thl: &thl,
+                    cw,
+                    lw,
+                    rho,
+                };
+                // two-point families first (they read the previous V, D, F, K1)
+                let k1_new = need.k1.then(|| step.k1(&st));
+                let th1_new = need.th1.then(|| step.th1(&st));
+                if let (Some(dn), Some(g4)) = (dn.as_mut(), g4.as_ref()) {
+                    let dl = dntk_layer(
+                        act,
+                        ly,
+                        g4,
+                        &st.k,
+                        &thl,
+                        got(&st.f),
+                        got(&st.b),
+                        dn,
+                        l,
+                        n,
+                        cw,
+                        lw,
+                        rho,
+                        opts,
+                    )
+                    .map_err(|e| e.context(&format!("layer {l}")))?;
                     dn.push(dl);
                 }
-                dss.push(d_new);
-                fs.push(f_new);
-                bs.push(b_new);
-                as_.push(a_new);
-                th1s.push(th1_new);
+                // each family replaces its previous layer as soon as nothing else reads it
+                let settle = |slot: &mut Option<Vec<f64>>, new: Vec<f64>, dst: &mut Layers, on| {
+                    if kept && on {
+                        emit(dst, &new);
+                    }
+                    *slot = if last { None } else { Some(new) };
+                };
+                if let Some(g4) = g4.as_ref() {
+                    if need.b {
+                        let b_new = step.b(&st, g4)?;
+                        settle(&mut st.b, b_new, &mut bs, want.b);
+                    }
+                    if need.f {
+                        let f_new = step.f(&st, g4)?;
+                        settle(&mut st.f, f_new, &mut fs, want.f);
+                    }
+                    let c2s = step.pair_table(false);
+                    if need.d || need.a {
+                        let c2p = step.pair_table(true);
+                        let om2: Vec<[[f64; 2]; 2]> = (0..n2)
+                            .map(|i| {
+                                let mut m = [[0.0; 2]; 2];
+                                for x in 0..2 {
+                                    for y in 0..2 {
+                                        m[x][y] = lw * c2s[i][x][y] + cw * thl[i] * c2p[i][x][y];
+                                    }
+                                }
+                                m
+                            })
+                            .collect();
+                        drop(c2p);
+                        let w_o = step.contract(got(&st.v), &om2)?;
+                        if need.a {
+                            let a_new = step.a(&st, g4, &om2, &w_o)?;
+                            settle(&mut st.a, a_new, &mut as_, want.a);
+                        }
+                        let d_new = step.d(&st, g4, &c2s, &w_o)?;
+                        drop(w_o);
+                        settle(&mut st.d, d_new, &mut dss, want.d);
+                    }
+                    if need.v {
+                        let w_s = step.contract(got(&st.v), &c2s)?;
+                        let v_new = step.v(g4, &c2s, &w_s)?;
+                        drop(w_s);
+                        settle(&mut st.v, v_new, &mut vs, want.v);
+                    }
+                }
+                st.k1 = k1_new;
+                st.th1 = th1_new;
             }
-            k1s.push(k1_new);
-            vs.push(v_new);
+            st.k = k_new;
+            st.th = th_new;
+            if kept {
+                emit_two(&st, &mut out, &mut ths, &mut k1s, &mut th1s);
+            }
         }
-        out.k.push(k_new);
-        ths.push(th_new);
-    }
-    if ntk {
-        out.theta = Some(ths);
-    }
-    if first {
-        out.k1 = Some(k1s);
-        out.v = Some(vs);
-        if ntk {
+        if want.th {
+            out.theta = Some(ths);
+        }
+        if want.k1 {
+            out.k1 = Some(k1s);
+        }
+        if want.th1 {
             out.theta1 = Some(th1s);
-            out.d = Some(dss);
-            out.f = Some(fs);
-            out.a = Some(as_);
-            out.b = Some(bs);
         }
+        for (slot, stack, on) in [
+            (&mut out.v, vs, want.v),
+            (&mut out.d, dss, want.d),
+            (&mut out.f, fs, want.f),
+            (&mut out.a, as_, want.a),
+            (&mut out.b, bs, want.b),
+        ] {
+            if on {
+                *slot = Some(stack);
+            }
+        }
+        if let Some(dn) = dn {
+            dn.store(&mut out);
+        }
+        Ok(out)
     }
-    if let Some(dn) = dntk_prev {
-        dn.store(&mut out);
+}
+
+/// One layer step ℓ → ℓ+1 over an index space: the formulas of the module docs, each entry
+/// reading the layer-ℓ tensors only at tuples of its own samples (so the same code serves the
+/// dense space and a tuple closure).
+struct Step<'a, S: Space> {
+    sp: &'a S,
+    ly: &'a PairTable,
+    n: usize,
+    thl: &'a [f64],
+    cw: f64,
+    lw: f64,
+    rho: f64,
+}
+
+/// Four-point pattern numbers of [`FourPointSet`]'s patterns.
+const SSSS: usize = 0;
+const SSPP: usize = 1;
+const PPPP: usize = 2;
+
+impl<S: Space> Step<'_, S> {
+    #[inline]
+    fn at(&self, t: &[f64], a: usize, b: usize, c: usize, d: usize) -> f64 {
+        t[self.sp.pos(a, b, c, d)]
     }
-    Ok(out)
+
+    /// 𝒩[σ_aσ_b] and 𝒩[σ'_aσ'_b] from the layer-ℓ K1 and V.
+    fn nlo(&self, st: &State, a: usize, b: usize, prime: bool) -> f64 {
+        let (ly, n) = (self.ly, self.n);
+        let (k1, v) = (got(&st.k1), got(&st.v));
+        if a == b {
+            let o = prime as usize;
+            let (d2, d4) = (ly.diag(a, 2, o, o), ly.diag(a, 4, o, o));
+            return 0.5 * k1[a * n + a] * d2 + 0.125 * self.at(v, a, a, a, a) * d4;
+        }
+        let gs = [a, b];
+        let mut t2 = 0.0;
+        for &g1 in &gs {
+            for &g2 in &gs {
+                t2 += k1[g1 * n + g2] * ly.c2(a, b, g1, g2, prime);
+            }
+        }
+        let mut t4 = 0.0;
+        for m in 0..16usize {
+            let g = [0, 1, 2, 3].map(|i| gs[m >> i & 1]);
+            let na = g.iter().filter(|&&x| x == a).count();
+            t4 += self.at(v, g[0], g[1], g[2], g[3]) * ly.c4(a, b, na, prime);
+        }
+        0.5 * t2 + 0.125 * t4
+    }
+
+    /// K1' = ρ C_W 𝒩[σσ] (4.115).
+    fn k1(&self, st: &State) -> Vec<f64> {
+        let n = self.n;
+        (0..n * n)
+            .map(|i| self.rho * self.cw * self.nlo(st, i / n, i % n, false))
+            .collect()
+    }
+
+    /// Θ1' (`ntk.md` §1.4).
+    fn th1(&self, st: &State) -> Vec<f64> {
+        let (ly, n, thl, cw, lw, rho) = (self.ly, self.n, self.thl, self.cw, self.lw, self.rho);
+        let (dt, ft, th1) = (got(&st.d), got(&st.f), got(&st.th1));
+        (0..n * n)
+            .map(|i| {
+                let (a, b) = (i / n, i % n);
+                let gab = distinct(a, b);
+                let mut tdf = 0.0;
+                for &g1 in &gab {
+                    for &g2 in &gab {
+                        tdf += ly.c2(a, b, g1, g2, true)
+                            * (0.5 * self.at(dt, g1, g2, a, b) + self.at(ft, g1, a, g2, b));
+                    }
+                }
+                rho * (cw * ly.p(a, b) * th1[i]
+                    + lw * self.nlo(st, a, b, false)
+                    + cw * thl[i] * self.nlo(st, a, b, true)
+                    + cw * tdf)
+            })
+            .collect()
+    }
+
+    /// Second-derivative weights per pair, over the distinct samples (g1, g2) of (a, b):
+    /// ⟨∂_{g1}∂_{g2}(σ_aσ_b)⟩ (`prime`: of σ'_aσ'_b).
+    fn pair_table(&self, prime: bool) -> Vec<[[f64; 2]; 2]> {
+        let (ly, n) = (self.ly, self.n);
+        (0..n * n)
+            .map(|i| {
+                let (a, b) = (i / n, i % n);
+                let gab = distinct(a, b);
+                let nab = gab.len();
+                let mut m = [[0.0; 2]; 2];
+                for x in 0..nab {
+                    for y in 0..nab {
+                        m[x][y] = ly.c2(a, b, gab[x], gab[y], prime);
+                    }
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// W[g1, g2, c, d] = Σ_{g3,g4 ∈ {c,d}} V[g1, g2, g3, g4] w_cd[g3][g4]: the inner
+    /// contraction shared by every (a, b) with g1, g2 ∈ {a, b}.
+    fn contract(&self, v: &[f64], w: &[[[f64; 2]; 2]]) -> Result<Vec<f64>, RgError> {
+        let n = self.n;
+        self.sp.fill(|g1, g2, c, d| {
+            let gcd = distinct(c, d);
+            let ncd = gcd.len();
+            let m = &w[c * n + d];
+            let mut acc = 0.0;
+            for x in 0..ncd {
+                for y in 0..ncd {
+                    acc += self.at(v, g1, g2, gcd[x], gcd[y]) * m[x][y];
+                }
+            }
+            acc
+        })
+    }
+
+    /// Σ_{g1,g2 ∈ {a,b}} m_ab[g1][g2] T[g1, g2, c, d].
+    #[inline]
+    fn outer(&self, m: &[[f64; 2]; 2], t: &[f64], a: usize, b: usize, c: usize, d: usize) -> f64 {
+        let gab = distinct(a, b);
+        let nab = gab.len();
+        let mut acc = 0.0;
+        for x in 0..nab {
+            for y in 0..nab {
+                acc += m[x][y] * self.at(t, gab[x], gab[y], c, d);
+            }
+        }
+        acc
+    }
+
+    #[inline]
+    fn omega(&self, c: usize, d: usize) -> f64 {
+        self.lw * self.ly.s(c, d) + self.cw * self.thl[c * self.n + d] * self.ly.p(c, d)
+    }
+
+    /// V' (4.119).
+    fn v(&self, g4: &FourPoint, c2s: &[[[f64; 2]; 2]], w_s: &[f64]) -> Result<Vec<f64>, RgError> {
+        let (ly, n, cw, rho) = (self.ly, self.n, self.cw, self.rho);
+        self.sp.fill(|a, b, c, d| {
+            let inter = self.outer(&c2s[a * n + b], w_s, a, b, c, d);
+            let ssss = g4.get(&g4.locate([a, b, c, d]), SSSS, ID4);
+            cw * cw * (ssss - ly.s(a, b) * ly.s(c, d)) + 0.25 * cw * cw * rho * inter
+        })
+    }
+
+    /// D' (8.77).
+    fn d(
+        &self,
+        st: &State,
+        g4: &FourPoint,
+        c2s: &[[[f64; 2]; 2]],
+        w_o: &[f64],
+    ) -> Result<Vec<f64>, RgError> {
+        let (ly, n, thl, cw, lw, rho) = (self.ly, self.n, self.thl, self.cw, self.lw, self.rho);
+        let dt = got(&st.d);
+        self.sp.fill(|a, b, c, d| {
+            let loc = g4.locate([a, b, c, d]);
+            let s_omega =
+                lw * g4.get(&loc, SSSS, ID4) + cw * thl[c * n + d] * g4.get(&loc, SSPP, ID4);
+            let cab = &c2s[a * n + b];
+            let tv = self.outer(cab, w_o, a, b, c, d);
+            let td = self.outer(cab, dt, a, b, c, d);
+            cw * (s_omega - ly.s(a, b) * self.omega(c, d))
+                + 0.25 * cw * rho * tv
+                + 0.5 * cw * cw * rho * td * ly.p(c, d)
+        })
+    }
+
+    /// F'[p1, t1, p2, t2] (8.79).
+    fn f(&self, st: &State, g4: &FourPoint) -> Result<Vec<f64>, RgError> {
+        let (ly, n, thl, cw, rho) = (self.ly, self.n, self.thl, self.cw, self.rho);
+        let ft = got(&st.f);
+        self.sp.fill(|p1, t1, p2, t2| {
+            let g1s = distinct(p1, t1);
+            let g2s = distinct(p2, t2);
+            let mut tf = 0.0;
+            for &g1 in &g1s {
+                let e1 = ly.e1(p1, t1, g1);
+                for &g2 in &g2s {
+                    tf += e1 * ly.e1(p2, t2, g2) * self.at(ft, g1, t1, g2, t2);
+                }
+            }
+            // ⟨σ_p1 σ_p2 σ'_t1 σ'_t2⟩: the tuple's slots in the order (0, 2, 1, 3)
+            let sspp = g4.get(&g4.locate([p1, t1, p2, t2]), SSPP, [0, 2, 1, 3]);
+            cw * cw * sspp * thl[t1 * n + t2] + cw * cw * rho * tf
+        })
+    }
+
+    /// B' (8.89).
+    fn b(&self, st: &State, g4: &FourPoint) -> Result<Vec<f64>, RgError> {
+        let (ly, n, thl, cw, rho) = (self.ly, self.n, self.thl, self.cw, self.rho);
+        let bt = got(&st.b);
+        self.sp.fill(|b1, b2, b3, b4| {
+            let pppp = g4.get(&g4.locate([b1, b2, b3, b4]), PPPP, ID4);
+            cw * cw
+                * (pppp * thl[b1 * n + b3] * thl[b2 * n + b4]
+                    + rho * ly.p(b1, b2) * ly.p(b3, b4) * self.at(bt, b1, b2, b3, b4))
+        })
+    }
+
+    /// A' (8.97, D-terms with C_W/2).
+    fn a(
+        &self,
+        st: &State,
+        g4: &FourPoint,
+        om2: &[[[f64; 2]; 2]],
+        w_o: &[f64],
+    ) -> Result<Vec<f64>, RgError> {
+        let (ly, n, thl, cw, lw, rho) = (self.ly, self.n, self.thl, self.cw, self.lw, self.rho);
+        let (dt, at) = (got(&st.d), got(&st.a));
+        self.sp.fill(|a, b, c, d| {
+            let (tab, tcd) = (thl[a * n + b], thl[c * n + d]);
+            let loc = g4.locate([a, b, c, d]);
+            let oo = lw * lw * g4.get(&loc, SSSS, ID4)
+                + lw * cw * tcd * g4.get(&loc, SSPP, ID4)
+                + lw * cw * tab * g4.get(&loc, SSPP, [2, 3, 0, 1])
+                + cw * cw * tab * tcd * g4.get(&loc, PPPP, ID4);
+            let oab = &om2[a * n + b];
+            let tv = self.outer(oab, w_o, a, b, c, d);
+            let td1 = self.outer(oab, dt, a, b, c, d);
+            let td2 = self.outer(&om2[c * n + d], dt, c, d, a, b);
+            oo - self.omega(a, b) * self.omega(c, d)
+                + 0.25 * rho * tv
+                + rho * cw * cw * ly.p(a, b) * ly.p(c, d) * self.at(at, a, b, c, d)
+                + rho * 0.5 * cw * (td1 * ly.p(c, d) + td2 * ly.p(a, b))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -545,5 +979,54 @@ mod tests {
         assert!((th[0] - 3.12852).abs() < 1e-5, "{}", th[0]);
         assert!((th1[1] - 0.1576).abs() < 1e-4, "{}", th1[1]);
         assert!((th1[0] - 0.0533).abs() < 1e-4, "{}", th1[0]);
+    }
+
+    #[test]
+    fn tuples_and_layers_equal_the_dense_run() {
+        let x = [
+            0.3, -1.2, 0.8, 0.1, -0.4, 1.5, 0.9, 0.2, -0.7, -1.1, 0.6, 0.4,
+        ];
+        let (n, n0, s) = (4, 3, spec(3, 10.0, 0.1, 1.5));
+        let opts = QuadOpts::default();
+        let dense = mlp_theory(&Builtin::Gelu, &x, n, n0, &s, true, 1, &opts).unwrap();
+        let tuples: Vec<[u32; 4]> = vec![
+            [0, 1, 2, 3],
+            [3, 3, 0, 1],
+            [2, 2, 2, 2],
+            [1, 0, 1, 0],
+            [0, 1, 2, 3],
+        ];
+        let req = Request {
+            layers: Some(vec![1, 2]),
+            tensors: None,
+            tuples: Some(tuples.clone()),
+        };
+        let t =
+            mlp_theory_request(&Builtin::Gelu, &x, n, n0, &s, true, 1, false, &opts, &req).unwrap();
+        assert_eq!(t.layers, vec![1, 2]);
+        assert_eq!(t.tuples, Some(tuples.len()));
+        let pairs = [
+            (&t.v, &dense.v),
+            (&t.d, &dense.d),
+            (&t.f, &dense.f),
+            (&t.a, &dense.a),
+            (&t.b, &dense.b),
+        ];
+        for (got, want) in pairs {
+            let (got, want) = (got.as_ref().unwrap(), want.as_ref().unwrap());
+            for (kl, l) in [1usize, 2].iter().enumerate() {
+                for (m, q) in tuples.iter().enumerate() {
+                    let [a, b, c, d] = q.map(|i| i as usize);
+                    let w = want[*l][((a * n + b) * n + c) * n + d];
+                    assert_eq!(got[kl][m].to_bits(), w.to_bits(), "layer {l} tuple {q:?}");
+                }
+            }
+        }
+        assert_eq!(
+            &t.theta1.as_ref().unwrap()[1],
+            &dense.theta1.as_ref().unwrap()[2]
+        );
+        let (size, ms) = closure_size(n, &tuples, true).unwrap();
+        assert!(size < n.pow(4) && ms > 0);
     }
 }

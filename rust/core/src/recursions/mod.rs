@@ -16,3 +16,4 @@ mod dntk;
 pub mod mlp;
 pub mod preresnet;
 pub mod resmlp;
+mod space;
