@@ -42,7 +42,7 @@ from .learning import (
     train_depth_sweep,
 )
 from .models import MLP, DepthMuPResNet, PreResNet, ResMLP, critical_mlp
-from .recursions import DepthMuPTheory, PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory
+from .recursions import DepthMuPTheory, PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory, theory_tiles
 
 __all__ = [
     "MLP",
@@ -88,6 +88,7 @@ __all__ = [
     "susceptibilities",
     "taylor_coefficients",
     "theory",
+    "theory_tiles",
     "train",
     "train_depth_sweep",
     "universality_class",
