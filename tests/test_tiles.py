@@ -263,3 +263,20 @@ def test_without_dask_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"pip install rgflow\[dask\]"):
         rgflow.theory(_net("gelu"), _x(), tuples=_tuples(), client=object())
+
+
+def test_the_readme_recipe_runs(client: Any) -> None:
+    """README's 'Running on a Dask cluster' block, on this module's cluster, against the dense theory."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Running on a Dask cluster\n.*?```python\n(.*?)```", text, re.S)
+    assert match, "README has no 'Running on a Dask cluster' python block"
+    lines = [ln for ln in match.group(1).splitlines() if not ln.startswith(("cluster =", "client ="))]
+    net = rgflow.MLP("gelu", depth=4, width=64, C_b=0.17292239, C_W=1.98305826)
+    x = np.array([[1.3, 0.4], [0.2, -1.1], [0.5, 0.9]])
+    scope: dict[str, Any] = {"np": np, "rgflow": rgflow, "net": net, "x": x, "client": client}
+    exec(compile("\n".join(lines), "README.md", "exec"), scope)
+    ref, w = rgflow.theory(net, x), scope["w"]
+    _assert_close(scope["th"].V, ref.V[-1:])
+    np.testing.assert_allclose(scope["s"], np.einsum("labcd,a,b,c,d->l", ref.V, w, w, w, w), rtol=1e-13)
