@@ -127,6 +127,11 @@ def _add(a: Any, b: Any) -> Any:
     return operator.add(a, b)
 
 
+def _same(v: Any) -> Any:
+    """Task: its argument (puts an input into the task graph once, recomputable)."""
+    return v
+
+
 def _two_point(net: MLP, x: np.ndarray, options: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """Task: the two-point tensors ``names`` (n_layers_kept, N, N) and the kept layer numbers."""
     th = _tile_theory(net, x, None, {**options, "tensors": tuple(names)})
@@ -360,7 +365,9 @@ def _run_dask(
     from distributed import as_completed
 
     tag = uuid.uuid4().hex[:8]
-    net_f, x_f = client.scatter([net, x], broadcast=True, hash=False)
+    # net and x enter the graph once, as tasks (not scattered data): a lost copy is rebuilt from them
+    net_f = client.submit(_same, net, key=f"rgflow-net-{tag}", pure=False)
+    x_f = client.submit(_same, x, key=f"rgflow-x-{tag}", pure=False)
     two_f = client.submit(_two_point, net_f, x_f, options, two, key=f"rgflow-two-point-{tag}", pure=False)
     if reduce is None:
         tiles = [
