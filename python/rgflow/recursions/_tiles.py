@@ -23,6 +23,7 @@ it, so nothing changes for users without it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import uuid
@@ -82,19 +83,63 @@ def _dense_tile_fallback(net: MLP, x: np.ndarray, tuples: np.ndarray | None, opt
 
 
 # ------------------------------------------------------------------------- tasks (on workers)
-def _tile_tuples(spec: np.ndarray | tuple[int, int], n: int) -> np.ndarray:
-    """A tile's tuples: the explicit (m, 4) slice, or ``(start, stop)`` of the N⁴ ordered tuples
-    in row-major order (generated on the worker: all N⁴ tuples never exist in one place)."""
-    if isinstance(spec, np.ndarray):
+#: The 24 orderings of four slots.
+_PERMS = np.array(list(itertools.permutations(range(4))))
+
+
+def _tile_tuples(spec: np.ndarray, n: int) -> np.ndarray:
+    """A tile's tuples: an explicit (m, 4) slice, or, for all N⁴ tuples, a (p, 2) array of sorted
+    prefixes (a, b), a ≤ b: every ordering of every multiset a ≤ b ≤ c ≤ d < N with those two
+    smallest samples (generated on the worker: the N⁴ tuples never exist in one place).  A tuple's
+    recursion reads only tuples over its own samples, so tiles of whole multisets share that work
+    within a tile instead of repeating it in every tile."""
+    if spec.shape[1] == 4:
         return spec
-    flat = np.arange(spec[0], spec[1], dtype=np.int64)
-    return np.stack(np.unravel_index(flat, (n, n, n, n)), axis=1)
+    rows = []
+    for a, b in spec:
+        c, d = np.triu_indices(n - int(b))
+        rows.append(np.column_stack([np.full(c.shape, a), np.full(c.shape, b), c + b, d + b]))
+    multisets = np.concatenate(rows)
+    return np.unique(multisets[:, _PERMS].reshape(-1, 4), axis=0)
+
+
+def _prefix_counts(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted prefixes (a, b), a ≤ b < N, in order, and the number of ordered tuples each stands
+    for (the orderings of the multisets a ≤ b ≤ c ≤ d; they sum to N⁴)."""
+    a, b = np.triu_indices(n)
+    k = (n - b).astype(np.int64)  # choices of c in b..N-1
+    one, pairs = k - 1, (k - 1) * (k - 2) // 2  # c = d > b (or c = b < d), and b < c < d
+    distinct = a < b
+    # (a, b, b, b) | (a, b, b, d), (a, b, c, c) | (a, b, c, d); with a = b: (a, a, a, a) | ... :
+    counts = np.where(distinct, 4 + 12 * 2 * one + 24 * pairs, 1 + (4 + 6) * one + 12 * pairs)
+    return np.column_stack([a, b]).astype(np.int64), counts
+
+
+def _dense_specs(n: int, tile_size: int) -> list[np.ndarray]:
+    """Prefix groups of about ``tile_size`` ordered tuples each (a prefix is never split)."""
+    prefixes, counts = _prefix_counts(n)
+    assert int(counts.sum()) == n**4
+    specs, start, acc = [], 0, 0
+    for i, c in enumerate(counts):
+        acc += int(c)
+        if acc >= tile_size:
+            specs.append(prefixes[start : i + 1])
+            start, acc = i + 1, 0
+    if start < len(prefixes):
+        specs.append(prefixes[start:])
+    return specs
 
 
 def _tile_four(net: MLP, x: np.ndarray, spec: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Task: the four-point arrays (n_layers_kept, m) of one tile (only these travel back)."""
-    th = _tile_theory(net, x, _tile_tuples(spec, len(x)), options)
-    return {name: np.ascontiguousarray(getattr(th, name)) for name in options["tensors"]}
+    """Task: the four-point arrays (n_layers_kept, m) of one tile (only these travel back) and, for
+    a tile of all N⁴ tuples, their flat positions in the dense (N, N, N, N) arrays (``"at"``)."""
+    n = len(x)
+    tuples = _tile_tuples(spec, n)
+    th = _tile_theory(net, x, tuples, options)
+    out = {name: np.ascontiguousarray(getattr(th, name)) for name in options["tensors"]}
+    if spec.shape[1] != 4:
+        out["at"] = np.ravel_multi_index(tuple(tuples.T), (n, n, n, n))
+    return out
 
 
 def _tile_reduce(
@@ -134,7 +179,8 @@ def _same(v: Any) -> Any:
 
 def _two_point(net: MLP, x: np.ndarray, options: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """Task: the two-point tensors ``names`` (n_layers_kept, N, N) and the kept layer numbers."""
-    th = _tile_theory(net, x, None, {**options, "tensors": tuple(names)})
+    # one tuple: the engine propagates the pairs the two-point recursions need, not all N⁴ tuples
+    th = _tile_theory(net, x, np.zeros((1, 4), dtype=np.int64), {**options, "tensors": tuple(names)})
     out: dict[str, Any] = {name: getattr(th, name) for name in names}
     out["layers"] = getattr(th, "layers", None)
     return out
@@ -230,7 +276,7 @@ def theory_tiles(
     Parameters
     ----------
     net, x: the :class:`~rgflow.MLP` and its inputs (N, n0).
-    tuples: int array (M, 4) of sample indices.  ``None``: all N⁴ ordered tuples (row-major), and
+    tuples: int array (M, 4) of sample indices.  ``None``: all N⁴ ordered tuples, and
         the gathered result is the dense :class:`Theory` of ``rgflow.theory(net, x)`` (four-point
         tensors (n_layers_kept, N, N, N, N)), computed tile by tile — symmetric copies such as
         V_{(a2 a1)(a3 a4)} are computed, not mirrored, so a dense result costs ~N⁴ tuples.
@@ -238,7 +284,10 @@ def theory_tiles(
         ``Client("tcp://scheduler:8786")``; the workers need rgflow installed), or None to run the
         tiles one after the other in this process (no dask needed; bounded memory with ``reduce``).
     tile_size: tuples per tile (default: ~4 tiles per worker thread, at most 65 536).  A tile's
-        result is 8 bytes × n_layers_kept × tile_size per four-point family.
+        result is 8 bytes × n_layers_kept × tile_size per four-point family.  Tuples over the same
+        samples are put in the same tile (``tuples`` sorted by their sorted samples; with
+        ``tuples=None`` a tile holds every ordering of whole multisets, so a tile has about
+        ``tile_size`` tuples, never fewer than one prefix's); the results keep the order of ``tuples``.
     reduce: ``f(tile_tuples, tile_theory) -> float | ndarray``, summed over the tiles (same shape
         for every tile) and returned instead of a :class:`Theory`; ``tile_theory`` has the tile's
         four-point arrays (n_layers_kept, m) and the full two-point tensors.  The full arrays are
@@ -274,8 +323,12 @@ def theory_tiles(
     if tile_size is None:
         tile_size = int(min(MAX_DEFAULT_TILE, max(1, math.ceil(m_total / (TILES_PER_THREAD * threads)))))
     tile_size = check_int("tile_size", tile_size, minimum=1, hint=" (tuples per tile)")
-    bounds = [(s, min(s + tile_size, m_total)) for s in range(0, m_total, tile_size)]
-    specs: list[Any] = [b if arr is None else arr[b[0] : b[1]] for b in bounds]
+    if arr is None:
+        specs, order, bounds = _dense_specs(n, tile_size), None, []
+    else:  # tuples over the same samples side by side (their shared work stays in one tile)
+        order = np.lexsort(np.sort(arr, axis=1).T[::-1])
+        bounds = [(s, min(s + tile_size, m_total)) for s in range(0, m_total, tile_size)]
+        specs = [arr[order[s:e]] for s, e in bounds]
     n_layers = _layers_kept(net, options)
     if reduce is None:
         check_memory(
@@ -296,9 +349,9 @@ def theory_tiles(
             return next(results)[1]
         out = {name: np.empty((n_layers, m_total)) for name in four}
         for i, res in results:
-            s, e = bounds[i]
+            at = res["at"] if order is None else order[bounds[i][0] : bounds[i][1]]
             for name in four:
-                out[name][:, s:e] = res[name]
+                out[name][:, at] = res[name]
     finally:
         close()
     return _assemble(net, x, shared, out, None if arr is None else arr, options)
