@@ -5,10 +5,11 @@ depth L) through ``rgflow.theory(net, x, tuples=..., client=...)`` on a ``LocalC
 of 2 single-threaded worker processes (``RAYON_NUM_THREADS=1`` in each: one core per worker), next
 to the single-process ``rgflow.theory`` (all cores); results checked equal.
 
-Part B (cost model, one single-threaded worker): seconds per tuple-layer per core ``b`` from one
-tile of M₁ and of M₂ random tuples (t = a₀ + b·M·L); the per-tile overhead ``a`` from the same
-tuples in 1 and in k tiles; the gather bandwidth from fetching a 64 MB result.  Projection of
-N = 256, depth 10 onto P = 100 cores: t ≈ b·M·L/P + n_tiles·a/P (+ gathered bytes / bandwidth).
+Part B (cost model, one single-threaded worker): seconds per tuple-layer per core, ``b_all`` for
+all N⁴ tuples (whole-multiset tiles; the fit between two N) and ``b_rand`` for random tuples of
+many inputs (hardly two share a sample; the fit between two M); the cost of a tile boundary
+(the same tuples in k tiles vs one), Dask's round trip per task and the gather bandwidth of a 64 MB
+result.  Projection onto P cores: t ≈ b·M·L/P + n_tiles·a/P (+ gathered bytes / bandwidth).
 
 While ``rgflow.theory`` has no ``tuples=`` (the engine of issue 14 part 3, branch ``tuples``),
 each tile runs the temporary dense fallback (the dense theory of all N inputs, indexed), whose
@@ -77,9 +78,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=16, help="inputs N of the scaling run (all N⁴ tuples)")
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--tiles", type=int, default=8, help="tiles of the scaling run (default 8)")
-    ap.add_argument("--cost-n", type=int, default=16, help="inputs the cost-model tuples are drawn from")
-    ap.add_argument("--cost-m", type=int, nargs=2, default=[2048, 8192], help="tuples M₁ M₂ of the cost fit")
-    ap.add_argument("--split", type=int, default=8, help="k tiles for the per-tile overhead")
+    ap.add_argument("--all-n", type=int, nargs=2, default=[8, 16], help="N₁ N₂ of the all-tuples fit")
+    ap.add_argument("--cost-n", type=int, default=64, help="inputs the random cost-model tuples are drawn from")
+    ap.add_argument("--cost-m", type=int, nargs=2, default=[256, 1024], help="random tuples M₁ M₂ of the fit")
+    ap.add_argument("--split", type=int, default=4, help="k tiles (all-tuples fit, tile-boundary cost)")
     ap.add_argument("--project", type=int, nargs=3, default=[256, 10, 100], help="N, depth, cores projected")
     ap.add_argument("--bandwidth", type=float, default=1e9, help="assumed cluster gather bandwidth (B/s)")
     ap.add_argument("--json", help="write the results to this JSON file")
@@ -114,72 +116,83 @@ def main(argv=None) -> int:
     # ---- B: cost model on one single-threaded worker
     lc, c = cluster(1)
     try:
+
+        def run(xx, tuples=None, tile_size=None) -> float:
+            return timed_run(rgflow.theory, net, xx, tuples=tuples, client=c, tile_size=tile_size, progress=False)[1]
+
+        # (i) all N⁴ tuples, whole-multiset tiles: b_all = Δt / Δ(N⁴·L) between two N
+        n1, n2 = args.all_n
+        xa1 = np.random.default_rng(1).standard_normal((n1, 4))
+        xa2 = np.random.default_rng(1).standard_normal((n2, 4))
+        run(xa1, tile_size=n1**4)  # warm-up (rule caches, imports)
+        ta1 = run(xa1, tile_size=math.ceil(n1**4 / args.split))
+        ta2 = run(xa2, tile_size=math.ceil(n2**4 / args.split))
+        b_all = (ta2 - ta1) / ((n2**4 - n1**4) * L)
+        # (ii) random tuples of many inputs (hardly two share a sample): b_rand = Δt / (ΔM·L)
         cn = args.cost_n
         xc = np.random.default_rng(1).standard_normal((cn, 4))
         rng = np.random.default_rng(2)
         m1, m2 = args.cost_m
         t1 = rng.integers(0, cn, size=(m1, 4))
         t2 = rng.integers(0, cn, size=(m2, 4))
-        rgflow.theory(net, xc, tuples=t1[:8], client=c, tile_size=8, progress=False)  # warm-up (rule caches)
-        _, s1 = timed_run(rgflow.theory, net, xc, tuples=t1, client=c, tile_size=m1, progress=False)
-        _, s2 = timed_run(rgflow.theory, net, xc, tuples=t2, client=c, tile_size=m2, progress=False)
-        _, sk = timed_run(rgflow.theory, net, xc, tuples=t1, client=c, tile_size=m1 // args.split, progress=False)
-        b_fit = (s2 - s1) / ((m2 - m1) * L)
-        a_tile = (sk - s1) / (args.split - 1)
+        s1 = run(xc, t1, m1)
+        s2 = run(xc, t2, m2)
+        sk = run(xc, t2, math.ceil(m2 / args.split))
+        b_rand = (s2 - s1) / ((m2 - m1) * L)
+        a_tile = (sk - s2) / (args.split - 1)  # M₂ in k tiles vs one: the cost of a tile boundary
 
         def one_core_dense() -> float:
             t0 = time.perf_counter()
-            rgflow.theory(net, xc)
+            rgflow.theory(net, xa2)
             return time.perf_counter() - t0
 
         t_dense1 = next(iter(c.run(one_core_dense).values()))
-        futs = [c.submit(int, i, pure=False) for i in range(400)]  # warm the task path
-        c.gather(futs)
+        b_dense = t_dense1 / (n2**4 * L)
+        c.gather([c.submit(int, i, pure=False) for i in range(400)])  # warm the task path
         t0 = time.perf_counter()
         c.gather([c.submit(abs, -i, pure=False) for i in range(400)])
         a_dask = (time.perf_counter() - t0) / 400
-        b_dense = t_dense1 / (cn**4 * L)
         payload = 64 * 2**20
-        fut = c.submit(np.ones, payload // 8, pure=False)
-        fut.result()  # computed; fetch again for the transfer alone
-        fut2 = c.submit(np.ones, payload // 8, pure=False)
         from distributed import wait
 
-        wait(fut2)
-        _, tg = timed_run(fut2.result)
+        fut = c.submit(np.ones, payload // 8, pure=False)
+        wait(fut)
+        _, tg = timed_run(fut.result)
         bw = payload / tg
     finally:
         c.close()
         lc.close()
-    b = b_fit if tuples_engine else b_dense
-    a = a_tile if tuples_engine else a_dask  # the fallback's tiles each cost a whole dense theory
+    if not tuples_engine:  # the fallback's tiles each cost a whole dense theory: use the dense engine
+        b_all = b_rand = b_dense
+        a_tile = a_dask
+    a = max(a_tile, a_dask)
     res["cost"] = {
-        "cost_n": cn,
-        "m1": m1,
-        "m2": m2,
-        "s1": s1,
-        "s2": s2,
-        "s_split": sk,
-        "b_fit_s_per_tuple_layer": b_fit,
-        "b_dense_s_per_tuple_layer": b_dense,
+        "all_n": [n1, n2],
+        "all_s": [ta1, ta2],
+        "b_all_s_per_tuple_layer": b_all,
+        "random_from_n": cn,
+        "m": [m1, m2],
+        "random_s": [s1, s2],
+        "random_m2_in_k_tiles_s": sk,
+        "b_random_s_per_tuple_layer": b_rand,
         "dense_one_core_s": t_dense1,
-        "per_tile_overhead_split_s": a_tile,
+        "b_dense_s_per_tuple_layer": b_dense,
+        "per_tile_overhead_s": a_tile,
         "per_task_overhead_dask_s": a_dask,
-        "a_used": a,
         "loopback_gather_B_per_s": bw,
-        "b_used": b,
     }
+    k = args.split
     log(
         table(
-            ["quantity", "value"],
+            [f"quantity (one worker, one core, depth {L})", "value"],
             [
-                [f"one tile of M₁={m1} random tuples (N={cn}, depth {L})", f"{fmt(s1)} s"],
-                [f"one tile of M₂={m2}", f"{fmt(s2)} s"],
-                [f"M₁ tuples in {args.split} tiles", f"{fmt(sk)} s"],
-                ["b from the fit (s per tuple-layer per core)", fmt(b_fit)],
-                [f"b of the dense engine, one core (N={cn}: {fmt(t_dense1)} s / (N⁴·L))", fmt(b_dense)],
-                [f"per-tile overhead from the split into {args.split} (s)", fmt(a_tile)],
-                ["dask overhead per task, trivial tasks (s)", fmt(a_dask)],
+                [f"all N⁴ tuples in {k} tiles, N = {n1} / N = {n2} (s)", f"{fmt(ta1)} / {fmt(ta2)}"],
+                ["b_all: s per tuple-layer, all tuples (fit)", fmt(b_all)],
+                [f"dense engine, one core, N = {n2} (s) → s per tuple-layer", f"{fmt(t_dense1)} → {fmt(b_dense)}"],
+                [f"random tuples of {cn} inputs, M = {m1} / M = {m2} in one tile (s)", f"{fmt(s1)} / {fmt(s2)}"],
+                ["b_rand: s per tuple-layer, random tuples (fit)", fmt(b_rand)],
+                [f"M = {m2} in {k} tiles (s) → cost of one tile boundary (s)", f"{fmt(sk)} → {fmt(a_tile)}"],
+                ["Dask round trip per task, 400 trivial tasks (s)", fmt(a_dask)],
                 ["gather bandwidth, loopback (MB/s)", fmt(bw / 1e6)],
             ],
         )
@@ -189,7 +202,11 @@ def main(argv=None) -> int:
     pn, pl, pp = args.project
     rows = []
     proj = {}
-    for label, m in (("all N⁴ ordered tuples", float(pn) ** 4), ("one per V symmetry class ≈ N⁴/8", pn**4 / 8.0)):
+    for label, m, b in (
+        ("all N⁴ ordered tuples", float(pn) ** 4, b_all),
+        ("one per V symmetry class ≈ N⁴/8", pn**4 / 8.0, b_all),
+        ("1e8 random tuples of N inputs", 1e8, b_rand),
+    ):
         n_tiles = math.ceil(m / 65_536)
         compute = b * m * pl / pp
         over = n_tiles * max(a, 0.0) / pp
@@ -197,6 +214,7 @@ def main(argv=None) -> int:
         gather_all = 8.0 * m * pl * 5
         proj[label] = {
             "tuples": m,
+            "b": b,
             "tiles": n_tiles,
             "compute_s": compute,
             "overhead_s": over,
@@ -207,19 +225,20 @@ def main(argv=None) -> int:
             [
                 label,
                 f"{m:.3g}",
+                fmt(b),
                 str(n_tiles),
                 fmt(compute / 3600),
                 fmt(over),
                 fmt(gather_v_last),
-                f"{gather_all / 1e12:.2f} TB",
+                f"{gather_all / 1e12:.3g} TB",
             ]
         )
-    res["projection"] = {"N": pn, "depth": pl, "cores": pp, "b": b, "bandwidth": args.bandwidth, "rows": proj}
+    res["projection"] = {"N": pn, "depth": pl, "cores": pp, "a": a, "bandwidth": args.bandwidth, "rows": proj}
     log(
-        f"projection: N={pn}, depth {pl}, {pp} cores, b={fmt(b)} s/tuple-layer, a={fmt(a)} s/tile, 65 536 tuples/tile, "
+        f"projection: N={pn}, depth {pl}, {pp} cores, a={fmt(a)} s/tile, 65 536 tuples/tile, "
         f"gather at {fmt(args.bandwidth / 1e9)} GB/s"
     )
-    log(table(["tuples", "M", "tiles", "compute h", "tile overhead s", "gather V(L) s", "all 5 × L layers"], rows))
+    log(table(["tuples", "M", "b", "tiles", "compute h", "tile overhead s", "gather V(L) s", "all 5 × L"], rows))
     res["machine"] = machine()
     if args.json:
         write_json(args.json, res)
