@@ -5,7 +5,8 @@ depth L) through ``rgflow.theory(net, x, tuples=..., client=...)`` on a ``LocalC
 of 2 single-threaded worker processes (``RAYON_NUM_THREADS=1`` in each: one core per worker), next
 to the single-process ``rgflow.theory`` (all cores); results checked equal.
 
-Part B (cost model, one single-threaded worker): seconds per tuple-layer per core, ``b_all`` for
+Part B (cost model, one single-threaded worker, CPU seconds of the worker process, so that other
+jobs on a shared machine do not count): seconds per tuple-layer per core, ``b_all`` for
 all N⁴ tuples (whole-multiset tiles; the fit between two N) and ``b_rand`` for random tuples of
 many inputs (hardly two share a sample; the fit between two M); the cost of a tile boundary
 (the same tuples in k tiles vs one), Dask's round trip per task and the gather bandwidth of a 64 MB
@@ -55,7 +56,7 @@ def cluster(workers: int):
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         env={"RAYON_NUM_THREADS": "1"},  # one core per worker: the core's rayon pool is one thread
     )
     c = Client(lc)
@@ -96,29 +97,52 @@ def main(argv=None) -> int:
 
     # ---- A: scaling
     dense, t_dense = timed_run(rgflow.theory, net, x)
-    rows = [["single process rgflow.theory (dense, all cores)", "—", fmt(t_dense), "—", "—"]]
+    rows = [["single process rgflow.theory (dense, all cores)", "—", fmt(t_dense), "—", "—", "—", "—"]]
     res: dict = {"engine": engine, "N": N, "depth": L, "tuples": N**4, "single_process_s": t_dense, "workers": {}}
     tile = math.ceil(N**4 / args.tiles)
     base = None
     for w in (1, 2):
         lc, c = cluster(w)
         try:
+            cpu0 = c.run(time.process_time)
             th, t = timed_run(rgflow.theory, net, x, client=c, tile_size=tile, progress=False)
+            cpu1 = c.run(time.process_time)
         finally:
             c.close()
             lc.close()
+        cpu = [cpu1[k] - cpu0[k] for k in cpu0]  # CPU seconds each worker spent (load-independent)
         err = worst(th, dense)
         base = base or t
-        res["workers"][w] = {"s": t, "speedup": base / t, "max_abs_diff": err}
-        rows.append([f"LocalCluster, {w} worker(s) × 1 thread", str(args.tiles), fmt(t), fmt(base / t), fmt(err)])
-    log(table(["run", "tiles", "wall s", "speedup vs 1 worker", "max |Δ| vs single"], rows))
+        res["workers"][w] = {"s": t, "speedup": base / t, "max_abs_diff": err, "worker_cpu_s": cpu}
+        rows.append(
+            [
+                f"LocalCluster, {w} worker(s) × 1 thread",
+                str(args.tiles),
+                fmt(t),
+                fmt(base / t),
+                " + ".join(fmt(v) for v in cpu),
+                fmt(sum(cpu) / max(cpu)),
+                fmt(err),
+            ]
+        )
+    log(
+        table(
+            ["run", "tiles", "wall s", "speedup", "worker CPU s", "CPU total / busiest", "max |Δ| vs single"],
+            rows,
+        )
+    )
+    log(f"load average during the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     # ---- B: cost model on one single-threaded worker
     lc, c = cluster(1)
     try:
 
         def run(xx, tuples=None, tile_size=None) -> float:
-            return timed_run(rgflow.theory, net, xx, tuples=tuples, client=c, tile_size=tile_size, progress=False)[1]
+            """CPU seconds the worker spent (wall time on a loaded machine counts other jobs too)."""
+            cpu0 = c.run(time.process_time)
+            rgflow.theory(net, xx, tuples=tuples, client=c, tile_size=tile_size, progress=False)
+            cpu1 = c.run(time.process_time)
+            return sum(cpu1[k] - cpu0[k] for k in cpu0)
 
         # (i) all N⁴ tuples, whole-multiset tiles: b_all = Δt / Δ(N⁴·L) between two N
         n1, n2 = args.all_n
@@ -142,9 +166,9 @@ def main(argv=None) -> int:
         a_tile = (sk - s2) / (args.split - 1)  # M₂ in k tiles vs one: the cost of a tile boundary
 
         def one_core_dense() -> float:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             rgflow.theory(net, xa2)
-            return time.perf_counter() - t0
+            return time.process_time() - t0
 
         t_dense1 = next(iter(c.run(one_core_dense).values()))
         b_dense = t_dense1 / (n2**4 * L)
@@ -184,7 +208,7 @@ def main(argv=None) -> int:
     k = args.split
     log(
         table(
-            [f"quantity (one worker, one core, depth {L})", "value"],
+            [f"quantity (one worker, one core, depth {L}; CPU seconds)", "value"],
             [
                 [f"all N⁴ tuples in {k} tiles, N = {n1} / N = {n2} (s)", f"{fmt(ta1)} / {fmt(ta2)}"],
                 ["b_all: s per tuple-layer, all tuples (fit)", fmt(b_all)],

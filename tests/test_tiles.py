@@ -62,7 +62,7 @@ def client() -> Any:
 
     # the reducers below are defined in this test module, which the workers cannot import
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     c = Client(cluster)
     yield c
     c.close()
@@ -280,3 +280,17 @@ def test_the_readme_recipe_runs(client: Any) -> None:
     ref, w = rgflow.theory(net, x), scope["w"]
     _assert_close(scope["th"].V, ref.V[-1:])
     np.testing.assert_allclose(scope["s"], np.einsum("labcd,a,b,c,d->l", ref.V, w, w, w, w), rtol=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
+def test_all_tuples_are_tiled_once_as_whole_multisets(n: int) -> None:
+    """client= without tuples=: the tiles hold every one of the N⁴ ordered tuples exactly once, every
+    ordering of a multiset in the same tile, about tile_size tuples per tile."""
+    prefixes, counts = _tiles._prefix_counts(n)
+    assert counts.sum() == n**4 and len(prefixes) == n * (n + 1) * (n + 2) // 6
+    tiles = [_tiles._tile_tuples(spec, n) for spec in _tiles._dense_specs(n, 50)]
+    every = np.concatenate(tiles)
+    assert len(every) == n**4 and len(np.unique(every, axis=0)) == n**4
+    owner = {tuple(sorted(t)): i for i, tile in enumerate(tiles) for t in tile}
+    assert all(owner[tuple(sorted(t))] == i for i, tile in enumerate(tiles) for t in tile)
+    assert all(len(t) < 50 + 24 * n for t in tiles)

@@ -88,46 +88,49 @@ _PERMS = np.array(list(itertools.permutations(range(4))))
 
 
 def _tile_tuples(spec: np.ndarray, n: int) -> np.ndarray:
-    """A tile's tuples: an explicit (m, 4) slice, or, for all N⁴ tuples, a (p, 2) array of sorted
-    prefixes (a, b), a ≤ b: every ordering of every multiset a ≤ b ≤ c ≤ d < N with those two
+    """A tile's tuples: an explicit (m, 4) slice, or, for all N⁴ tuples, a (p, 3) array of sorted
+    prefixes a ≤ b ≤ c: every ordering of every multiset a ≤ b ≤ c ≤ d < N with those three
     smallest samples (generated on the worker: the N⁴ tuples never exist in one place).  A tuple's
     recursion reads only tuples over its own samples, so tiles of whole multisets share that work
     within a tile instead of repeating it in every tile."""
     if spec.shape[1] == 4:
         return spec
-    rows = []
-    for a, b in spec:
-        c, d = np.triu_indices(n - int(b))
-        rows.append(np.column_stack([np.full(c.shape, a), np.full(c.shape, b), c + b, d + b]))
-    multisets = np.concatenate(rows)
-    return np.unique(multisets[:, _PERMS].reshape(-1, 4), axis=0)
+    lengths = n - spec[:, 2]  # d = c .. N-1
+    row = np.repeat(np.arange(len(spec)), lengths)
+    start = np.cumsum(lengths) - lengths
+    d = spec[row, 2] + np.arange(int(lengths.sum())) - start[row]
+    ms = np.column_stack([spec[row], d])
+    distinct = (ms[:, 0] < ms[:, 1]) & (ms[:, 1] < ms[:, 2]) & (ms[:, 2] < ms[:, 3])
+    repeated = np.unique(ms[~distinct][:, _PERMS].reshape(-1, 4), axis=0)  # fewer than 24 orderings
+    return np.concatenate([ms[distinct][:, _PERMS].reshape(-1, 4), repeated])
 
 
 def _prefix_counts(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted prefixes (a, b), a ≤ b < N, in order, and the number of ordered tuples each stands
-    for (the orderings of the multisets a ≤ b ≤ c ≤ d; they sum to N⁴)."""
-    a, b = np.triu_indices(n)
-    k = (n - b).astype(np.int64)  # choices of c in b..N-1
-    one, pairs = k - 1, (k - 1) * (k - 2) // 2  # c = d > b (or c = b < d), and b < c < d
-    distinct = a < b
-    # (a, b, b, b) | (a, b, b, d), (a, b, c, c) | (a, b, c, d); with a = b: (a, a, a, a) | ... :
-    counts = np.where(distinct, 4 + 12 * 2 * one + 24 * pairs, 1 + (4 + 6) * one + 12 * pairs)
-    return np.column_stack([a, b]).astype(np.int64), counts
+    """Sorted prefixes a ≤ b ≤ c < N, in order, and the number of ordered tuples each stands for
+    (the orderings of the multisets a ≤ b ≤ c ≤ d; they sum to N⁴)."""
+    a, b, c = (v.astype(np.int64) for v in np.nonzero(np.triu(np.ones((n, n), bool))[:, :, None] & _upper(n)))
+    ab, bc = a == b, b == c
+    # orderings with d > c (d distinct from a, b, c) and with d = c: 24/∏(multiplicity!)
+    gt = np.select([ab & bc, ab | bc], [4, 12], 24)
+    eq = np.select([ab & bc, ab, bc], [1, 6, 4], 12)
+    counts = (n - 1 - c) * gt + eq
+    return np.column_stack([a, b, c]), counts
+
+
+def _upper(n: int) -> np.ndarray:
+    """(1, N, N) mask b ≤ c."""
+    return np.triu(np.ones((n, n), bool))[None, :, :]
 
 
 def _dense_specs(n: int, tile_size: int) -> list[np.ndarray]:
-    """Prefix groups of about ``tile_size`` ordered tuples each (a prefix is never split)."""
+    """Consecutive prefix groups of about ``tile_size`` ordered tuples each (at least one prefix,
+    at most 24·N tuples)."""
     prefixes, counts = _prefix_counts(n)
-    assert int(counts.sum()) == n**4
-    specs, start, acc = [], 0, 0
-    for i, c in enumerate(counts):
-        acc += int(c)
-        if acc >= tile_size:
-            specs.append(prefixes[start : i + 1])
-            start, acc = i + 1, 0
-    if start < len(prefixes):
-        specs.append(prefixes[start:])
-    return specs
+    ends = np.cumsum(counts)
+    assert int(ends[-1]) == n**4
+    # cut after the first prefix whose running total reaches each multiple of tile_size
+    cuts = np.unique(np.searchsorted(ends, np.arange(tile_size, int(ends[-1]), tile_size), side="left") + 1)
+    return [p for p in np.split(prefixes, cuts) if len(p)]
 
 
 def _tile_four(net: MLP, x: np.ndarray, spec: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
