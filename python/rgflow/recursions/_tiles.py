@@ -289,8 +289,8 @@ def theory_tiles(
     tile_size: tuples per tile (default: ~4 tiles per worker thread, at most 65 536).  A tile's
         result is 8 bytes × n_layers_kept × tile_size per four-point family.  Tuples over the same
         samples are put in the same tile (``tuples`` sorted by their sorted samples; with
-        ``tuples=None`` a tile holds every ordering of whole multisets, so a tile has about
-        ``tile_size`` tuples, never fewer than one prefix's); the results keep the order of ``tuples``.
+        ``tuples=None`` a tile holds every ordering of whole multisets, ``tile_size`` to
+        ``tile_size`` + 24·N tuples); the results keep the order of ``tuples``.
     reduce: ``f(tile_tuples, tile_theory) -> float | ndarray``, summed over the tiles (same shape
         for every tile) and returned instead of a :class:`Theory`; ``tile_theory`` has the tile's
         four-point arrays (n_layers_kept, m) and the full two-point tensors.  The full arrays are
