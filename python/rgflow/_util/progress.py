@@ -9,8 +9,8 @@ import time
 class Progress:
     """Plain-text progress line on stderr (appears after ``delay`` seconds; throttled)."""
 
-    def __init__(self, total: int, enabled: bool, label: str, delay: float = 2.0) -> None:
-        self.total, self.enabled, self.label, self.delay = total, enabled, label, delay
+    def __init__(self, total: int, enabled: bool, label: str, delay: float = 2.0, unit: str = "networks") -> None:
+        self.total, self.enabled, self.label, self.delay, self.unit = total, enabled, label, delay, unit
         self.t0 = time.perf_counter()
         self.last = 0.0
         self.shown = False
@@ -28,7 +28,7 @@ class Progress:
         pct = 100.0 * done / self.total
         bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))
         sys.stderr.write(
-            f"\r{self.label} [{bar}] {done}/{self.total} networks ({pct:5.1f}%), {rate:,.0f}/s, ETA {eta:,.0f} s "
+            f"\r{self.label} [{bar}] {done}/{self.total} {self.unit} ({pct:5.1f}%), {rate:,.0f}/s, ETA {eta:,.0f} s "
         )
         sys.stderr.flush()
         self.shown = True

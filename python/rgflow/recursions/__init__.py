@@ -9,6 +9,9 @@ dispatches on the network type:
 * :class:`~rgflow.PreResNet` → :class:`PreResTheory` (K0, V4, K1, …; ``resnets.md``),
 * :class:`~rgflow.DepthMuPResNet` → :class:`DepthMuPTheory` (K, G, Θ, Θ_dec at ℓ = 0..L and the
   L → ∞ depth-ODE limit; ``nfd.md`` §2.1).
+
+:func:`theory_tiles` (also ``rgflow.theory(mlp, x, tuples=..., client=...)``) runs an MLP's sample
+tuples in tiles, on a Dask cluster or in-process, gathered or reduced through a contraction.
 """
 
 from ._api import theory
@@ -26,6 +29,7 @@ from ._mlp import (
 from ._overflow import K4_LIMIT, check_finite_result, overflow_cause, overflow_scan
 from ._preresnet import PreResTheory, preresnet_theory, preresnet_theory_gh
 from ._resmlp import ResTheory, nu_scale_invariant, resmlp_theory
+from ._tiles import theory_tiles
 
 __all__ = [
     "ALL_TENSORS",
@@ -50,5 +54,6 @@ __all__ = [
     "preresnet_theory_gh",
     "resmlp_theory",
     "theory",
+    "theory_tiles",
     "tuples_at_most_one",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, overload
 
 from ..models import MLP, DepthMuPResNet, PreResNet, ResMLP
@@ -9,8 +10,14 @@ from ._depthmup import DepthMuPTheory, depthmup_theory
 from ._mlp import Theory, mlp_theory
 from ._preresnet import PreResTheory, preresnet_theory
 from ._resmlp import ResTheory, resmlp_theory
+from ._tiles import theory_tiles
+
+#: Options that run an MLP theory in tiles of sample tuples (:func:`theory_tiles`) when not None.
+TILE_OPTIONS = ("client", "tile_size", "reduce")
 
 
+@overload
+def theory(net: MLP, x: Any = None, *, reduce: Callable[..., Any], **options: Any) -> Any: ...
 @overload
 def theory(net: MLP, x: Any = None, **options: Any) -> Theory: ...
 @overload
@@ -30,7 +37,17 @@ def theory(
     (``corrected``, ``order``, ``quad_order``) or :func:`preresnet_theory` (``kernel``, ``method``,
     ``rtol``, ``atol``, ``closure``, ``every``, ``quad_order``) or :func:`depthmup_theory` (``limit``,
     ``rtol``, ``atol``, ``quad_order``).
+
+    For an MLP, ``client=`` (a ``dask.distributed.Client``), ``tile_size=`` or ``reduce=`` (not None)
+    run the sample tuples in tiles (:func:`theory_tiles`; ``tuples=None`` then means all N⁴ tuples).
     """
+    if any(options.get(k) is not None for k in TILE_OPTIONS) or "progress" in options:
+        if not isinstance(net, MLP):
+            raise TypeError(
+                f"client=, tile_size=, reduce= and progress= (tiles of sample tuples) are for an rgflow.MLP, "
+                f"got {type(net).__name__}"
+            )
+        return theory_tiles(net, x, **options)
     if isinstance(net, MLP):
         return mlp_theory(net, x, **options)
     only_mlp = [k for k in ("layers", "tensors", "tuples") if k in options]
