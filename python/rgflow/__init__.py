@@ -42,7 +42,16 @@ from .learning import (
     train_depth_sweep,
 )
 from .models import MLP, DepthMuPResNet, PreResNet, ResMLP, critical_mlp
-from .recursions import DepthMuPTheory, PreResTheory, ResTheory, Theory, preresnet_theory_gh, theory, theory_tiles, tuples_at_most_one
+from .recursions import (
+    DepthMuPTheory,
+    PreResTheory,
+    ResTheory,
+    Theory,
+    preresnet_theory_gh,
+    theory,
+    theory_tiles,
+    tuples_at_most_one,
+)
 
 __all__ = [
     "MLP",

@@ -129,7 +129,6 @@ def _tile_reduce(
     for name in TWO_POINT:  # the shared two-point tensors
         if name in two:
             setattr(th, name, two[name])
-    th.tuples, th.layers = tuples, two.get("layers")
     out = reduce(tuples, th)
     arr = np.asarray(out) if isinstance(out, (int, float, complex, np.number, np.ndarray)) else None
     if arr is None or arr.dtype.kind not in "iufc":
