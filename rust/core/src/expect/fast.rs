@@ -438,18 +438,8 @@ impl<'a> Fast<'a> {
                     }
                     self.innermost_interp(last, c_last + lk * ui, &mut rest[0], ipv, &mut inner)?;
                     let vals = &buf.vals[i * ns..(i + 1) * ns];
-                    match (&self.fold, fold && ui > 0.0) {
-                        (Some(par), true) => {
-                            for ((o, &(si, q)), &e) in out.iter_mut().zip(cls).zip(par) {
-                                *o += (1.0 + e) * wi * vals[si] * inner[cls_last[q].0];
-                            }
-                        }
-                        _ => {
-                            for (o, &(si, q)) in out.iter_mut().zip(cls) {
-                                *o += wi * vals[si] * inner[cls_last[q].0];
-                            }
-                        }
-                    }
+                    let par = self.fold.as_deref().filter(|_| fold && ui > 0.0);
+                    accumulate(out, cls, par, wi, vals, |q| inner[cls_last[q].0]);
                 }
                 buf.inner = inner;
                 buf.u = u;
@@ -472,18 +462,8 @@ impl<'a> Fast<'a> {
             crate::cancel::check()?;
             self.level(k + 1, rest, ip, wi_prod, &mut inner)?;
             let vals = &buf.vals[i * ns..(i + 1) * ns];
-            match (&self.fold, fold && ui > 0.0) {
-                (Some(par), true) => {
-                    for ((o, &(si, q)), &e) in out.iter_mut().zip(cls).zip(par) {
-                        *o += (1.0 + e) * wi * vals[si] * inner[q];
-                    }
-                }
-                _ => {
-                    for (o, &(si, q)) in out.iter_mut().zip(cls) {
-                        *o += wi * vals[si] * inner[q];
-                    }
-                }
-            }
+            let par = self.fold.as_deref().filter(|_| fold && ui > 0.0);
+            accumulate(out, cls, par, wi, vals, |q| inner[q]);
         }
         buf.inner = inner;
         buf.u = u;
@@ -694,6 +674,31 @@ impl Fast<'_> {
             (a.0 + b.0).abs() <= 1e-13 * a.0.abs().max(1.0) && (a.1 - b.1).abs() <= 1e-13 * a.1
         });
         Ok(if sym { Some(cls_par) } else { None })
+    }
+}
+
+/// One outer node's contribution: `out[c] += w·vals[s_c]·inner(q_c)` per class c = (s_c, q_c),
+/// times (1 + ε_c) on a folded level (`par` = the classes' parities ε, the node standing for ±u).
+#[inline]
+fn accumulate(
+    out: &mut [f64],
+    cls: &[(usize, usize)],
+    par: Option<&[f64]>,
+    wi: f64,
+    vals: &[f64],
+    inner: impl Fn(usize) -> f64,
+) {
+    match par {
+        Some(par) => {
+            for ((o, &(si, q)), &e) in out.iter_mut().zip(cls).zip(par) {
+                *o += (1.0 + e) * wi * vals[si] * inner(q);
+            }
+        }
+        None => {
+            for (o, &(si, q)) in out.iter_mut().zip(cls) {
+                *o += wi * vals[si] * inner(q);
+            }
+        }
     }
 }
 
