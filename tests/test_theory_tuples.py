@@ -70,6 +70,18 @@ def test_tuples_and_layers_equal_the_dense_run(act: str) -> None:
     _close(part.K, dense.K[-1:])
 
 
+@pytest.mark.parametrize("act", ["gelu", "relu", "tanh"])
+def test_two_point_only_equals_the_dense_run_without_the_dense_space(act: str) -> None:
+    """tensors= with only two-point families propagates the pairs' own tuples, not all N⁴: the
+    same numbers bit for bit, no four-point family, and a dense-looking result (tuples None)."""
+    dense = _dense(act)
+    th = rgflow.theory(_net(act), _x(), tensors=["K1", "Theta1"], layers=[2, -1])
+    assert th.tuples is None and th.layers == (2, DEPTH)
+    assert all(getattr(th, k) is None for k in FOUR)
+    for k in ("K", "K1", "Theta1"):
+        np.testing.assert_array_equal(getattr(th, k), getattr(dense, k)[[1, DEPTH - 1]])
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     rows=st.lists(st.tuples(*[st.integers(0, 3)] * 4), min_size=1, max_size=12),

@@ -318,6 +318,10 @@ def mlp_theory(
     if len(xu) == len(x):
         xu, inverse = x, None
     tup_u = tup if (tup is None or inverse is None) else inverse[tup]
+    if tup_u is None and order == 1 and names is not None and not set(names) & set(FOUR_POINT):
+        # only two-point tensors asked: propagate the pairs' own tuples (the closure of one tuple)
+        # instead of the dense N⁴ space; no four-point family is returned either way
+        tup_u = np.zeros((1, 4), dtype=np.int64)
     _check_resources(net, len(xu), len(x), ntk, order, dntk, quad_order, qonly, keep=keep, names=names, tuples=tup_u)
     try:
         out = _core.mlp_theory(
