@@ -156,10 +156,10 @@ def _same(v: Any) -> Any:
 
 def _two_point(net: MLP, x: np.ndarray, options: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """Task: the two-point tensors ``names`` (n_layers_kept, N, N) and the kept layer numbers."""
-    # one tuple: the engine propagates the pairs the two-point recursions need, not all N⁴ tuples
-    th = _tile_theory(net, x, np.zeros((1, 4), dtype=np.int64), {**options, "tensors": tuple(names)})
+    # two-point names only: the engine propagates the pairs' own tuples, not all N⁴ (mlp_theory)
+    th = _tile_theory(net, x, None, {**options, "tensors": tuple(names)})
     out: dict[str, Any] = {name: getattr(th, name) for name in names}
-    out["layers"] = getattr(th, "layers", None)
+    out["layers"] = th.layers
     return out
 
 
