@@ -78,6 +78,22 @@ def theory_memory(
     ``dntk`` the NaN ddNTK tensors."""
     L_keep = depth if n_layers is None else n_layers
     n4u = float(n_unique) ** 4
+    if dntk and (n_layers is not None or tensors is not None):
+        # streaming: the kept layers of the asked four-point families; one layer of each propagated
+        # family and its new layer; the expectation tables
+        asked = set(tensors) if tensors is not None else set(ALL_TENSORS + DNTK_TENSORS)
+        dn = asked & set(DNTK_TENSORS)
+        dn_prop = dn | ({"P"} if "R" in dn else set()) | ({"Q"} if "T" in dn else set())
+        need = _needed(asked - dn) | ({"B"} if dn_prop & {"P", "R", "S"} else set())
+        need |= {"F"} if dn_prop & {"Q", "T"} else set()
+        n_asked = sum(t in asked for t in FOUR_POINT + DNTK_TENSORS)
+        n_prop = sum(t in need for t in FOUR_POINT) + len(dn_prop)
+        patterns = 1 + 2 * ntk + 1 + 2 * (not kinked)
+        out = n_asked * L_keep * n4u
+        if n_inputs != n_unique:
+            out += n_asked * L_keep * float(n_inputs) ** 4
+        work = (2 * n_prop + 2 * patterns + 2) * n4u
+        return 8.0 * (out + work + 4 * L_keep * n_inputs**2 + 2 * n_unique**2)
     if dntk or order == 0:
         four = (1 + 4 * ntk + 2 * dntk + 4 * dntk) if order == 1 else 0
         patterns = (1 + 2 * ntk + dntk + 2 * (dntk and not kinked)) if order == 1 else 0
@@ -276,12 +292,13 @@ def mlp_theory(
         NaN, with a :class:`RuntimeWarning`; P and Q are computed.
     layers: the 1-based layers to keep (negative counts from the end: -1 is the last; default
         all); the recursion streams through the others.  ``th.layers`` lists them (axis 0).
-    tensors: names among K, Theta, K1, Theta1, V, D, F, A, B to compute (default: all the other
-        options imply; K is always returned); only the families they depend on are propagated.
+    tensors: names among K, Theta, K1, Theta1, V, D, F, A, B (and with ``dntk`` P, Q, R, S, T, U) to
+        compute (default: all the other options imply; K is always returned); only the families they
+        depend on are propagated (R reads P, T reads Q; the dNTK family reads B and F).
     tuples: an int array (M, 4) of sample indices: the four-point families are returned as
         (n_layers, M) arrays, ``th.V[l, m] == V[l, *tuples[m]]`` (the two-point ones stay
         (n_layers, N, N)); only the closure of these tuples is propagated (time and memory
-        grow with it, not with N⁴).  Patterns: :func:`tuples_at_most_one`.
+        grow with it, not with N⁴).  Patterns: :func:`tuples_at_most_one`.  Not with ``dntk``.
     """
 
     if not isinstance(net, MLP):
@@ -293,12 +310,12 @@ def mlp_theory(
     if dntk and not (ntk and order == 1):
         raise ValueError("dntk=True needs ntk=True and order=1 (the dNTK family is first order in 1/n)")
     keep = check_layers(layers, net.depth)
-    names = check_tensors(tensors, ntk, order)
+    names = check_tensors(tensors, ntk, order, dntk)
     tup = check_tuples(tuples, len(x))
-    if dntk and (layers is not None or tensors is not None or tuples is not None):
+    if dntk and tuples is not None:
         raise ValueError(
-            "dntk=True is not supported with layers=, tensors= or tuples= (the dNTK family keeps every layer "
-            "of the dense tensors); drop those options or dntk"
+            "dntk=True is not supported with tuples= (the dNTK family is computed dense, N⁴ per layer); use "
+            "layers= and tensors= to keep only what you need (e.g. layers=[-1], tensors=['P', 'Q'])"
         )
 
     if method is not None:
@@ -318,7 +335,7 @@ def mlp_theory(
     if len(xu) == len(x):
         xu, inverse = x, None
     tup_u = tup if (tup is None or inverse is None) else inverse[tup]
-    if tup_u is None and order == 1 and names is not None and not set(names) & set(FOUR_POINT):
+    if tup_u is None and order == 1 and not dntk and names is not None and not set(names) & set(FOUR_POINT):
         # only two-point tensors asked: propagate the pairs' own tuples (the closure of one tuple)
         # instead of the dense N⁴ space; no four-point family is returned either way
         tup_u = np.zeros((1, 4), dtype=np.int64)
@@ -347,9 +364,10 @@ def mlp_theory(
             raise ValueError(f"rgflow.theory: {exc}: {overflow_cause(net, x)}") from exc
         raise
     tensors = {k: out.get(k) for k in THEORY_TENSORS}
-    kinked_nan = ("R", "S", "T", "U") if dntk and out.get("R") is None else ()
+    asked_dd = [k for k in ("R", "S", "T", "U") if names is None or k in names]
+    kinked_nan = tuple(asked_dd) if dntk and asked_dd and all(out.get(k) is None for k in asked_dd) else ()
     check_finite_result("rgflow.theory", tensors, net, x, skip=kinked_nan)
-    if dntk and out.get("R") is None:
+    if kinked_nan:
         warnings.warn(
             f"the ddNTK means R, S, T, U are not defined for the kinked activation {net.activation.name!r} "
             "(PDLT (∞.39)-(∞.44)); they are NaN.  P and Q are computed; use a smooth activation (gelu, swish) "
@@ -357,8 +375,8 @@ def mlp_theory(
             RuntimeWarning,
             stacklevel=2,
         )
-        nan = np.full_like(out["P"], np.nan)
-        for k in ("R", "S", "T", "U"):
+        nan = np.full((len(out["layers"]),) + (len(xu),) * 4, np.nan)
+        for k in kinked_nan:
             tensors[k] = nan.copy()
     if inverse is not None:
         for k, v in tensors.items():
@@ -397,16 +415,20 @@ def check_layers(layers: Any, depth: int) -> tuple[int, ...] | None:
     return tuple(sorted(out))
 
 
-def check_tensors(tensors: Any, ntk: bool, order: int) -> tuple[str, ...] | None:
-    """``tensors=``: names among :data:`ALL_TENSORS` the options compute (None: all)."""
+def check_tensors(tensors: Any, ntk: bool, order: int, dntk: bool = False) -> tuple[str, ...] | None:
+    """``tensors=``: names among :data:`ALL_TENSORS` (and with ``dntk`` :data:`DNTK_TENSORS`) the
+    options compute (None: all)."""
     if tensors is None:
         return None
     items = [tensors] if isinstance(tensors, str) else list(tensors)
+    known = THEORY_TENSORS if dntk else ALL_TENSORS
     if not items:
-        raise ValueError(f"tensors is empty: name at least one of {', '.join(ALL_TENSORS)}")
+        raise ValueError(f"tensors is empty: name at least one of {', '.join(known)}")
     for t in items:
-        if t not in ALL_TENSORS:
-            raise ValueError(f"unknown tensor {t!r} in tensors={tensors!r}; choose among {', '.join(ALL_TENSORS)}")
+        if t in DNTK_TENSORS and not dntk:
+            raise ValueError(f"tensor {t!r} belongs to the dNTK family: it needs dntk=True (in tensors={tensors!r})")
+        if t not in known:
+            raise ValueError(f"unknown tensor {t!r} in tensors={tensors!r}; choose among {', '.join(known)}")
         if order == 0 and t not in ("K", "Theta"):
             raise ValueError(f"tensor {t!r} is first order in 1/n: it needs order=1 (got order=0)")
         if not ntk and t in ("Theta", "Theta1", "D", "F", "A", "B"):

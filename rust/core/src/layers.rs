@@ -48,6 +48,16 @@ impl Layers {
         self.data.extend_from_slice(layer);
     }
 
+    /// Append one layer, taking over its buffer when the stack is still empty (no copy).
+    pub fn push_owned(&mut self, layer: Vec<f64>) {
+        if self.data.is_empty() && (self.size == 0 || self.size == layer.len()) {
+            self.size = layer.len();
+            self.data = layer;
+        } else {
+            self.push(&layer);
+        }
+    }
+
     /// Append one layer with entry i = f(i), filled in parallel.
     pub fn push_fill(&mut self, f: impl Fn(usize) -> f64 + Sync) {
         use rayon::prelude::*;

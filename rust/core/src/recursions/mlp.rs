@@ -19,7 +19,7 @@ use crate::tables::{distinct, four_point_at, FourPoint, FourPointSet, PairTable,
 
 use super::space::{Dense, Space, Tuples};
 
-use super::dntk::{dntk_layer, DntkStacks};
+use super::dntk::{dntk_layer, DntkSet, DntkStacks};
 use crate::cancel;
 use crate::RgError;
 
@@ -157,8 +157,9 @@ fn pair_expectations(
 pub struct Request {
     /// 0-based layers to keep (sorted, distinct, < depth); None: every layer.
     pub layers: Option<Vec<usize>>,
-    /// Families to return, among K, Theta, K1, Theta1, V, D, F, A, B (K always); None: all
-    /// the options imply.  Only the families they depend on are propagated.
+    /// Families to return, among K, Theta, K1, Theta1, V, D, F, A, B (K always) and with
+    /// `dntk` P, Q, R, S, T, U; None: all the options imply.  Only the families they depend
+    /// on are propagated.
     pub tensors: Option<Vec<String>>,
     /// Sample tuples: the four-point families are returned at these tuples only (one entry
     /// per tuple, in this order); None: every tuple (dense N⁴).
@@ -227,15 +228,16 @@ impl Families {
         Ok(w)
     }
 
-    /// The families propagated to compute `self` (each recursion's inputs, closed).
-    fn needed(self, dntk: bool) -> Families {
+    /// The families propagated to compute `self` (each recursion's inputs, closed) and the
+    /// dNTK families (which read B and F, [`DntkSet::reads_b_f`]).
+    fn needed(self, dntk: (bool, bool)) -> Families {
         let th1 = self.th1;
         let k1 = self.k1 || th1;
         let a = self.a;
         let d = self.d || a || th1;
         let v = self.v || d || k1;
-        let f = self.f || th1 || dntk;
-        let b = self.b || dntk;
+        let f = self.f || th1 || dntk.1;
+        let b = self.b || dntk.0;
         Families {
             k: true,
             th: self.th || th1 || d || f || b,
@@ -351,14 +353,16 @@ pub fn mlp_theory_request(
             k
         }
     };
-    if dntk && (req.layers.is_some() || req.tensors.is_some() || req.tuples.is_some()) {
+    if dntk && req.tuples.is_some() {
         return Err(RgError::value(
-            "dntk=True is not supported with layers=, tensors= or tuples= (it keeps every layer)",
+            "dntk=True is not supported with tuples= (the dNTK family is dense N⁴); use layers= and tensors=",
         ));
     }
     let first = order == 1;
-    let want = Families::wanted(req.tensors.as_deref(), ntk, first)?;
-    let need = want.needed(dntk);
+    let (dn_want, names) = DntkSet::split(req.tensors.as_deref(), dntk)?;
+    let want = Families::wanted(names.as_deref(), ntk, first)?;
+    let dntk = dntk && dn_want.any();
+    let need = want.needed(dn_want.closure().reads_b_f());
     let run = Run {
         act,
         x,
@@ -367,6 +371,7 @@ pub fn mlp_theory_request(
         ntk,
         first,
         dntk,
+        dn_want,
         want,
         need,
         keep: &keep,
@@ -403,6 +408,8 @@ struct Run<'a> {
     ntk: bool,
     first: bool,
     dntk: bool,
+    /// The dNTK families returned (with `dntk`).
+    dn_want: DntkSet,
     want: Families,
     need: Families,
     keep: &'a [bool],
@@ -500,9 +507,15 @@ impl Run<'_> {
             }),
         };
         // dNTK family: P, Q always, R, S, T, U only for activations smooth up to σ'''
-        let ddntk = dntk && first_singular_order(act)? == usize::MAX;
+        let ddntk = dntk && self.dn_want.ddntk() && first_singular_order(act)? == usize::MAX;
         let mut dn = if dntk {
-            Some(DntkStacks::new(sp.len(), l_total, ddntk)?)
+            Some(DntkStacks::new(
+                sp.len(),
+                self.dn_want,
+                ddntk,
+                n_keep,
+                self.keep[0],
+            )?)
         } else {
             None
         };
@@ -553,7 +566,7 @@ impl Run<'_> {
                 .map(|i| lb + lw * ly.s(i / n, i % n) + cw * ly.p(i / n, i % n) * st.th[i])
                 .collect();
             if first {
-                let g4 = if need.four() {
+                let g4 = if need.four() || dntk {
                     let set = match (ntk, dntk, ddntk) {
                         (_, _, true) => FourPointSet::Ddntk,
                         (_, true, false) => FourPointSet::Dntk,
@@ -590,7 +603,6 @@ impl Run<'_> {
                         got(&st.f),
                         got(&st.b),
                         dn,
-                        l,
                         n,
                         cw,
                         lw,
@@ -598,7 +610,7 @@ impl Run<'_> {
                         opts,
                     )
                     .map_err(|e| e.context(&format!("layer {l}")))?;
-                    dn.push(dl);
+                    dn.push(dl, kept, last);
                 }
                 // each family replaces its previous layer as soon as nothing else reads it
                 let settle = |slot: &mut Option<Vec<f64>>, new: Vec<f64>, dst: &mut Layers, on| {
