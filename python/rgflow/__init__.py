@@ -38,6 +38,7 @@ from .learning import (
     dmft,
     dmft_depth_limit,
     predict,
+    prediction_theory,
     train,
     train_depth_sweep,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "fixed_point",
     "plot",
     "predict",
+    "prediction_theory",
     "preresnet_theory",
     "preresnet_theory_gh",
     "resmlp_theory",

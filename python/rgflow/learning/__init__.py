@@ -6,6 +6,8 @@ Layer 6 (depends on recursions, models and _util).  Entry points:
 * :func:`predict` — kind ``"bayes"`` (GP posterior (6.57), (6.64); O(1/n) mean, spec §2.3 ≡ (6.87)–(6.88))
   or ``"gd"`` (NTK regression (10.40)–(10.41), finite-step/flow trajectory; O(1/n) only for
   last-layer training — the general case needs the dNTK tensors P…U of issue 13 part 3);
+* :func:`prediction_theory` — the lean theory a prediction reads (output layer, its families, optionally
+  its at-most-one-test-index tuples; spec §10), :class:`OutputTensors` the blocks it reads;
 * :func:`log_evidence`, :func:`evidence_gradient` — (6.34) and its C_b/C_W gradient;
 * :func:`trajectory`, :func:`generalization`, :func:`robustness`, :func:`gamma_basis`, :func:`polation`;
 * :func:`representation_shift` (6.104), :func:`conditional_variance` (6.78);
@@ -34,12 +36,16 @@ from ._depthmup_dmft import DMFTSolution, dmft, dmft_depth_limit
 from ._depthmup_train import TAUS, DepthSweep, train_depth_sweep
 from ._finite_gd import ALGORITHMS, Projectors, projectors
 from ._info import entropy, mutual_information, nu_of, optimal_aspect_ratio
+from ._lean import OutputTensors, prediction_tensors, prediction_theory
 from ._network import NetworkPrediction, NetworkTensors, network_prediction, predict_network
 from ._predict import DNTK_TENSORS, KINDS, Prediction, log_evidence, predict, trains_last_layer_only
 from ._rates import Rate, fit_rate, paired_mean
 from ._train import BACKENDS, ConditionedEnsemble, TrainedEnsemble, condition, empirical_ntk, linear_parts, train
 
 __all__ = [
+    "OutputTensors",
+    "prediction_tensors",
+    "prediction_theory",
     "TAUS",
     "DMFTSolution",
     "DepthSweep",

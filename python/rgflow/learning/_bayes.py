@@ -53,7 +53,8 @@ def gp_posterior(
 def finite_width_mean(
     K: np.ndarray,
     K1: np.ndarray,
-    V: np.ndarray,
+    VB: np.ndarray,
+    VA: np.ndarray,
     width: int,
     y: np.ndarray,
     train: np.ndarray,
@@ -66,7 +67,8 @@ def finite_width_mean(
 
     Returns ``(metric_term, vertex_term, infinite)``: the full mean is ``metric_term + vertex_term``,
     where ``metric_term = G_BA G̃⁻¹ y`` with ``G = K + K1/n`` and ``vertex_term`` is the
-    1/(2n) V̄ contraction; ``infinite = K_BA K̃⁻¹ y`` is (6.64).
+    1/(2n) V̄ contraction; ``infinite = K_BA K̃⁻¹ y`` is (6.64).  ``VB = V[test, train, train, train]``
+    and ``VA = V[train, train, train, train]`` are the only entries of V it reads (at most one test index).
     """
     n = float(width)
     c = chol or Chol(_with_noise(K[np.ix_(train, train)], noise), "kernel K")
@@ -77,9 +79,8 @@ def finite_width_mean(
     n_out = y.shape[1]
     yhat = c.solve(y)  # ŷ = K̃⁻¹ y, (N_A, n_L)
     P = c.solve(K[np.ix_(train, test)]).T  # K_BA K̃⁻¹, (N_B, N_A)
-    VA = V[np.ix_(train, train, train, train)]
     # V̄_{b;123} = V_{(b1)(23)} − Σ_4 P_{b4} V_{(41)(23)}
-    Vbar = V[np.ix_(test, train, train, train)] - np.einsum("bd,dpqr->bpqr", P, VA)
+    Vbar = VB - np.einsum("bd,dpqr->bpqr", P, VA)
     S = yhat @ yhat.T  # Σ_j ŷ_{j;2} ŷ_{j;3}
     t1 = np.einsum("bpqr,qr->bp", Vbar, S)  # contracted with ŷ_{i;1}
     # Σ_23 V̄_{b;123} K̃^{23} and Σ_12 V̄_{b;123} K̃^{12}, as traces of solves (no explicit inverse)

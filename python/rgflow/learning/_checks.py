@@ -14,17 +14,23 @@ from .._util.validation import real_array
 from ..recursions import Theory
 
 
-def check_theory(th: Any, *, need: tuple[str, ...] = ("K",), why: str = "") -> Theory:
-    """A :class:`rgflow.Theory` (an MLP theory result) carrying the tensors in ``need``."""
+def check_theory(
+    th: Any, *, need: tuple[str, ...] = ("K",), why: str = "", hint: str = "", tuples_ok: bool = False
+) -> Theory:
+    """A :class:`rgflow.Theory` (an MLP theory result) with the output layer and the tensors in
+    ``need``; ``hint``: the theory call that provides them; ``tuples_ok``: the caller reads a
+    ``tuples=`` theory (through :class:`rgflow.learning.OutputTensors`)."""
     if not isinstance(th, Theory):
         raise TypeError(
             f"th must be the result of rgflow.theory(net, x) for an rgflow.MLP (a Theory), got {type(th).__name__}"
         )
     missing = [k for k in need if getattr(th, k, None) is None]
     if missing:
-        hint = "rgflow.theory(net, x, ntk=True, order=1)" if set(missing) - {"K", "Theta"} else "rgflow.theory(net, x)"
+        hint = hint or (
+            "rgflow.theory(net, x, ntk=True, order=1)" if set(missing) - {"K", "Theta"} else "rgflow.theory(net, x)"
+        )
         raise ValueError(f"th carries no {', '.join(missing)}{why}; recompute it with {hint}")
-    if th.tuples is not None and set(need) & {"V", "D", "F", "A", "B"}:
+    if th.tuples is not None and not tuples_ok and set(need) & {"V", "D", "F", "A", "B"}:
         raise ValueError(
             "th was computed with tuples= (four-point tensors at a list of sample tuples); the learning "
             "predictions need the dense tensors: recompute it without tuples="
@@ -32,7 +38,7 @@ def check_theory(th: Any, *, need: tuple[str, ...] = ("K",), why: str = "") -> T
     if th.depth not in th.layers:
         raise ValueError(
             f"th holds layers {list(th.layers)} but not the output layer {th.depth}; recompute it with "
-            "layers=[-1] (or without layers=)"
+            + (hint if hint else "layers=[-1] (or without layers=)")
         )
     return th
 

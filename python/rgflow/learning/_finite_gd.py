@@ -22,6 +22,7 @@ makes is ``pieces["ntk_mean"]`` of the prediction (see the tests for whether it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,12 @@ def projectors(Ht: np.ndarray, lr: float, algorithm: str = "gd") -> Projectors:
     return Projectors(algorithm, eta, lam, vecs, f)
 
 
+#: ``get(name, slots)``: the output-layer tensor ``name`` as a dense block, slot i over the rows
+#: (test then training inputs) where ``slots[i] == "d"`` and over the training inputs elsewhere
+#: (:class:`rgflow.learning.OutputTensors`).
+Getter = Callable[[str, str], np.ndarray]
+
+
 def _perm(Z: np.ndarray, spec: str) -> np.ndarray:
     """Z with its slots relabelled, e.g. ``_perm(Z, "231564")`` is the array W[1..6] = Z^{231564}."""
     letters = "pqrstu"[: Z.ndim]
@@ -112,34 +119,41 @@ def _perm(Z: np.ndarray, spec: str) -> np.ndarray:
     return np.einsum(f"{src}->{letters}", Z)
 
 
-def _sub(T: np.ndarray, slots: str, rows: np.ndarray, tr: np.ndarray) -> np.ndarray:
-    """T restricted to ``rows`` in the slots marked ``d`` and to the training set elsewhere, e.g.
-    ``_sub(P, "adbc", …)`` is P_{α1 δ α2 α3} as an array indexed [α1, δ, α2, α3]."""
-    return T[np.ix_(*[rows if c == "d" else tr for c in slots])]
+def rotate(X: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """X[d, a, b, c] with its three training slots in the eigenbasis of H̃: Σ X_{dabc} U_aα U_bβ U_cγ."""
+    for _ in range(3):  # contract the first training slot; its eigen-index reappears last
+        X = np.tensordot(X, U, axes=([1], [0]))
+    return X
 
 
-def ntk_variance_term(
-    A: np.ndarray, B: np.ndarray, Hinv: np.ndarray, n_out: int, y: np.ndarray, rows: np.ndarray, tr: np.ndarray
-) -> np.ndarray:
-    """m^{ΔNTK}_{i;δ} (∞.162) on ``rows`` (before σ_Δ, the projection and 1/n):
+def contract6(Xr: np.ndarray, g: np.ndarray, Yr: np.ndarray, spec: str = "123456") -> np.ndarray:
+    """Σ X_{d,123} Z^{σ(123456)} Y_{i,456} for the six-index projector Z with eigen-function ``g``
+    (slots (1,4), (2,5), (3,6) paired) relabelled by ``spec`` as in :func:`_perm`, from X and Y
+    already rotated into the eigenbasis (:func:`rotate`): no N_A⁶ tensor is formed."""
+    lab = [""] * 6
+    for k, c in enumerate(spec):
+        lab[int(c) - 1] = "abc"[k % 3]
+    return np.einsum(f"d{''.join(lab[:3])},abc,i{''.join(lab[3:])}->di", Xr, g, Yr, optimize=True)
+
+
+def ntk_variance_term(get: Getter, Hinv: np.ndarray, n_out: int, y: np.ndarray) -> np.ndarray:
+    """m^{ΔNTK}_{i;δ} (∞.162) on the rows (before σ_Δ, the projection and 1/n):
     Σ [A_(δα1)(α2α3) + B_δα2α1α3 + n_L B_δα3α1α2] H̃^{α1α2} H̃^{α3α4} y_{i;α4}."""
-    T = _sub(A, "dabc", rows, tr) + _sub(B, "dbac", rows, tr).transpose(0, 2, 1, 3)
-    T = T + n_out * _sub(B, "dcab", rows, tr).transpose(0, 2, 3, 1)
+    T = get("A", "dabc") + get("B", "dbac").transpose(0, 2, 1, 3)
+    T = T + n_out * get("B", "dcab").transpose(0, 2, 3, 1)
     return np.einsum("dabc,ab,ce,ei->di", T, Hinv, Hinv, y, optimize=True)
 
 
-def dntk_term(
-    P: np.ndarray, Q: np.ndarray, Z: Projectors, n_out: int, y: np.ndarray, rows: np.ndarray, tr: np.ndarray
-) -> np.ndarray:
+def dntk_term(get: Getter, Z: Projectors, n_out: int, y: np.ndarray) -> np.ndarray:
     """m^{dNTK}_{i;δ} (∞.163) in the general form of spec §4.5 (valid for any projector):
     −Σ {[P_δ123 + Q_δ123 + n_L Q_δ213] Z_B^{1234} + [P_δ123 + n_L Q_δ123 + Q_δ213] Z_B^{1243}
        + [n_L P_1δ23 + Q_1δ23 + Q_12δ3] Z_A^{1234} + [P_1δ23 + n_L Q_1δ23 + Q_12δ3] Z_A^{1243}} y_{i;4}."""
     ZA, ZB = Z.dense("Z_A"), Z.dense("Z_B")
-    Pd, Qd = _sub(P, "dabc", rows, tr), _sub(Q, "dabc", rows, tr)
-    Qd_213 = _sub(Q, "dbac", rows, tr).transpose(0, 2, 1, 3)
-    P1d = _sub(P, "adbc", rows, tr).transpose(1, 0, 2, 3)
-    Q1d = _sub(Q, "adbc", rows, tr).transpose(1, 0, 2, 3)
-    Q12d = _sub(Q, "abdc", rows, tr).transpose(2, 0, 1, 3)
+    Pd, Qd = get("P", "dabc"), get("Q", "dabc")
+    Qd_213 = get("Q", "dbac").transpose(0, 2, 1, 3)
+    P1d = get("P", "adbc").transpose(1, 0, 2, 3)
+    Q1d = get("Q", "adbc").transpose(1, 0, 2, 3)
+    Q12d = get("Q", "abdc").transpose(2, 0, 1, 3)
     tB1, tB2 = Pd + Qd + n_out * Qd_213, Pd + n_out * Qd + Qd_213
     tA1, tA2 = n_out * P1d + Q1d + Q12d, P1d + n_out * Q1d + Q12d
     out = np.einsum("dabc,abce,ei->di", tB1, ZB, y, optimize=True)
@@ -159,37 +173,39 @@ def cubic_targets(y: np.ndarray, K: np.ndarray, n_out: int) -> np.ndarray:
     return Y
 
 
-def ddntk_terms(
-    R: np.ndarray,
-    S: np.ndarray,
-    T: np.ndarray,
-    U: np.ndarray,
-    Z: Projectors,
-    Y6: np.ndarray,
-    rows: np.ndarray,
-    tr: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """m^{ddNTK-I} (∞.164) and m^{ddNTK-II} (∞.165, T ↔ U fixed as in spec §4.5) on ``rows``."""
-    ZIA, ZIB, ZIIA, ZIIB = (Z.dense(k) for k in SIX)
-    ZIBs = ZIB + _perm(ZIB, "231564") + _perm(ZIB, "312645")
-    e = "abcefg,iefg->di"
-    m1 = np.einsum("dabc," + e, _sub(R, "dabc", rows, tr), ZIBs, Y6, optimize=True)
-    m1 += np.einsum("adbc," + e, _sub(R, "adbc", rows, tr), ZIA, Y6, optimize=True)
-    m1 += np.einsum("abcd," + e, _sub(R, "abcd", rows, tr), _perm(ZIA, "123564"), Y6, optimize=True)
-    m1 += np.einsum("acdb," + e, _sub(R, "acdb", rows, tr), _perm(ZIA, "123645"), Y6, optimize=True)
-    m2 = np.einsum("dabc," + e, _sub(S, "dabc", rows, tr), ZIIB, Y6, optimize=True)
-    m2 += np.einsum("dabc," + e, _sub(T, "dabc", rows, tr), _perm(ZIIB, "312645"), Y6, optimize=True)
-    m2 += np.einsum("dabc," + e, _sub(U, "dabc", rows, tr), _perm(ZIIB, "231564"), Y6, optimize=True)
-    m2 += np.einsum("abdc," + e, _sub(S, "abdc", rows, tr), _perm(ZIIA, "123564"), Y6, optimize=True)
-    m2 += np.einsum("adcb," + e, _sub(T, "adcb", rows, tr), ZIIA, Y6, optimize=True)
-    m2 += np.einsum("acbd," + e, _sub(U, "acbd", rows, tr), _perm(ZIIA, "123645"), Y6, optimize=True)
+def ddntk_terms(get: Getter, Z: Projectors, Y6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """m^{ddNTK-I} (∞.164) and m^{ddNTK-II} (∞.165, T ↔ U fixed as in spec §4.5) on the rows.
+
+    Each term Σ X_{δ,123} Z^{σ(123456)} 𝒴_{i,456} is contracted in the eigenbasis of H̃, where every
+    six-index projector is diagonal (:func:`contract6`): O(N_rows N_A⁴) time, O(N_rows N_A³) memory."""
+    U = Z.vecs
+    Yr = rotate(Y6, U)
+    ZIA, ZIB, ZIIA, ZIIB = (Z.f[k] for k in SIX)
+
+    def term(name: str, slots: str, g: np.ndarray, specs: tuple[str, ...]) -> np.ndarray:
+        # get(name, "acdb")[a, c, d, b] as the array [d, a, b, c]: the labels name the slots
+        X = get(name, slots).transpose([slots.index(c) for c in "dabc"])
+        Xr = rotate(X, U)
+        return sum((contract6(Xr, g, Yr, sp) for sp in specs), np.zeros((len(Xr), Y6.shape[0])))
+
+    m1 = term("R", "dabc", ZIB, ("123456", "231564", "312645"))
+    m1 += term("R", "adbc", ZIA, ("123456",))
+    m1 += term("R", "abcd", ZIA, ("123564",))
+    m1 += term("R", "acdb", ZIA, ("123645",))
+    m2 = term("S", "dabc", ZIIB, ("123456",))
+    m2 += term("T", "dabc", ZIIB, ("312645",))
+    m2 += term("U", "dabc", ZIIB, ("231564",))
+    m2 += term("S", "abdc", ZIIA, ("123564",))
+    m2 += term("T", "adcb", ZIIA, ("123456",))
+    m2 += term("U", "acbd", ZIIA, ("123645",))
     return -m1, -m2
 
 
 def gd_mean_first_order(
     H: np.ndarray,
     K: np.ndarray,
-    tensors: dict[str, np.ndarray | None],
+    get: Getter,
+    dntk: bool,
     n: int,
     y: np.ndarray,
     tr: np.ndarray,
@@ -198,15 +214,14 @@ def gd_mean_first_order(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The fully trained ensemble mean (∞.160)–(∞.165) with the spec's fixes, and its pieces.
 
-    ``H`` (N, N) is the NTK mean used throughout (Θ or Θ + Θ1/n), ``K`` the output kernel,
-    ``tensors`` the output-layer A, B and P, Q, R, S, T, U (``None`` for P…U: they vanish, as for
-    last-layer training (∞.173)); ``Z`` the projectors of H̃.  Returns the mean m^NTK + [𝓜]^⊥/n on
-    ``te`` and the pieces (each projected and divided by n): ``ntk_variance`` (σ_Δ = −1),
-    ``dntk``, ``ddntk_1``, ``ddntk_2``.
+    ``H`` (N, N) is the NTK mean used throughout (Θ or Θ + Θ1/n), ``K`` the output kernel, ``get``
+    the output-layer A, B and (with ``dntk``) P, Q, R, S, T, U as blocks over the rows ``te`` ∪ ``tr``
+    and the training set (:data:`Getter`; without ``dntk`` P…U vanish, as for last-layer training
+    (∞.173)); ``Z`` the projectors of H̃.  Returns the mean m^NTK + [𝓜]^⊥/n on ``te`` and the pieces
+    (each projected and divided by n): ``ntk_variance`` (σ_Δ = −1), ``dntk``, ``ddntk_1``, ``ddntk_2``.
     """
     n_out = y.shape[1]
     Hinv = (Z.vecs / Z.lam[None, :]) @ Z.vecs.T
-    rows = np.concatenate([te, tr])
     NB = len(te)
     W = H[np.ix_(te, tr)] @ Hinv  # H_δα H̃⁻¹
     mean_ntk = W @ y  # (∞.161)
@@ -214,15 +229,11 @@ def gd_mean_first_order(
     def project(Mrows: np.ndarray) -> np.ndarray:
         return (Mrows[:NB] - W @ Mrows[NB:]) / n
 
-    A, B = tensors["A"], tensors["B"]
-    assert A is not None and B is not None
-    pieces = {"ntk_variance": -project(ntk_variance_term(A, B, Hinv, n_out, y, rows, tr))}
-    P, Q, R, S, T, U = (tensors.get(k) for k in ("P", "Q", "R", "S", "T", "U"))
-    if P is not None and Q is not None:
-        pieces["dntk"] = project(dntk_term(P, Q, Z, n_out, y, rows, tr))
-    if R is not None and S is not None and T is not None and U is not None:
+    pieces = {"ntk_variance": -project(ntk_variance_term(get, Hinv, n_out, y))}
+    if dntk:
+        pieces["dntk"] = project(dntk_term(get, Z, n_out, y))
         Y6 = cubic_targets(y, K[np.ix_(tr, tr)], n_out)
-        m1, m2 = ddntk_terms(R, S, T, U, Z, Y6, rows, tr)
+        m1, m2 = ddntk_terms(get, Z, Y6)
         pieces["ddntk_1"], pieces["ddntk_2"] = project(m1), project(m2)
     mean = mean_ntk + sum(pieces.values())
     return mean, {"mean_ntk": mean_ntk, **pieces}

@@ -10,6 +10,11 @@ for ``algorithm`` "gd" (rate ``lr``), "flow" or "newton"; it needs P, Q, R, S, T
 (``rgflow.theory(net, x, dntk=True)``) unless only the last layer trains (λ^{(ℓ<L)} = 0), where
 P = … = U = 0 (∞.173).  The NTK mean is H = Θ + Θ1/n (``theta1=True``; beyond the book, which
 leaves H^{1} uncomputed and sets H ≈ Θ); the covariance stays at leading order (10.41).
+
+``th`` may be lean (spec §10, ``_lean``): only the output layer (``layers=[-1]``), only the families
+the prediction reads (``tensors=``), and for the Bayes mean (or last-layer GD) only the tuples with at
+most one test index (``tuples=rgflow.tuples_at_most_one(train, test)``);
+:func:`rgflow.prediction_theory` makes exactly that call.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..recursions import Theory
 from ._bayes import finite_width_mean, finite_width_mean_book, gp_posterior, log_evidence_from_kernel
 from ._checks import Chol, check_indices, check_noise, check_targets, check_theory
 from ._finite_gd import ALGORITHMS, gd_mean_first_order, projectors
+from ._lean import OutputTensors, last_layer_only, theory_call
 from ._ntk import gd_fully_trained, gd_trajectory
 
 KINDS = ("bayes", "gd")
@@ -96,14 +102,15 @@ def require_width(th: Theory, what: str) -> int:
 
 
 def layer_tensor(th: Theory, name: str) -> np.ndarray:
+    """The output-layer tensor ``name`` (th must hold the output layer: :func:`check_theory`)."""
     T = getattr(th, name)
-    return np.asarray(T[-1], dtype=float)
+    return np.asarray(T[th.layer_index(th.depth)], dtype=float)
 
 
 def _common(
-    th: Any, y: Any, train: Any, test: Any, need: tuple[str, ...]
+    th: Any, y: Any, train: Any, test: Any, need: tuple[str, ...], hint: str = ""
 ) -> tuple[Theory, np.ndarray, np.ndarray, np.ndarray]:
-    th = check_theory(th, need=need)
+    th = check_theory(th, need=need, hint=hint, tuples_ok=True)
     N = th.n_inputs
     tr = check_indices("train", train, N)
     te = check_indices("test", test, N)
@@ -132,6 +139,12 @@ def predict(
     Parameters
     ----------
     th: ``rgflow.theory(net, x)`` on all inputs (train and test together); the output layer is used.
+        Lean theories work too: ``rgflow.prediction_theory(net, x, train, test, kind=, order=)`` computes
+        only what this prediction reads (the output layer, its families, optionally its tuples) — for
+        ``kind="bayes", order=1``: ``rgflow.theory(net, x, ntk=False, layers=[-1], tensors=["K", "K1",
+        "V"])``; for ``kind="gd", order=1``: ``rgflow.theory(net, x, dntk=True, layers=[-1],
+        tensors=["K", "Theta", "Theta1", "A", "B", "P", "Q", "R", "S", "T", "U"])`` (without the dNTK
+        family when only the last layer trains).
     y: training targets (N_A, n_L) (1-D: one output).
     train, test: integer index arrays into ``th.x`` (test may include training inputs).
     kind: ``"bayes"`` (posterior given the training data) or ``"gd"`` (gradient descent on the MSE (10.5)).
@@ -153,11 +166,11 @@ def predict(
     sigma2 = check_noise(noise)
     if kind == "bayes":
         need: tuple[str, ...] = ("K",) if order == 0 else ("K", "K1", "V")
-        th, yy, tr, te = _common(th, y, train, test, need)
+        th, yy, tr, te = _common(th, y, train, test, need, _call(th, "bayes", order, theta1))
         return _predict_bayes(th, yy, tr, te, order, sigma2, method)
     if sigma2:
         raise ValueError("noise applies to kind='bayes' only; gradient descent fits the targets exactly (noise=0)")
-    th, yy, tr, te = _common(th, y, train, test, ("K", "Theta"))
+    th, yy, tr, te = _common(th, y, train, test, ("K", "Theta"), _call(th, "gd", order, theta1))
     if order == 1:
         if steps is not None or time is not None:
             raise NotImplementedError(
@@ -166,6 +179,14 @@ def predict(
             )
         return _predict_gd_first_order(th, yy, tr, te, lr, algorithm, theta1)
     return _predict_gd(th, yy, tr, te, steps, lr, time)
+
+
+def _call(th: Any, kind: str, order: int, theta1: bool) -> str:
+    """The theory call that provides what the prediction reads (for error messages)."""
+    last = isinstance(th, Theory) and last_layer_only(th.net)
+    tup = isinstance(th, Theory) and th.tuples is not None and (kind == "bayes" or last)
+    call = theory_call(kind, order, last_only=last, theta1=theta1, tuples=tup)
+    return f"{call} (= rgflow.prediction_theory(net, x, train, test, kind={kind!r}, order={order}))"
 
 
 def _predict_bayes(
@@ -180,15 +201,22 @@ def _predict_bayes(
     mean = mean0
     if order == 1:
         n = require_width(th, "the O(1/n) Bayesian posterior")
-        K1, V = layer_tensor(th, "K1"), layer_tensor(th, "V")
+        out = OutputTensors(th, tr, te, _call(th, "bayes", 1, True))
+        K1 = out.two("K1")
         if method == "compact":
-            metric, vertex, _ = finite_width_mean(K, K1, V, n, y, tr, te, noise, chol=c)
+            VB, VA = out.block("V", "tabc"), out.block("V", "abce")
+            metric, vertex, _ = finite_width_mean(K, K1, VB, VA, n, y, tr, te, noise, chol=c)
             pieces = {"metric": metric - mean0, "vertex": vertex}
             mean = metric + vertex
         elif method == "book":
             if noise:
                 raise ValueError("method='book' has no noise term; use method='compact' with noise")
-            mean = finite_width_mean_book(K, K1, V, n, y.shape[1], y, tr, te)
+            if th.tuples is not None:
+                raise ValueError(
+                    "method='book' contracts V over all of (train ∪ test)⁴, but th holds V at tuples= only; "
+                    "use method='compact' or a theory without tuples="
+                )
+            mean = finite_width_mean_book(K, K1, layer_tensor(th, "V"), n, y.shape[1], y, tr, te)
         else:
             raise ValueError(f"method must be 'compact' or 'book', got {method!r}")
     return Prediction("bayes", order, tr, te, mean, cov0, mean0, cov0, width, y.shape[1], noise, 0, logev, pieces)
@@ -229,8 +257,7 @@ def check_schedule(steps: Any, lr: Any, time: Any) -> tuple[Any, Any, Any]:
 
 def trains_last_layer_only(th: Theory) -> bool:
     """True when λ_b = λ_W = 0 in every layer below the output (only W^(L), b^(L) move)."""
-    net = th.net
-    return all(net.lambda_b[i] == 0 and net.lambda_W[i] == 0 for i in range(net.depth - 1))
+    return last_layer_only(th.net)
 
 
 def _predict_gd_first_order(
@@ -240,16 +267,19 @@ def _predict_gd_first_order(
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     last_only = trains_last_layer_only(th)
-    check_theory(th, need=("Theta1", "A", "B"), why=" (needed by the O(1/n) GD mean)")
+    call = _call(th, "gd", 1, theta1)
+    need = ("Theta1", "A", "B") if theta1 else ("A", "B")
+    check_theory(th, need=need, why=" (needed by the O(1/n) GD mean)", hint=call, tuples_ok=True)
     if not last_only:
         missing = [k for k in DNTK_TENSORS if getattr(th, k, None) is None]
         if missing:
             raise ValueError(
                 f"th carries no {', '.join(missing)}: the O(1/n) gradient-descent mean (∞.160)–(∞.165) needs the "
-                "dNTK/ddNTK tensors; recompute it with rgflow.theory(net, x, dntk=True) (or use order=0)"
+                f"dNTK/ddNTK tensors; recompute it with {call} (or rgflow.theory(net, x, dntk=True); or use order=0)"
             )
         act = th.net.activation
-        if act.kinked or not all(np.all(np.isfinite(layer_tensor(th, k))) for k in DNTK_TENSORS):
+        idx = th.layer_index(th.depth)
+        if act.kinked or not all(np.isfinite(getattr(th, k)[idx].flat[0]) for k in ("R", "S", "T", "U")):
             raise ValueError(
                 f"the O(1/n) gradient-descent mean is undefined for the kinked activation {act.name!r}: its ddNTK "
                 "means R, S, T, U do not exist (PDLT (∞.39)–(∞.44); the update is O(1/√n), not O(1/n)); use a "
@@ -270,8 +300,8 @@ def _predict_gd_first_order(
     if algorithm != "gd" and lr is not None:
         raise ValueError(f"lr is the rate of algorithm='gd'; the {algorithm!r} projectors do not depend on it")
     Z = projectors(H[np.ix_(tr, tr)], eta, algorithm)
-    tensors = {k: (None if last_only and k in DNTK_TENSORS else layer_tensor(th, k)) for k in ("A", "B", *DNTK_TENSORS)}
-    mean, parts = gd_mean_first_order(H, K, tensors, n, y, tr, te, Z)
+    out = OutputTensors(th, tr, te, call)
+    mean, parts = gd_mean_first_order(H, K, out.block, not last_only, n, y, tr, te, Z)
     pieces = {"ntk_mean": parts.pop("mean_ntk") - mean0, **parts}
     return Prediction(
         "gd", 1, tr, te, mean, cov0, mean0, cov0, n, y.shape[1], pieces=pieces,
