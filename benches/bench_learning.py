@@ -12,8 +12,16 @@ networks; GD-trained networks) give the time per network and the standard error 
 table projects the number of networks (and the time) at which the predicted correction stands at
 3σ in the test output where it is largest relative to the noise.
 
+Part 3 (``--lean``) — the real cost as N_A grows: the theory call *and* the prediction, each in a
+fresh subprocess (time and peak RSS), for the lean route (``rgflow.prediction_theory``: the output
+layer only, only the families the prediction reads) against the dense route (``rgflow.theory(net, x,
+dntk=True)``: every layer, every family) where its estimated memory fits ``--dense-gb``.  Bayes
+order 1 (K, K1, V) and GD order 1 (K, Θ, Θ1, A, B, P…U), N_B test inputs, depth 3, at criticality.
+
 Usage: ``python benches/bench_learning.py [--sizes 8 16 32 64] [--width 64] [--json out.json]``
-(defaults run in well under 2 minutes on 2 cores).
+(defaults run in well under 2 minutes on 2 cores);
+``python benches/bench_learning.py --lean [--lean-sizes 8 16 32 64] [--acts gelu] [--test 4]``
+(minutes: the GD route at N_A = 64 computes the dNTK family on 68 inputs).
 """
 
 from __future__ import annotations
@@ -100,6 +108,79 @@ def part2(width: int, pilot_train: int, pilot_condition: int) -> dict:
     }  # fmt: skip
 
 
+def lean_one(route: str, kind: str, act: str, NA: int, NB: int, width: int) -> dict:
+    """One measurement (run in its own process): theory call + predict, time and peak RSS."""
+    import resource
+    import time
+
+    x = _inputs(NA, NB, n0=max(8, NA + NB))
+    tr, te = np.arange(NA), np.arange(NA, NA + NB)
+    net = rgflow.MLP.critical(act, depth=3, width=width, learning_rates="constant")
+    y = np.random.default_rng(1).normal(size=(NA, 1))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    t0 = time.perf_counter()
+    if route == "lean":
+        th = rgflow.prediction_theory(net, x, tr, te, kind=kind, order=1)
+    else:
+        th = rgflow.theory(net, x, dntk=kind == "gd")
+    t1 = time.perf_counter()
+    p = rgflow.predict(th, y, tr, te, kind=kind, order=1)
+    t2 = time.perf_counter()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return {
+        "route": route, "kind": kind, "act": act, "N_A": NA, "N_B": NB, "theory_s": t1 - t0, "predict_s": t2 - t1,
+        "peak_gb": rss, "base_gb": rss0, "mean": p.mean.ravel().tolist(),
+    }  # fmt: skip
+
+
+def dense_gb(kind: str, NA: int, NB: int) -> float:
+    """Estimated peak of the dense route (``rgflow.theory(net, x, dntk=…)``, depth 3)."""
+    from rgflow.recursions._mlp import theory_memory
+
+    N = NA + NB
+    return theory_memory(N, N, 3, True, 1, kind == "gd", False) / 1e9
+
+
+def part3(sizes: list[int], acts: list[str], NB: int, width: int, budget_gb: float) -> list[dict]:
+    import json
+    import subprocess
+
+    rows = []
+    for act in acts:
+        for NA in sizes:
+            for kind in ("bayes", "gd"):
+                res = {}
+                for route in ("lean", "dense"):
+                    if route == "dense" and dense_gb(kind, NA, NB) > budget_gb:
+                        res[route] = None
+                        continue
+                    cmd = [sys.executable, __file__, "--lean-one", route, kind, act, str(NA), str(NB), str(width)]
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                    res[route] = json.loads(out.strip().splitlines()[-1])
+                    r = res[route]
+                    log(f"{act} {kind} N_A={NA} {route}: theory {r['theory_s']:.3g} s, predict {r['predict_s']:.3g} s, "
+                        f"peak {r['peak_gb']:.3g} GB")  # fmt: skip
+                lean, dense = res["lean"], res["dense"]
+                diff = None if dense is None else float(np.max(np.abs(np.subtract(lean["mean"], dense["mean"]))))
+                rows.append({"act": act, "kind": kind, "N_A": NA, "lean": lean, "dense": dense, "max_diff": diff})
+    return rows
+
+
+def print_part3(rows: list[dict], NB: int) -> None:
+    print(f"\n### Theory + prediction as N_A grows (depth 3, N_B = {NB}, n_L = 1; fresh process each)\n")
+    out = []
+    for r in rows:
+        ln, dn = r["lean"], r["dense"]
+        out.append([
+            r["act"], r["kind"] + " O(1/n)", r["N_A"], fmt(ln["theory_s"]), fmt(ln["predict_s"]), fmt(ln["peak_gb"]),
+            "—" if dn is None else fmt(dn["theory_s"]), "—" if dn is None else fmt(dn["predict_s"]),
+            "—" if dn is None else fmt(dn["peak_gb"]), "—" if r["max_diff"] is None else fmt(r["max_diff"]),
+        ])  # fmt: skip
+    heads = ["act", "prediction", "N_A", "lean theory (s)", "lean predict (s)", "lean peak (GB)", "dense theory (s)",
+             "dense predict (s)", "dense peak (GB)", "max |lean − dense|"]  # fmt: skip
+    print(markdown(heads, out))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
@@ -108,9 +189,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pilot-train", type=int, default=100)
     ap.add_argument("--pilot-condition", type=int, default=4000)
     ap.add_argument("--json", help="write the results to this JSON file")
+    ap.add_argument("--lean", action="store_true", help="part 3 only: lean vs dense theory + predict")
+    ap.add_argument("--lean-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--acts", nargs="+", default=["gelu"])
+    ap.add_argument("--test", type=int, default=4, help="N_B for part 3")
+    ap.add_argument("--dense-gb", type=float, default=4.0, help="run the dense route when its estimate fits")
+    ap.add_argument("--lean-one", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.lean_one:
+        import json
+
+        route, kind, act, NA, NB, width = args.lean_one
+        print(json.dumps(lean_one(route, kind, act, int(NA), int(NB), int(width))))
+        return 0
     info = machine()
+    if args.lean:
+        r3 = part3(args.lean_sizes, args.acts, args.test, args.width, args.dense_gb)
+        print_part3(r3, args.test)
+        print(f"\nmachine: {info.get('cpu')}, nproc {info.get('nproc')}, load {info.get('loadavg_1min')}")
+        write_json(args.json, {"machine": info, "lean": r3})
+        return 0
     r1 = part1(args.sizes, args.width, args.repeat)
     print("\n### Prediction cost (synthetic tensors, N_B = 4, n_L = 1)\n")
     print(

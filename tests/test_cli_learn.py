@@ -57,7 +57,7 @@ def test_schema_example_is_a_valid_learn_configuration(capsys):
 
 def test_gd_report_reproduces_the_library_calls(tmp_path, capsys):
     """Every number of the report is the library's: predict(order=0, 1) on the theory of that width and the
-    control-variate mean of rgflow.train with the same seed (bitwise), and the z-scores are consistent."""
+    linearised mean (mean_lin) of rgflow.train with the same seed (bitwise), and the z-scores are consistent."""
     cfg = write(tmp_path, TINY.format(algorithm="gd", extra="evidence = {C_b = [0.0, 0.1], C_W = [0.9, 1.1]}",
                                       plots="false"))  # fmt: skip
     code, out, err = run_main(["learn", str(cfg), "--out", str(tmp_path / "rep"), "--quiet"], capsys)
@@ -74,9 +74,10 @@ def test_gd_report_reproduces_the_library_calls(tmp_path, capsys):
         np.testing.assert_allclose(row["mean_infinite"], p0.mean, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(row["mean_order1"], p1.mean, rtol=1e-13, atol=1e-15)
         ens = rgflow.train(net, x, y, tr, te, networks=32, groups=8, seed=3 + n, theory=th)
-        np.testing.assert_array_equal(row["mean_sampled"], ens.mean_cv)
-        np.testing.assert_array_equal(row["stderr_sampled"], ens.stderr_cv)
-        z = np.abs(ens.mean_cv - p1.mean) / ens.stderr_cv
+        assert ens.mean_lin is not None and ens.stderr_lin is not None and row["estimator"] == "mean_lin"
+        np.testing.assert_array_equal(row["mean_sampled"], ens.mean_lin)
+        np.testing.assert_array_equal(row["stderr_sampled"], ens.stderr_lin)
+        z = np.abs(ens.mean_lin - p1.mean) / ens.stderr_lin
         np.testing.assert_allclose(row["z_order1"], z, rtol=1e-12)
         assert np.all(z < 4.5)  # 32 networks agree with the O(1/n) mean within sampling error
         bv = row["bias_variance"]["infinite"]

@@ -4,8 +4,8 @@
 Layer 6 (depends on recursions, models and _util).  Entry points:
 
 * :func:`predict` — kind ``"bayes"`` (GP posterior (6.57), (6.64); O(1/n) mean, spec §2.3 ≡ (6.87)–(6.88))
-  or ``"gd"`` (NTK regression (10.40)–(10.41), finite-step/flow trajectory; O(1/n) only for
-  last-layer training — the general case needs the dNTK tensors P…U of issue 13 part 3);
+  or ``"gd"`` (NTK regression (10.40)–(10.41), finite-step/flow trajectory; the O(1/n) fully trained
+  mean (∞.160)–(∞.165), with the dNTK tensors P…U unless only the last layer trains);
 * :func:`prediction_theory` — the lean theory a prediction reads (output layer, its families, optionally
   its at-most-one-test-index tuples; spec §10), :class:`OutputTensors` the blocks it reads;
 * :func:`log_evidence`, :func:`evidence_gradient` — (6.34) and its C_b/C_W gradient;

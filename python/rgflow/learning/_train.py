@@ -411,10 +411,13 @@ def train(
             if backend == "numpy":
                 rng = np.random.default_rng([seed, g, s0])
                 Ws, bs = _init(rng, s1 - s0, widths, net, net.depth)
-                if aux:
-                    lin = linear_parts(*empirical_ntk(Ws, bs, xx, net), yy, tr, te, lr, fixed)
-                z0_te = _forward(Ws, bs, x_te, net.activation)
-                z0_tr = _forward(Ws, bs, x_tr, net.activation)
+                if aux:  # the empirical NTK's pass gives the initial outputs on every input too
+                    z0, Th = empirical_ntk(Ws, bs, xx, net)
+                    lin = linear_parts(z0, Th, yy, tr, te, lr, fixed)
+                    z0_te, z0_tr = z0[:, te], z0[:, tr]
+                else:
+                    z0_te = _forward(Ws, bs, x_te, net.activation)
+                    z0_tr = _forward(Ws, bs, x_tr, net.activation)
                 loss, st = _train_numpy(Ws, bs, x_tr, yy, net, lr, tol, max_steps, fixed)
                 zT = _forward(Ws, bs, x_te, net.activation)
             else:

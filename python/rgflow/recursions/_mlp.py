@@ -88,11 +88,11 @@ def theory_memory(
         need |= {"F"} if dn_prop & {"Q", "T"} else set()
         n_asked = sum(t in asked for t in FOUR_POINT + DNTK_TENSORS)
         n_prop = sum(t in need for t in FOUR_POINT) + len(dn_prop)
-        patterns = 1 + 2 * ntk + 1 + 2 * (not kinked)
+        patterns = 1 + 2 * ntk + 1 + 2 * (not kinked and bool(dn & {"R", "S", "T", "U"}))
         out = n_asked * L_keep * n4u
         if n_inputs != n_unique:
             out += n_asked * L_keep * float(n_inputs) ** 4
-        work = (2 * n_prop + 2 * patterns + 2) * n4u
+        work = (2 * n_prop + 2) * n4u + 12.0 * patterns * math.comb(n_unique + 3, 4)
         return 8.0 * (out + work + 4 * L_keep * n_inputs**2 + 2 * n_unique**2)
     if dntk or order == 0:
         four = (1 + 4 * ntk + 2 * dntk + 4 * dntk) if order == 1 else 0
