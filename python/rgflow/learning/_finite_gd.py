@@ -120,20 +120,28 @@ def _perm(Z: np.ndarray, spec: str) -> np.ndarray:
 
 
 def rotate(X: np.ndarray, U: np.ndarray) -> np.ndarray:
-    """X[d, a, b, c] with its three training slots in the eigenbasis of H̃: Σ X_{dabc} U_aα U_bβ U_cγ."""
-    for _ in range(3):  # contract the first training slot; its eigen-index reappears last
+    """X[i, a, b, c] with its last three slots rotated by U: Σ X_{iabc} U_aα U_bβ U_cγ (U = the
+    eigenvectors of H̃ into the eigenbasis; U.T back)."""
+    for _ in range(3):  # contract the first of the three slots; its new index reappears last
         X = np.tensordot(X, U, axes=([1], [0]))
     return X
 
 
-def contract6(Xr: np.ndarray, g: np.ndarray, Yr: np.ndarray, spec: str = "123456") -> np.ndarray:
-    """Σ X_{d,123} Z^{σ(123456)} Y_{i,456} for the six-index projector Z with eigen-function ``g``
-    (slots (1,4), (2,5), (3,6) paired) relabelled by ``spec`` as in :func:`_perm`, from X and Y
-    already rotated into the eigenbasis (:func:`rotate`): no N_A⁶ tensor is formed."""
+def six_weight(g: np.ndarray, Yr: np.ndarray, U: np.ndarray, spec: str = "123456") -> np.ndarray:
+    """W_{i,123} = Σ_{456} Z^{σ(123456)} Y_{i,456} (n_L, N_A, N_A, N_A) for the six-index projector Z
+    with eigen-function ``g`` (slots (1,4), (2,5), (3,6) paired) relabelled by ``spec`` as in
+    :func:`_perm`, from Y already in the eigenbasis (``Yr = rotate(Y, U)``): Z is diagonal there, so
+    no N_A⁶ tensor is formed (O(n_L N_A⁴) time)."""
     lab = [""] * 6
     for k, c in enumerate(spec):
         lab[int(c) - 1] = "abc"[k % 3]
-    return np.einsum(f"d{''.join(lab[:3])},abc,i{''.join(lab[3:])}->di", Xr, g, Yr, optimize=True)
+    Wr = np.einsum(f"abc,i{''.join(lab[3:])}->i{''.join(lab[:3])}", g, Yr)
+    return rotate(Wr, U.T)
+
+
+def contract6(X: np.ndarray, g: np.ndarray, Yr: np.ndarray, U: np.ndarray, spec: str = "123456") -> np.ndarray:
+    """Σ X_{d,123} Z^{σ(123456)} Y_{i,456} (rows, n_L) through :func:`six_weight`."""
+    return np.einsum("dabc,iabc->di", X, six_weight(g, Yr, U, spec), optimize=True)
 
 
 def ntk_variance_term(get: Getter, Hinv: np.ndarray, n_out: int, y: np.ndarray) -> np.ndarray:
@@ -176,17 +184,18 @@ def cubic_targets(y: np.ndarray, K: np.ndarray, n_out: int) -> np.ndarray:
 def ddntk_terms(get: Getter, Z: Projectors, Y6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """m^{ddNTK-I} (∞.164) and m^{ddNTK-II} (∞.165, T ↔ U fixed as in spec §4.5) on the rows.
 
-    Each term Σ X_{δ,123} Z^{σ(123456)} 𝒴_{i,456} is contracted in the eigenbasis of H̃, where every
-    six-index projector is diagonal (:func:`contract6`): O(N_rows N_A⁴) time, O(N_rows N_A³) memory."""
+    Each term Σ X_{δ,123} Z^{σ(123456)} 𝒴_{i,456} first contracts Z with 𝒴 in the eigenbasis of H̃, where
+    every six-index projector is diagonal (:func:`six_weight`), then with X: O(N_rows N_A³ n_L) time."""
     U = Z.vecs
     Yr = rotate(Y6, U)
     ZIA, ZIB, ZIIA, ZIIB = (Z.f[k] for k in SIX)
 
     def term(name: str, slots: str, g: np.ndarray, specs: tuple[str, ...]) -> np.ndarray:
-        # get(name, "acdb")[a, c, d, b] as the array [d, a, b, c]: the labels name the slots
-        X = get(name, slots).transpose([slots.index(c) for c in "dabc"])
-        Xr = rotate(X, U)
-        return sum((contract6(Xr, g, Yr, sp) for sp in specs), np.zeros((len(Xr), Y6.shape[0])))
+        W = six_weight(g, Yr, U, specs[0])  # [i, a, b, c]
+        for sp in specs[1:]:
+            W = W + six_weight(g, Yr, U, sp)
+        # X = get(name, "acdb")[a, c, d, b]: the labels name the slots
+        return np.einsum(f"{slots},iabc->di", get(name, slots), W, optimize=True)
 
     m1 = term("R", "dabc", ZIB, ("123456", "231564", "312645"))
     m1 += term("R", "adbc", ZIA, ("123456",))

@@ -18,6 +18,9 @@ Tensors, each float64, layer axis 0 = layer 1 (``docs/spec/ntk.md`` §1.2):
   cross-correlations, PDLT (11.30)), ``R`` (first ddNTK mean, (∞.11)), ``S``, ``T``, ``U``
   (second ddNTK mean, (∞.12): ``T[l, a, b, c, d] = T_{abcd}``, so the recursion's
   ``T_{1342}`` is ``T[l, d1, d3, d4, d2]``), all (L, N, N, N, N), each multiplying ``1/n_{l-1}``.
+  ``layers=`` and ``tensors=`` (names among P…U too) apply: the dNTK family streams through the
+  unkept layers and only the asked families and what they read (R → P, T → Q; B, F) are propagated;
+  ``tuples=`` is refused with ``dntk``.
 """
 
 from __future__ import annotations
