@@ -107,8 +107,9 @@ def projectors(Ht: np.ndarray, lr: float, algorithm: str = "gd") -> Projectors:
 
 
 #: ``get(name, slots)``: the output-layer tensor ``name`` as a dense block, slot i over the rows
-#: (test then training inputs) where ``slots[i] == "d"`` and over the training inputs elsewhere
-#: (:class:`rgflow.learning.OutputTensors`).
+#: (test then training inputs) where ``slots[i] == "d"``, over the test inputs where it is ``"t"`` and
+#: over the training inputs elsewhere (:class:`rgflow.learning.OutputTensors`).  The term functions
+#: below return their value on the rows of the ``"d"`` slot.
 Getter = Callable[[str, str], np.ndarray]
 
 
@@ -144,30 +145,37 @@ def contract6(X: np.ndarray, g: np.ndarray, Yr: np.ndarray, U: np.ndarray, spec:
     return np.einsum("dabc,iabc->di", X, six_weight(g, Yr, U, spec), optimize=True)
 
 
+def _dot(get: Getter, name: str, labels: str, W: np.ndarray) -> np.ndarray:
+    """Σ_abc X_{δabc} W_{i,abc} for X = ``get(name, labels)`` read with the einsum ``labels`` (no
+    transposed copy of the block is summed elementwise)."""
+    return np.einsum(f"{labels},iabc->di", get(name, labels), W, optimize=True)
+
+
 def ntk_variance_term(get: Getter, Hinv: np.ndarray, n_out: int, y: np.ndarray) -> np.ndarray:
     """m^{ΔNTK}_{i;δ} (∞.162) on the rows (before σ_Δ, the projection and 1/n):
     Σ [A_(δα1)(α2α3) + B_δα2α1α3 + n_L B_δα3α1α2] H̃^{α1α2} H̃^{α3α4} y_{i;α4}."""
-    T = get("A", "dabc") + get("B", "dbac").transpose(0, 2, 1, 3)
-    T = T + n_out * get("B", "dcab").transpose(0, 2, 3, 1)
-    return np.einsum("dabc,ab,ce,ei->di", T, Hinv, Hinv, y, optimize=True)
+    W = np.einsum("ab,ci->iabc", Hinv, Hinv @ y)
+    return _dot(get, "A", "dabc", W) + _dot(get, "B", "dbac", W) + n_out * _dot(get, "B", "dcab", W)
 
 
 def dntk_term(get: Getter, Z: Projectors, n_out: int, y: np.ndarray) -> np.ndarray:
     """m^{dNTK}_{i;δ} (∞.163) in the general form of spec §4.5 (valid for any projector):
     −Σ {[P_δ123 + Q_δ123 + n_L Q_δ213] Z_B^{1234} + [P_δ123 + n_L Q_δ123 + Q_δ213] Z_B^{1243}
        + [n_L P_1δ23 + Q_1δ23 + Q_12δ3] Z_A^{1234} + [P_1δ23 + n_L Q_1δ23 + Q_12δ3] Z_A^{1243}} y_{i;4}."""
-    ZA, ZB = Z.dense("Z_A"), Z.dense("Z_B")
-    Pd, Qd = get("P", "dabc"), get("Q", "dabc")
-    Qd_213 = get("Q", "dbac").transpose(0, 2, 1, 3)
-    P1d = get("P", "adbc").transpose(1, 0, 2, 3)
-    Q1d = get("Q", "adbc").transpose(1, 0, 2, 3)
-    Q12d = get("Q", "abdc").transpose(2, 0, 1, 3)
-    tB1, tB2 = Pd + Qd + n_out * Qd_213, Pd + n_out * Qd + Qd_213
-    tA1, tA2 = n_out * P1d + Q1d + Q12d, P1d + n_out * Q1d + Q12d
-    out = np.einsum("dabc,abce,ei->di", tB1, ZB, y, optimize=True)
-    out += np.einsum("dabc,abec,ei->di", tB2, ZB, y, optimize=True)
-    out += np.einsum("dabc,abce,ei->di", tA1, ZA, y, optimize=True)
-    out += np.einsum("dabc,abec,ei->di", tA2, ZA, y, optimize=True)
+    U, yr = Z.vecs, Z.vecs.T @ y
+
+    def weight(name: str, swap: bool) -> np.ndarray:
+        """W_{i,abc} = Σ_e Z^{abce} y_{e;i} (``swap``: Z^{abec}), Z diagonal in the eigenbasis (no N_A⁴ Z)."""
+        e = "aA,bB,cB,AB,Ai->iabc" if swap else "aA,bB,cA,AB,Bi->iabc"
+        return np.einsum(e, U, U, U, Z.f[name], yr, optimize=True)
+
+    B1, B2, A1, A2 = weight("Z_B", False), weight("Z_B", True), weight("Z_A", False), weight("Z_A", True)
+    n = n_out
+    out = _dot(get, "P", "dabc", B1 + B2) + _dot(get, "Q", "dabc", B1 + n * B2)
+    out += _dot(get, "Q", "dbac", n * B1 + B2)  # Q_δ213
+    out += _dot(get, "P", "adbc", n * A1 + A2)  # P_1δ23
+    out += _dot(get, "Q", "adbc", A1 + n * A2)  # Q_1δ23
+    out += _dot(get, "Q", "abdc", A1 + A2)  # Q_12δ3
     return -out
 
 
@@ -231,18 +239,25 @@ def gd_mean_first_order(
     """
     n_out = y.shape[1]
     Hinv = (Z.vecs / Z.lam[None, :]) @ Z.vecs.T
-    NB = len(te)
     W = H[np.ix_(te, tr)] @ Hinv  # H_δα H̃⁻¹
     mean_ntk = W @ y  # (∞.161)
 
-    def project(Mrows: np.ndarray) -> np.ndarray:
-        return (Mrows[:NB] - W @ Mrows[NB:]) / n
+    # every term is linear in the blocks with a row slot "d": evaluate it on the test rows and on the
+    # training rows separately (no (N_B + N_A) × N_A³ concatenation), then project [·]^⊥ = te − W·tr
+    def get_te(name: str, slots: str) -> np.ndarray:
+        return get(name, slots.replace("d", "t"))
 
-    pieces = {"ntk_variance": -project(ntk_variance_term(get, Hinv, n_out, y))}
+    def get_tr(name: str, slots: str) -> np.ndarray:
+        return get(name, slots.replace("d", "x"))
+
+    def project(term: Callable[[Getter], np.ndarray]) -> np.ndarray:
+        return (term(get_te) - W @ term(get_tr)) / n
+
+    pieces = {"ntk_variance": -project(lambda g: ntk_variance_term(g, Hinv, n_out, y))}
     if dntk:
-        pieces["dntk"] = project(dntk_term(get, Z, n_out, y))
+        pieces["dntk"] = project(lambda g: dntk_term(g, Z, n_out, y))
         Y6 = cubic_targets(y, K[np.ix_(tr, tr)], n_out)
-        m1, m2 = ddntk_terms(get, Z, Y6)
-        pieces["ddntk_1"], pieces["ddntk_2"] = project(m1), project(m2)
+        (m1_te, m2_te), (m1_tr, m2_tr) = ddntk_terms(get_te, Z, Y6), ddntk_terms(get_tr, Z, Y6)
+        pieces["ddntk_1"], pieces["ddntk_2"] = (m1_te - W @ m1_tr) / n, (m2_te - W @ m2_tr) / n
     mean = mean_ntk + sum(pieces.values())
     return mean, {"mean_ntk": mean_ntk, **pieces}

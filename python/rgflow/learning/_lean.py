@@ -135,6 +135,11 @@ def prediction_theory(
     return theory(net, x, **kw)
 
 
+def _is_range(idx: np.ndarray) -> bool:
+    """Whether ``idx`` is a run of consecutive ascending indices (a slice)."""
+    return len(idx) > 0 and bool(np.all(np.diff(idx) == 1))
+
+
 class OutputTensors:
     """The output-layer tensors of ``th`` as the dense blocks the prediction formulas read.
 
@@ -166,10 +171,17 @@ class OutputTensors:
         return [self.rows if c == "d" else self.te if c == "t" else self.tr for c in slots]
 
     def block(self, name: str, slots: str) -> np.ndarray:
+        if "d" in slots:  # the rows are the test inputs, then the training ones
+            k = slots.index("d")
+            parts = [self.block(name, slots[:k] + c + slots[k + 1 :]) for c in "ta"]
+            return np.concatenate(parts, axis=k)
         T = self._tensor(name)
         if self.th.tuples is None:
-            return np.asarray(T[np.ix_(*self._sets(slots))], dtype=float)
-        if self._at_most_one() and sum(c in "td" for c in slots) <= 1:
+            sets = self._sets(slots)
+            if all(_is_range(s) for s in sets):  # a view, no gather
+                return np.asarray(T[tuple(slice(int(s[0]), int(s[-1]) + 1) for s in sets)], dtype=float)
+            return np.asarray(T[np.ix_(*sets)], dtype=float)
+        if self._at_most_one() and slots.count("t") <= 1:
             return self._structured(T, slots)
         return self._lookup(name, T, slots)
 
@@ -203,14 +215,9 @@ class OutputTensors:
         return T[start : start + m * t**3].reshape([m if i == slot else t for i in range(4)])
 
     def _structured(self, T: np.ndarray, slots: str) -> np.ndarray:
-        where = [i for i, c in enumerate(slots) if c in "td"]
-        if not where:
-            return np.asarray(self._chunk(T, None), dtype=float)
-        k = where[0]
-        test_part = self._chunk(T, k)
-        if slots[k] == "t":
-            return np.asarray(test_part, dtype=float)
-        return np.concatenate([test_part, self._chunk(T, None)], axis=k).astype(float, copy=False)
+        """A block with at most one test slot of the ``tuples_at_most_one`` layout (a reshaped view)."""
+        k = slots.find("t")
+        return np.asarray(self._chunk(T, None if k < 0 else k), dtype=float)
 
     def _lookup(self, name: str, T: np.ndarray, slots: str) -> np.ndarray:
         """Any tuple list: find each requested tuple by its sorted key."""
