@@ -506,7 +506,7 @@ def _check_resources(
     )
     four = [t for t, on in (("V", True), ("D, F, A, B", ntk), ("P, Q, R, S, T, U", dntk)) if on]
     if names is not None:
-        four = [t for t in FOUR_POINT if t in names] or ["none"]
+        four = [t for t in FOUR_POINT + DNTK_TENSORS if t in names] or ["none"]
     reduce = []
     if keep is None or len(keep) > 1:
         reduce.append(f"layers=[-1] (keep only the last of {n_keep} layers)")
